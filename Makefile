@@ -1,0 +1,39 @@
+# Parley: `make run` starts a node, `make test` runs every check. Both set up what
+# they need from nothing but Python 3.11+ (uv is installed into the user's pip).
+export UV_PYTHON_DOWNLOADS := never
+UV := $(shell command -v uv 2>/dev/null || echo "$(HOME)/.local/bin/uv")
+PYTEST_ARGS ?=
+
+.PHONY: setup run test lint typecheck unit bench clean browser
+
+$(UV):
+	python3 -m pip install --user --quiet uv || python3 -m pip install --quiet uv
+
+setup: $(UV)
+	$(UV) sync --locked
+
+run: setup
+	$(UV) run parley serve
+
+browser:
+	@command -v chromium >/dev/null 2>&1 || ( [ "$$(id -u)" = 0 ] && (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) ) || echo "chromium not installed: browser tests will skip"
+
+lint: setup
+	$(UV) run ruff check src tests bench
+	$(UV) run ruff format --check src tests bench
+
+typecheck: setup
+	$(UV) run mypy
+
+unit: setup
+	$(UV) run pytest tests/unit -q
+
+test: setup browser lint typecheck
+	$(UV) run pytest -q -n 2 --dist loadgroup $(PYTEST_ARGS)
+
+bench: setup
+	$(UV) sync --locked --extra bench
+	$(UV) run python bench/rest_sends.py
+
+clean:
+	rm -rf .venv parley-data .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""The ``parley`` command: serve, admin, the chat client and the benchmark."""

@@ -1,0 +1,62 @@
+"""``parley admin``: work on the database directly, with no server running."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import sys
+
+from parley import errors
+from parley.auth.passwords import Passwords
+from parley.domain.models import RoomId
+from parley.settings import Settings
+from parley.store import SqlStore, migrate
+
+
+async def run(args: argparse.Namespace, settings: Settings) -> int:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    url = settings.resolved_database_url
+    await migrate(url)
+    if args.admin_command == "migrate":
+        print(f"database at head: {settings.database_url or settings.data_dir}")
+        return 0
+    store = SqlStore(url)
+    await store.start()
+    try:
+        if args.admin_command == "create-user":
+            return await _create_user(args, settings, store)
+        if args.admin_command == "export-room":
+            if await store.get_room(RoomId(args.room_id)) is None:
+                print(f"no room {args.room_id}", file=sys.stderr)
+                return 1
+            async for event in store.export_room(RoomId(args.room_id)):
+                sys.stdout.buffer.write(event.raw + b"\n")
+            sys.stdout.flush()
+            return 0
+    finally:
+        await store.close()
+    return 2
+
+
+async def _create_user(args: argparse.Namespace, settings: Settings, store: SqlStore) -> int:
+    from parley.domain import validation
+
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = getpass.getpass("password: ")
+    passwords = Passwords(
+        time_cost=settings.argon2_time_cost, memory_kib=settings.argon2_memory_kib
+    )
+    try:
+        validation.check_username(args.username)
+        validation.check_password(password)
+        name = validation.check_display_name(args.display_name or args.username)
+        user = await store.create_user(
+            args.username, await passwords.hash(password), name, is_admin=args.admin
+        )
+    except errors.ParleyError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 1
+    print(user.id)
+    return 0

@@ -1,0 +1,1 @@
+"""Rooms, messages, sequencing and permissions: plain code with no I/O."""

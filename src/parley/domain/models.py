@@ -1,0 +1,191 @@
+"""The domain's values: users, rooms, members, messages and room events.
+
+Ids are opaque strings (UUIDs); timestamps are RFC 3339 strings in UTC, which sort
+as text and travel to clients unchanged.
+"""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, NewType
+
+UserId = NewType("UserId", str)
+RoomId = NewType("RoomId", str)
+MessageId = NewType("MessageId", str)
+Seq = NewType("Seq", int)
+
+
+def new_id() -> str:
+    """A fresh random id (UUID4 as text)."""
+    return str(uuid.uuid4())
+
+
+def format_ts(moment: datetime) -> str:
+    """RFC 3339 in UTC with microseconds and a ``Z``: sortable as text."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def utc_now() -> str:
+    """The current time as an API timestamp."""
+    return format_ts(datetime.now(UTC))
+
+
+class Role(enum.StrEnum):
+    """Room roles, ordered ``owner`` > ``admin`` > ``member``."""
+
+    OWNER = "owner"
+    ADMIN = "admin"
+    MEMBER = "member"
+
+    @property
+    def rank(self) -> int:
+        return _RANK[self]
+
+
+_RANK = {Role.OWNER: 3, Role.ADMIN: 2, Role.MEMBER: 1}
+
+
+class Visibility(enum.StrEnum):
+    PUBLIC = "public"
+    PRIVATE = "private"
+
+
+class RoomKind(enum.StrEnum):
+    ROOM = "room"
+    DM = "dm"
+
+
+class EventType(enum.StrEnum):
+    """Every kind of change to a room; each takes the room's next ``seq``."""
+
+    ROOM_CREATED = "room.created"
+    ROOM_UPDATED = "room.updated"
+    MEMBER_JOINED = "member.joined"
+    MEMBER_LEFT = "member.left"
+    MESSAGE_CREATED = "message.created"
+    MESSAGE_EDITED = "message.edited"
+    MESSAGE_DELETED = "message.deleted"
+    REACTION_ADDED = "reaction.added"
+    REACTION_REMOVED = "reaction.removed"
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    id: UserId
+    username: str
+    display_name: str
+    created_at: str
+    is_admin: bool = False
+
+    def public(self) -> dict[str, Any]:
+        """The API's ``User`` object."""
+        return {"id": self.id, "username": self.username, "display_name": self.display_name}
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """What login needs: never leaves the auth layer."""
+
+    user: User
+    password_hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class Room:
+    id: RoomId
+    name: str
+    visibility: Visibility
+    topic: str
+    kind: RoomKind
+    created_at: str
+    last_seq: int
+
+    def public(self) -> dict[str, Any]:
+        """The API's ``Room`` object."""
+        return {
+            "id": self.id,
+            "name": self.name,
+            "visibility": self.visibility.value,
+            "topic": self.topic,
+            "kind": self.kind.value,
+            "created_at": self.created_at,
+            "last_seq": self.last_seq,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Membership:
+    """A user's standing in a room. A ban outlives the membership it ended."""
+
+    room_id: RoomId
+    user_id: UserId
+    role: Role | None
+    banned: bool = False
+    read_seq: int = 0
+
+    @property
+    def is_member(self) -> bool:
+        return self.role is not None and not self.banned
+
+
+@dataclass(frozen=True, slots=True)
+class RoomSummary:
+    """One entry of a user's room list."""
+
+    room: Room
+    role: Role
+    read_seq: int
+    unread: int
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    id: MessageId
+    room_id: RoomId
+    seq: int
+    sender_id: UserId
+    body: str
+    client_msg_id: str | None
+    created_at: str
+    edited_at: str | None = None
+    version: int = 1
+    deleted: bool = False
+    reactions: dict[str, list[str]] = field(default_factory=dict)
+
+    def public(self) -> dict[str, Any]:
+        """The API's ``Message`` object; a deleted one is a tombstone with no body."""
+        return {
+            "id": self.id,
+            "room_id": self.room_id,
+            "seq": self.seq,
+            "sender_id": self.sender_id,
+            "body": "" if self.deleted else self.body,
+            "client_msg_id": self.client_msg_id,
+            "created_at": self.created_at,
+            "edited_at": self.edited_at,
+            "version": self.version,
+            "deleted": self.deleted,
+            "reactions": self.reactions,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One entry of a room's log. ``raw`` is its JSON, encoded once when stored."""
+
+    room_id: RoomId
+    seq: int
+    type: EventType
+    raw: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class SendResult:
+    """What a send produced: ``created`` is false for an idempotent retry."""
+
+    message: Message
+    event: Event | None
+    created: bool

@@ -1,0 +1,86 @@
+"""Input rules shared by every edge (REST, WebSocket, CLI), as plain functions."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+from parley.errors import InvalidInput, TooLarge
+
+USERNAME_RE = re.compile(r"^[a-z0-9_.\-]{3,32}$")
+CLIENT_MSG_ID_RE = re.compile(r"^[A-Za-z0-9_.:\-]{1,64}$")
+MAX_ROOM_NAME = 80
+MAX_TOPIC = 500
+MAX_DISPLAY_NAME = 64
+MAX_EMOJI_CHARS = 32
+
+
+def _no_controls(text: str, field: str, *, allow_newlines: bool) -> None:
+    for ch in text:
+        if ch in "\n\t" and allow_newlines:
+            continue
+        if ch == "\r" and allow_newlines:
+            continue
+        if unicodedata.category(ch) in ("Cc", "Cs"):
+            raise InvalidInput(f"{field} contains control characters")
+
+
+def check_username(username: str) -> str:
+    if not USERNAME_RE.fullmatch(username):
+        raise InvalidInput("username: 3 to 32 of a-z 0-9 _ . -", code="invalid_username")
+    return username
+
+
+def check_password(password: str) -> str:
+    if not 8 <= len(password) <= 256:
+        raise InvalidInput("password: 8 to 256 characters", code="invalid_password")
+    return password
+
+
+def check_display_name(name: str) -> str:
+    name = name.strip()
+    if not 1 <= len(name) <= MAX_DISPLAY_NAME:
+        raise InvalidInput(f"display_name: 1 to {MAX_DISPLAY_NAME} characters")
+    _no_controls(name, "display_name", allow_newlines=False)
+    return name
+
+
+def check_room_name(name: str) -> str:
+    name = name.strip()
+    if not 1 <= len(name) <= MAX_ROOM_NAME:
+        raise InvalidInput(f"name: 1 to {MAX_ROOM_NAME} characters")
+    _no_controls(name, "name", allow_newlines=False)
+    return name
+
+
+def check_topic(topic: str) -> str:
+    if len(topic) > MAX_TOPIC:
+        raise InvalidInput(f"topic: at most {MAX_TOPIC} characters")
+    _no_controls(topic, "topic", allow_newlines=True)
+    return topic
+
+
+def check_body(body: str, max_bytes: int) -> str:
+    """1 to ``max_bytes`` UTF-8 bytes, not blank, no control characters but newlines
+    and tabs."""
+    size = len(body.encode("utf-8", "surrogatepass"))
+    if size > max_bytes:
+        raise TooLarge(f"body: at most {max_bytes} bytes of UTF-8")
+    if not body.strip():
+        raise InvalidInput("body must not be empty", code="empty_body")
+    _no_controls(body, "body", allow_newlines=True)
+    return body
+
+
+def check_client_msg_id(value: str | None) -> str | None:
+    if value is not None and not CLIENT_MSG_ID_RE.fullmatch(value):
+        raise InvalidInput("client_msg_id: 1 to 64 of A-Z a-z 0-9 _ . : -")
+    return value
+
+
+def check_emoji(emoji: str) -> str:
+    """A reaction: a short run of non-space symbols (an emoji or a :shortcode:)."""
+    if not 1 <= len(emoji) <= MAX_EMOJI_CHARS or any(c.isspace() for c in emoji):
+        raise InvalidInput(f"emoji: 1 to {MAX_EMOJI_CHARS} characters, no spaces")
+    _no_controls(emoji, "emoji", allow_newlines=False)
+    return emoji

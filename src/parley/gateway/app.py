@@ -1,0 +1,89 @@
+"""The ASGI app of one node: REST, WebSocket, SSE, health, metrics, the web client."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from starlette.staticfiles import StaticFiles
+
+import parley
+from parley.errors import ParleyError
+from parley.gateway import errors, rest
+from parley.gateway.middleware import BodyLimit, SecurityHeaders
+from parley.gateway.ratelimit import RateLimiter
+from parley.gateway.runtime import Runtime
+from parley.settings import Settings
+
+log = logging.getLogger("parley")
+
+WEB_DIR = Path(parley.__file__).parent / "web"
+MAX_REQUEST_BYTES = 1 << 20
+
+DESCRIPTION = """Parley's public API. Authenticate with `POST /api/v1/auth/token`
+(OAuth2 password grant) and send `Authorization: Bearer <access_token>`.
+Real-time: WebSocket at `/api/v1/ws` and Server-Sent Events at
+`/api/v1/events/stream` (frames in `docs/protocol.md`)."""
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """One node's app; the runtime (store, bus, cache, hub) starts with its lifespan."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        rt = await Runtime.start(settings)
+        app.state.runtime = rt
+        app.state.limiter = RateLimiter(rt.cache, enabled=settings.rate_limits == "on")
+        log.info("parley %s node %s ready", parley.__version__, rt.node_id)
+        try:
+            yield
+        finally:
+            await rt.close()
+
+    app = FastAPI(
+        title="Parley",
+        version=parley.__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        openapi_url="/openapi.json",
+        docs_url="/docs",
+        redoc_url="/redoc",
+    )
+    errors.install(app)
+    app.include_router(rest.router)
+
+    @app.get("/healthz", tags=["health"])
+    async def healthz() -> dict[str, str]:
+        """The process is up."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["health"])
+    async def readyz(request: Request) -> JSONResponse:
+        """Database, bus and cache all answer; 503 naming the one that does not."""
+        rt: Runtime = request.app.state.runtime
+        checks: dict[str, str] = {}
+        for name, port in (("database", rt.store), ("bus", rt.bus), ("cache", rt.cache)):
+            try:
+                await port.ping()
+                checks[name] = "ok"
+            except (ParleyError, OSError, ConnectionError) as exc:
+                checks[name] = f"down: {exc}"
+        ready = all(v == "ok" for v in checks.values())
+        body: dict[str, Any] = {
+            "status": "ready" if ready else "unavailable",
+            "node_id": rt.node_id,
+            "checks": checks,
+        }
+        return JSONResponse(body, status_code=200 if ready else 503)
+
+    if WEB_DIR.is_dir():
+        app.mount("/", StaticFiles(directory=WEB_DIR, html=True), name="web")
+
+    app.add_middleware(BodyLimit, limit=MAX_REQUEST_BYTES)
+    app.add_middleware(SecurityHeaders)
+    return app

@@ -1,0 +1,298 @@
+"""The REST API of ``API.md``: auth, users, rooms, membership, messages, events."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Form, Query, Request, Response
+from fastapi.security import OAuth2PasswordBearer
+
+from parley.domain.models import MessageId, Role, RoomId, RoomSummary, UserId, Visibility
+from parley.errors import InvalidInput, NotFound, Unauthorized
+from parley.gateway import schemas as s
+from parley.gateway.ratelimit import RateLimiter
+from parley.gateway.runtime import Runtime
+
+oauth2 = OAuth2PasswordBearer(tokenUrl="/api/v1/auth/token", auto_error=False)
+
+router = APIRouter(prefix="/api/v1")
+
+SeqParam = Annotated[int | None, Query(ge=0, le=2**53)]
+LimitParam = Annotated[int, Query(ge=1, le=200)]
+
+
+def runtime(request: Request) -> Runtime:
+    rt: Runtime = request.app.state.runtime
+    return rt
+
+
+def limiter(request: Request) -> RateLimiter:
+    rl: RateLimiter = request.app.state.limiter
+    return rl
+
+
+RT = Annotated[Runtime, Depends(runtime)]
+RL = Annotated[RateLimiter, Depends(limiter)]
+
+
+def current_user(rt: RT, token: Annotated[str | None, Depends(oauth2)]) -> UserId:
+    """The caller, from ``Authorization: Bearer``; 401 without a valid access token."""
+    if not token:
+        raise Unauthorized("missing bearer token")
+    return rt.tokens.verify_access(token)
+
+
+Me = Annotated[UserId, Depends(current_user)]
+
+
+def client_ip(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+def summary_out(summary: RoomSummary) -> dict[str, Any]:
+    return {
+        **summary.room.public(),
+        "role": summary.role.value,
+        "read_seq": summary.read_seq,
+        "unread": summary.unread,
+    }
+
+
+# auth
+@router.post("/auth/register", status_code=201, response_model=s.UserEnvelope, tags=["auth"])
+async def register(body: s.RegisterIn, rt: RT, rl: RL, request: Request) -> dict[str, Any]:
+    await rl.check("register", client_ip(request), limit=20, window=3600)
+    user = await rt.accounts.register(body.username, body.password, body.display_name)
+    return {"user": user.public()}
+
+
+@router.post("/auth/token", response_model=s.TokenOut, tags=["auth"])
+async def token(
+    rt: RT,
+    rl: RL,
+    request: Request,
+    grant_type: Annotated[str, Form(max_length=32)],
+    username: Annotated[str | None, Form(max_length=64)] = None,
+    password: Annotated[str | None, Form(max_length=256)] = None,
+    refresh_token: Annotated[str | None, Form(max_length=512)] = None,
+) -> dict[str, object]:
+    """OAuth2 token endpoint (RFC 6749): the ``password`` and ``refresh_token`` grants.
+    A bad grant is 400 ``invalid_grant``, as RFC 6749 section 5.2 has it."""
+    try:
+        if grant_type == "password":
+            if not username or not password:
+                raise InvalidInput("username and password are required", code="invalid_request")
+            await rl.check("login", f"{client_ip(request)}:{username}", limit=10, window=60)
+            pair = await rt.accounts.login(username, password)
+        elif grant_type == "refresh_token":
+            if not refresh_token:
+                raise InvalidInput("refresh_token is required", code="invalid_request")
+            await rl.check("refresh", client_ip(request), limit=120, window=60)
+            pair = await rt.accounts.refresh(refresh_token)
+        else:
+            raise InvalidInput("unsupported grant_type", code="unsupported_grant_type")
+    except Unauthorized as exc:
+        raise InvalidInput(exc.message, code="invalid_grant") from exc
+    return pair.public()
+
+
+@router.post("/auth/revoke", response_model=s.Ok, tags=["auth"])
+async def revoke(body: s.RevokeIn, rt: RT) -> dict[str, bool]:
+    """Revoke a refresh token and its whole family (RFC 7009: unknown tokens are fine)."""
+    await rt.accounts.revoke(body.token)
+    return {"ok": True}
+
+
+# users
+@router.get("/users/me", response_model=s.UserOut, tags=["users"])
+async def me(rt: RT, user_id: Me) -> dict[str, Any]:
+    user = await rt.store.get_user(user_id)
+    if user is None:
+        raise Unauthorized("this account no longer exists", code="invalid_token")
+    return user.public()
+
+
+@router.get("/users", response_model=s.UsersOut, tags=["users"])
+async def find_users(
+    rt: RT, _: Me, username: Annotated[str, Query(min_length=1, max_length=32)]
+) -> dict[str, Any]:
+    """Look a user up by exact username (to start a direct message)."""
+    credentials = await rt.store.get_credentials(username)
+    return {"users": [credentials.user.public()] if credentials else []}
+
+
+@router.get("/users/{user_id}", response_model=s.UserOut, tags=["users"])
+async def get_user(user_id: str, rt: RT, _: Me) -> dict[str, Any]:
+    user = await rt.store.get_user(UserId(user_id))
+    if user is None:
+        raise NotFound("user not found")
+    return user.public()
+
+
+# rooms
+@router.post("/rooms", status_code=201, response_model=s.RoomOut, tags=["rooms"])
+async def create_room(body: s.RoomIn, rt: RT, me: Me) -> dict[str, Any]:
+    room = await rt.chat.create_room(me, body.name, Visibility(body.visibility), body.topic)
+    return room.public()
+
+
+@router.get("/rooms", response_model=s.MyRoomsOut, tags=["rooms"])
+async def my_rooms(rt: RT, me: Me) -> dict[str, Any]:
+    return {"rooms": [summary_out(x) for x in await rt.chat.list_rooms(me)]}
+
+
+@router.get("/rooms/public", response_model=s.RoomsOut, tags=["rooms"])
+async def public_rooms(rt: RT, _: Me) -> dict[str, Any]:
+    return {"rooms": [room.public() for room in await rt.chat.public_rooms()]}
+
+
+@router.get("/rooms/{room_id}", response_model=s.RoomOut, tags=["rooms"])
+async def get_room(room_id: str, rt: RT, me: Me) -> dict[str, Any]:
+    return (await rt.chat.get_room(me, RoomId(room_id))).public()
+
+
+@router.patch("/rooms/{room_id}", response_model=s.RoomOut, tags=["rooms"])
+async def update_room(room_id: str, body: s.RoomPatch, rt: RT, me: Me) -> dict[str, Any]:
+    room = await rt.chat.update_room(me, RoomId(room_id), name=body.name, topic=body.topic)
+    return room.public()
+
+
+@router.post("/rooms/{room_id}/join", response_model=s.RoomOut, tags=["rooms"])
+async def join(room_id: str, rt: RT, me: Me) -> dict[str, Any]:
+    return (await rt.chat.join(me, RoomId(room_id))).public()
+
+
+@router.post("/rooms/{room_id}/leave", response_model=s.Ok, tags=["rooms"])
+async def leave(room_id: str, rt: RT, me: Me) -> dict[str, bool]:
+    await rt.chat.leave(me, RoomId(room_id))
+    return {"ok": True}
+
+
+@router.get("/rooms/{room_id}/members", response_model=s.MembersOut, tags=["members"])
+async def members(room_id: str, rt: RT, me: Me) -> dict[str, Any]:
+    rows = await rt.chat.members(me, RoomId(room_id))
+    return {"members": [{"user": user.public(), "role": role.value} for user, role in rows]}
+
+
+@router.post("/rooms/{room_id}/members", status_code=201, response_model=s.Ok, tags=["members"])
+async def add_member(room_id: str, body: s.MemberIn, rt: RT, me: Me) -> dict[str, bool]:
+    await rt.chat.add_member(me, RoomId(room_id), UserId(body.user_id), Role(body.role))
+    return {"ok": True}
+
+
+@router.delete("/rooms/{room_id}/members/{user_id}", response_model=s.Ok, tags=["members"])
+async def remove_member(
+    room_id: str, user_id: str, rt: RT, me: Me, ban: bool = False
+) -> dict[str, bool]:
+    await rt.chat.remove_member(me, RoomId(room_id), UserId(user_id), ban=ban)
+    return {"ok": True}
+
+
+@router.post("/dms", response_model=s.RoomOut, tags=["rooms"])
+async def open_dm(body: s.DmIn, rt: RT, me: Me, response: Response) -> dict[str, Any]:
+    """The one direct room of the caller and ``user_id``: 201 when made, 200 after."""
+    room, created = await rt.chat.open_dm(me, UserId(body.user_id))
+    response.status_code = 201 if created else 200
+    return room.public()
+
+
+# messages
+@router.post(
+    "/rooms/{room_id}/messages", status_code=201, response_model=s.MessageOut, tags=["messages"]
+)
+async def send(
+    room_id: str, body: s.MessageIn, rt: RT, rl: RL, me: Me, response: Response
+) -> dict[str, Any]:
+    """Store a message: 201 when new, 200 with the first one for a repeated
+    ``client_msg_id`` (a retry stores nothing twice)."""
+    await rl.check("send", me, limit=60, window=10)
+    result = await rt.chat.send(me, RoomId(room_id), body.body, body.client_msg_id)
+    if not result.created:
+        response.status_code = 200
+    return result.message.public()
+
+
+@router.get("/rooms/{room_id}/messages", response_model=s.MessagesOut, tags=["messages"])
+async def list_messages(
+    room_id: str,
+    rt: RT,
+    me: Me,
+    before_seq: SeqParam = None,
+    after_seq: SeqParam = None,
+    limit: LimitParam = 50,
+) -> dict[str, Any]:
+    messages, has_more = await rt.chat.messages(
+        me, RoomId(room_id), before_seq=before_seq, after_seq=after_seq, limit=limit
+    )
+    return {"messages": [m.public() for m in messages], "has_more": has_more}
+
+
+@router.get(
+    "/rooms/{room_id}/events",
+    response_model=s.EventsOut,
+    tags=["messages"],
+    response_class=Response,
+)
+async def list_events(
+    room_id: str,
+    rt: RT,
+    me: Me,
+    after_seq: Annotated[int, Query(ge=0, le=2**53)] = 0,
+    limit: LimitParam = 100,
+) -> Response:
+    """The room's log after ``after_seq``: the stored event bytes, not re-encoded."""
+    events, has_more = await rt.chat.events(me, RoomId(room_id), after_seq=after_seq, limit=limit)
+    body = (
+        b'{"events":['
+        + b",".join(e.raw for e in events)
+        + b'],"has_more":'
+        + (b"true" if has_more else b"false")
+        + b"}"
+    )
+    return Response(body, media_type="application/json")
+
+
+@router.patch(
+    "/rooms/{room_id}/messages/{message_id}", response_model=s.MessageOut, tags=["messages"]
+)
+async def edit(
+    room_id: str, message_id: str, body: s.MessagePatch, rt: RT, me: Me
+) -> dict[str, Any]:
+    message = await rt.chat.edit(
+        me, RoomId(room_id), MessageId(message_id), body.body, body.version
+    )
+    return message.public()
+
+
+@router.delete(
+    "/rooms/{room_id}/messages/{message_id}", response_model=s.MessageOut, tags=["messages"]
+)
+async def delete(room_id: str, message_id: str, rt: RT, me: Me) -> dict[str, Any]:
+    return (await rt.chat.delete(me, RoomId(room_id), MessageId(message_id))).public()
+
+
+@router.put(
+    "/rooms/{room_id}/messages/{message_id}/reactions/{emoji}",
+    response_model=s.MessageOut,
+    tags=["messages"],
+)
+async def add_reaction(room_id: str, message_id: str, emoji: str, rt: RT, me: Me) -> dict[str, Any]:
+    message = await rt.chat.react(me, RoomId(room_id), MessageId(message_id), emoji, on=True)
+    return message.public()
+
+
+@router.delete(
+    "/rooms/{room_id}/messages/{message_id}/reactions/{emoji}",
+    response_model=s.MessageOut,
+    tags=["messages"],
+)
+async def remove_reaction(
+    room_id: str, message_id: str, emoji: str, rt: RT, me: Me
+) -> dict[str, Any]:
+    message = await rt.chat.react(me, RoomId(room_id), MessageId(message_id), emoji, on=False)
+    return message.public()
+
+
+@router.put("/rooms/{room_id}/read", response_model=s.ReadOut, tags=["messages"])
+async def read(room_id: str, body: s.ReadIn, rt: RT, me: Me) -> dict[str, int]:
+    return {"read_seq": await rt.chat.mark_read(me, RoomId(room_id), body.seq)}

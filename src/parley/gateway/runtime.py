@@ -1,0 +1,81 @@
+"""Everything one node runs, built once from ``Settings`` and torn down in order."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from parley.auth.passwords import Passwords
+from parley.auth.tokens import Tokens, load_or_create_key
+from parley.bus import connect_bus
+from parley.cache import connect_cache
+from parley.gateway.hub import Hub
+from parley.ports import Bus, Cache, Store
+from parley.service.accounts import Accounts
+from parley.service.chat import ChatService
+from parley.settings import Settings
+from parley.store import SqlStore, migrate
+
+
+@dataclass(slots=True)
+class Runtime:
+    """The wired node: ports, services and the fan-out hub."""
+
+    settings: Settings
+    node_id: str
+    store: Store
+    bus: Bus
+    cache: Cache
+    hub: Hub
+    tokens: Tokens
+    accounts: Accounts
+    chat: ChatService
+
+    @classmethod
+    async def start(cls, settings: Settings) -> Runtime:
+        """Create the data dir, migrate, connect every backend, start the hub."""
+        data_dir = Path(settings.data_dir)
+        data_dir.mkdir(parents=True, exist_ok=True)
+        node_id = settings.node_id or f"node-{secrets.token_hex(4)}"
+        url = settings.resolved_database_url
+        await migrate(url)
+        store = SqlStore(
+            url,
+            group_commit=settings.group_commit,
+            group_commit_max=settings.group_commit_max,
+        )
+        await store.start()
+        bus = connect_bus(settings.bus_url, node_id=node_id)
+        cache = connect_cache(settings.cache_url)
+        await cache.start()
+        hub = Hub(bus=bus, store=store, settings=settings, node_id=node_id)
+        await hub.start()
+        key = load_or_create_key(data_dir / "jwt.key")
+        tokens = Tokens(
+            store,
+            key,
+            issuer=settings.issuer,
+            access_ttl=settings.access_token_ttl,
+            refresh_ttl=settings.refresh_token_ttl,
+        )
+        passwords = Passwords(
+            time_cost=settings.argon2_time_cost, memory_kib=settings.argon2_memory_kib
+        )
+        return cls(
+            settings=settings,
+            node_id=node_id,
+            store=store,
+            bus=bus,
+            cache=cache,
+            hub=hub,
+            tokens=tokens,
+            accounts=Accounts(store, passwords, tokens),
+            chat=ChatService(store, hub, max_body_bytes=settings.max_body_bytes),
+        )
+
+    async def close(self) -> None:
+        """Stop taking work, finish queued writes, disconnect."""
+        await self.hub.close()
+        await self.store.close()
+        await self.cache.close()

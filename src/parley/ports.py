@@ -1,0 +1,285 @@
+"""The ports: small abstract interfaces that the domain needs and backends provide.
+
+``Store`` is the source of truth (SQLite or PostgreSQL). ``Bus`` is a doorbell between
+nodes: it carries already-encoded events as bytes, at least once, and a node that may
+have missed one repairs from the store by ``seq``. ``Cache`` holds what may be lost
+(presence, rate-limit counters). Every backend passes one contract suite
+(``tests/contract``), the in-memory ones included.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+from parley.domain.models import (
+    Credentials,
+    Event,
+    Membership,
+    Message,
+    MessageId,
+    Role,
+    Room,
+    RoomId,
+    RoomKind,
+    RoomSummary,
+    SendResult,
+    User,
+    UserId,
+    Visibility,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class SendRequest:
+    """One message to store; ``client_msg_id`` makes a retry idempotent."""
+
+    room_id: RoomId
+    sender_id: UserId
+    body: str
+    client_msg_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class RefreshGrant:
+    """A refresh token that was valid and has just been consumed."""
+
+    user_id: UserId
+    family_id: str
+
+
+class Store(abc.ABC):
+    """Durable state. Every method that changes a room appends its events with the
+    room's next ``seq`` in the same transaction, and returns them already encoded.
+
+    Writes that produce events are serialised per node by a writer that groups
+    concurrent calls into one transaction (group commit); each caller still gets its
+    own result or its own error.
+    """
+
+    # lifecycle
+    @abc.abstractmethod
+    async def start(self) -> None:
+        """Connect and start the writer; the schema must already be migrated."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Finish queued writes, then disconnect."""
+
+    @abc.abstractmethod
+    async def ping(self) -> None:
+        """Raise ``Unavailable`` if the database cannot answer."""
+
+    # users
+    @abc.abstractmethod
+    async def create_user(
+        self, username: str, password_hash: str, display_name: str, *, is_admin: bool = False
+    ) -> User:
+        """Raise ``UsernameTaken`` for a name already in use."""
+
+    @abc.abstractmethod
+    async def get_user(self, user_id: UserId) -> User | None: ...
+
+    @abc.abstractmethod
+    async def get_users(self, user_ids: Sequence[UserId]) -> dict[UserId, User]: ...
+
+    @abc.abstractmethod
+    async def get_credentials(self, username: str) -> Credentials | None: ...
+
+    # refresh tokens (stored as hashes only)
+    @abc.abstractmethod
+    async def add_refresh_token(
+        self, token_hash: str, user_id: UserId, family_id: str, expires_at: str
+    ) -> None: ...
+
+    @abc.abstractmethod
+    async def use_refresh_token(self, token_hash: str, now: str) -> RefreshGrant:
+        """Consume a refresh token atomically. A token used before revokes its whole
+        family (reuse detection) and raises ``Unauthorized(code="invalid_grant")``, as
+        does an unknown, expired or revoked one."""
+
+    @abc.abstractmethod
+    async def revoke_refresh_family(self, token_hash: str) -> None:
+        """Revoke the family of this token; unknown tokens are ignored (RFC 7009)."""
+
+    # rooms and membership
+    @abc.abstractmethod
+    async def create_room(
+        self,
+        *,
+        name: str,
+        visibility: Visibility,
+        topic: str,
+        kind: RoomKind,
+        owner_id: UserId,
+        other_ids: Sequence[UserId] = (),
+    ) -> tuple[Room, list[Event]]:
+        """Create a room with its owner (and, for a DM, the other members)."""
+
+    @abc.abstractmethod
+    async def get_or_create_dm(self, a: UserId, b: UserId) -> tuple[Room, list[Event], bool]:
+        """The one direct room of a pair, created on first call (``True`` if created)."""
+
+    @abc.abstractmethod
+    async def get_room(self, room_id: RoomId) -> Room | None: ...
+
+    @abc.abstractmethod
+    async def list_user_rooms(self, user_id: UserId) -> list[RoomSummary]:
+        """The user's rooms with read cursors and unread counts, in one query."""
+
+    @abc.abstractmethod
+    async def list_public_rooms(self, limit: int = 200) -> list[Room]: ...
+
+    @abc.abstractmethod
+    async def get_membership(self, room_id: RoomId, user_id: UserId) -> Membership | None: ...
+
+    @abc.abstractmethod
+    async def list_members(self, room_id: RoomId) -> list[tuple[User, Role]]: ...
+
+    @abc.abstractmethod
+    async def member_ids(self, room_id: RoomId) -> list[UserId]: ...
+
+    @abc.abstractmethod
+    async def user_room_ids(self, user_id: UserId) -> dict[RoomId, int]:
+        """The user's rooms and each room's ``last_seq``."""
+
+    @abc.abstractmethod
+    async def shares_room(self, a: UserId, b: UserId) -> bool: ...
+
+    @abc.abstractmethod
+    async def join_room(self, room_id: RoomId, user_id: UserId) -> list[Event]:
+        """Make a member (idempotent: no event when already one)."""
+
+    @abc.abstractmethod
+    async def invite(
+        self, room_id: RoomId, user_id: UserId, role: Role, actor_id: UserId
+    ) -> list[Event]:
+        """Add a user as a member with ``role`` (idempotent for existing members)."""
+
+    @abc.abstractmethod
+    async def remove_member(
+        self, room_id: RoomId, user_id: UserId, actor_id: UserId, *, ban: bool
+    ) -> list[Event]:
+        """Leave (actor is the user), kick or ban. A ban stays after the membership."""
+
+    @abc.abstractmethod
+    async def update_room(
+        self, room_id: RoomId, actor_id: UserId, *, name: str | None, topic: str | None
+    ) -> tuple[Room, list[Event]]: ...
+
+    # messages and events
+    @abc.abstractmethod
+    async def send_message(self, request: SendRequest) -> SendResult:
+        """Store one message (grouped with concurrent sends into one commit). Raises
+        ``NotFound`` if the sender is not a member at commit time."""
+
+    @abc.abstractmethod
+    async def edit_message(
+        self, room_id: RoomId, message_id: MessageId, editor_id: UserId, body: str, version: int
+    ) -> tuple[Message, list[Event]]:
+        """Only the sender edits; ``VersionConflict`` unless ``version`` is current."""
+
+    @abc.abstractmethod
+    async def delete_message(
+        self, room_id: RoomId, message_id: MessageId, actor_id: UserId, *, any_sender: bool
+    ) -> tuple[Message, list[Event]]:
+        """Tombstone a message; ``any_sender`` lets admins delete others' messages.
+        Deleting a deleted message changes nothing and returns no event."""
+
+    @abc.abstractmethod
+    async def set_reaction(
+        self, room_id: RoomId, message_id: MessageId, user_id: UserId, emoji: str, *, on: bool
+    ) -> tuple[Message, list[Event]]:
+        """Add or remove one reaction; no event when nothing changes."""
+
+    @abc.abstractmethod
+    async def get_message(self, room_id: RoomId, message_id: MessageId) -> Message | None: ...
+
+    @abc.abstractmethod
+    async def list_messages(
+        self, room_id: RoomId, *, before_seq: int | None, after_seq: int | None, limit: int
+    ) -> tuple[list[Message], bool]:
+        """Current state of messages in ascending ``seq``, and whether more exist in
+        the direction of travel (older for ``before_seq`` or neither, newer for
+        ``after_seq``)."""
+
+    @abc.abstractmethod
+    async def list_events(
+        self, room_id: RoomId, *, after_seq: int, limit: int
+    ) -> tuple[list[Event], bool]: ...
+
+    @abc.abstractmethod
+    async def set_read(self, room_id: RoomId, user_id: UserId, seq: int) -> int:
+        """Move the read cursor forward only (capped at ``last_seq``); return it."""
+
+    @abc.abstractmethod
+    def export_room(self, room_id: RoomId) -> AsyncIterator[Event]:
+        """Every event of a room in ``seq`` order, streamed."""
+
+
+BusHandler = Callable[[str, bytes], Awaitable[None] | None]
+
+
+class Bus(abc.ABC):
+    """Fan-out between nodes: publish bytes on a channel, receive what others publish.
+
+    At least once, in publish order per channel from one node. Consumers dedupe by
+    ``(room_id, seq)``; the store is the truth a node repairs from.
+    """
+
+    @abc.abstractmethod
+    async def start(self, handler: BusHandler) -> None:
+        """Connect; every message on a subscribed channel is passed to ``handler``."""
+
+    @abc.abstractmethod
+    async def close(self) -> None: ...
+
+    @abc.abstractmethod
+    async def publish(self, channel: str, data: bytes) -> None: ...
+
+    @abc.abstractmethod
+    async def subscribe(self, channel: str) -> None: ...
+
+    @abc.abstractmethod
+    async def unsubscribe(self, channel: str) -> None: ...
+
+    @abc.abstractmethod
+    async def ping(self) -> None: ...
+
+
+class Cache(abc.ABC):
+    """Loss-tolerant shared state: keys with expiry, counters, sets."""
+
+    @abc.abstractmethod
+    async def start(self) -> None: ...
+
+    @abc.abstractmethod
+    async def close(self) -> None: ...
+
+    @abc.abstractmethod
+    async def ping(self) -> None: ...
+
+    @abc.abstractmethod
+    async def get(self, key: str) -> bytes | None: ...
+
+    @abc.abstractmethod
+    async def set(self, key: str, value: bytes, *, ttl: float | None = None) -> None: ...
+
+    @abc.abstractmethod
+    async def delete(self, key: str) -> None: ...
+
+    @abc.abstractmethod
+    async def incr(self, key: str, *, ttl: float) -> int:
+        """Increment a counter, starting its expiry when it is created."""
+
+
+class Clock(abc.ABC):
+    """Time, so that tests can drive expiry without sleeping."""
+
+    @abc.abstractmethod
+    def now(self) -> float:
+        """Seconds since the epoch."""
+
+    @abc.abstractmethod
+    def monotonic(self) -> float: ...

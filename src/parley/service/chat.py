@@ -1,0 +1,236 @@
+"""Rooms, membership and messages as the API offers them.
+
+Each call checks who may do it (``parley.domain.permissions``), changes state through
+the ``Store`` in one transaction and, only after it committed, hands the resulting
+events to the ``Notifier`` (Zulip's ``send_event_on_commit`` discipline). Role checks
+read the membership first; sends re-check membership inside the write transaction,
+so a kicked user cannot slip a message in after the kick.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from parley.domain import permissions, validation
+from parley.domain.models import (
+    Event,
+    Membership,
+    Message,
+    MessageId,
+    Role,
+    Room,
+    RoomId,
+    RoomKind,
+    RoomSummary,
+    SendResult,
+    User,
+    UserId,
+    Visibility,
+)
+from parley.errors import Forbidden, InvalidInput, NotFound
+from parley.ports import SendRequest, Store
+from parley.service.notify import Notifier
+
+MAX_PAGE = 200
+
+
+class ChatService:
+    """The application layer every edge calls: REST, WebSocket, CLI."""
+
+    def __init__(self, store: Store, notifier: Notifier, *, max_body_bytes: int = 16384):
+        self.store = store
+        self.notifier = notifier
+        self.max_body_bytes = max_body_bytes
+
+    async def _emit(self, events: Sequence[Event]) -> None:
+        if events:
+            await self.notifier.publish(events)
+
+    async def _membership(self, room_id: RoomId, user_id: UserId) -> Membership | None:
+        return await self.store.get_membership(room_id, user_id)
+
+    async def _member_room(self, actor: UserId, room_id: RoomId) -> tuple[Room, Membership]:
+        room = await self.store.get_room(room_id)
+        membership = await self._membership(room_id, actor) if room else None
+        return permissions.require_member(room, membership)
+
+    # rooms
+    async def create_room(
+        self, actor: UserId, name: str, visibility: Visibility, topic: str = ""
+    ) -> Room:
+        room, events = await self.store.create_room(
+            name=validation.check_room_name(name),
+            visibility=visibility,
+            topic=validation.check_topic(topic),
+            kind=RoomKind.ROOM,
+            owner_id=actor,
+        )
+        await self._emit(events)
+        return room
+
+    async def update_room(
+        self, actor: UserId, room_id: RoomId, *, name: str | None, topic: str | None
+    ) -> Room:
+        room, membership = await self._member_room(actor, room_id)
+        if room.kind is RoomKind.DM:
+            raise Forbidden("direct rooms have no settings to change")
+        permissions.check_manage(membership, None)
+        updated, events = await self.store.update_room(
+            room_id,
+            actor,
+            name=validation.check_room_name(name) if name is not None else None,
+            topic=validation.check_topic(topic) if topic is not None else None,
+        )
+        await self._emit(events)
+        return updated
+
+    async def list_rooms(self, actor: UserId) -> list[RoomSummary]:
+        return await self.store.list_user_rooms(actor)
+
+    async def public_rooms(self) -> list[Room]:
+        return await self.store.list_public_rooms()
+
+    async def get_room(self, actor: UserId, room_id: RoomId) -> Room:
+        room = await self.store.get_room(room_id)
+        membership = await self._membership(room_id, actor) if room else None
+        return permissions.require_visible(room, membership)
+
+    async def join(self, actor: UserId, room_id: RoomId) -> Room:
+        room = await self.store.get_room(room_id)
+        membership = await self._membership(room_id, actor) if room else None
+        room = permissions.require_visible(room, membership)
+        permissions.check_join(room, membership)
+        await self._emit(await self.store.join_room(room_id, actor))
+        return await self.store.get_room(room_id) or room
+
+    async def leave(self, actor: UserId, room_id: RoomId) -> None:
+        room, _ = await self._member_room(actor, room_id)
+        if room.kind is RoomKind.DM:
+            raise Forbidden("direct rooms cannot be left")
+        await self._emit(await self.store.remove_member(room_id, actor, actor, ban=False))
+
+    async def members(self, actor: UserId, room_id: RoomId) -> list[tuple[User, Role]]:
+        await self._member_room(actor, room_id)
+        return await self.store.list_members(room_id)
+
+    async def add_member(
+        self, actor: UserId, room_id: RoomId, user_id: UserId, role: Role = Role.MEMBER
+    ) -> None:
+        room, membership = await self._member_room(actor, room_id)
+        if room.kind is RoomKind.DM:
+            raise Forbidden("direct rooms have exactly two members")
+        permissions.check_manage(membership, None)
+        permissions.check_grant(membership, role)
+        if await self.store.get_user(user_id) is None:
+            raise NotFound("user not found")
+        await self._emit(await self.store.invite(room_id, user_id, role, actor))
+
+    async def remove_member(
+        self, actor: UserId, room_id: RoomId, user_id: UserId, *, ban: bool
+    ) -> None:
+        room, membership = await self._member_room(actor, room_id)
+        if room.kind is RoomKind.DM:
+            raise Forbidden("direct rooms have exactly two members")
+        if user_id == actor:
+            raise InvalidInput("use leave to leave a room", code="cannot_remove_self")
+        target = await self._membership(room_id, user_id)
+        target_role = target.role if target else None
+        permissions.check_manage(membership, target_role)
+        if target_role is None and not ban:
+            raise NotFound("not a member of this room")
+        if ban and await self.store.get_user(user_id) is None:
+            raise NotFound("user not found")
+        await self._emit(await self.store.remove_member(room_id, user_id, actor, ban=ban))
+
+    async def open_dm(self, actor: UserId, other: UserId) -> tuple[Room, bool]:
+        if other == actor:
+            raise InvalidInput("a direct room needs another user", code="dm_with_self")
+        if await self.store.get_user(other) is None:
+            raise NotFound("user not found")
+        room, events, created = await self.store.get_or_create_dm(actor, other)
+        await self._emit(events)
+        return room, created
+
+    # messages
+    async def send(
+        self, actor: UserId, room_id: RoomId, body: str, client_msg_id: str | None
+    ) -> SendResult:
+        """Store a message and emit it. Membership is checked inside the commit."""
+        request = SendRequest(
+            room_id=room_id,
+            sender_id=actor,
+            body=validation.check_body(body, self.max_body_bytes),
+            client_msg_id=validation.check_client_msg_id(client_msg_id),
+        )
+        result = await self.store.send_message(request)
+        if result.event is not None:
+            await self._emit([result.event])
+        return result
+
+    async def messages(
+        self,
+        actor: UserId,
+        room_id: RoomId,
+        *,
+        before_seq: int | None = None,
+        after_seq: int | None = None,
+        limit: int = 50,
+    ) -> tuple[list[Message], bool]:
+        await self._member_room(actor, room_id)
+        if before_seq is not None and after_seq is not None:
+            raise InvalidInput("give before_seq or after_seq, not both")
+        return await self.store.list_messages(
+            room_id, before_seq=before_seq, after_seq=after_seq, limit=_page(limit)
+        )
+
+    async def events(
+        self, actor: UserId, room_id: RoomId, *, after_seq: int = 0, limit: int = 100
+    ) -> tuple[list[Event], bool]:
+        await self._member_room(actor, room_id)
+        return await self.store.list_events(room_id, after_seq=after_seq, limit=_page(limit))
+
+    async def edit(
+        self, actor: UserId, room_id: RoomId, message_id: MessageId, body: str, version: int
+    ) -> Message:
+        await self._member_room(actor, room_id)
+        message, events = await self.store.edit_message(
+            room_id, message_id, actor, validation.check_body(body, self.max_body_bytes), version
+        )
+        await self._emit(events)
+        return message
+
+    async def delete(self, actor: UserId, room_id: RoomId, message_id: MessageId) -> Message:
+        _, membership = await self._member_room(actor, room_id)
+        existing = await self.store.get_message(room_id, message_id)
+        if existing is None:
+            raise NotFound("message not found")
+        if not permissions.can_delete_message(membership, existing.sender_id):
+            raise Forbidden("only the sender, admins and owners can delete a message")
+        any_sender = existing.sender_id != actor
+        message, events = await self.store.delete_message(
+            room_id, message_id, actor, any_sender=any_sender
+        )
+        await self._emit(events)
+        return message
+
+    async def react(
+        self, actor: UserId, room_id: RoomId, message_id: MessageId, emoji: str, *, on: bool
+    ) -> Message:
+        await self._member_room(actor, room_id)
+        message, events = await self.store.set_reaction(
+            room_id, message_id, actor, validation.check_emoji(emoji), on=on
+        )
+        await self._emit(events)
+        return message
+
+    async def mark_read(self, actor: UserId, room_id: RoomId, seq: int) -> int:
+        await self._member_room(actor, room_id)
+        if seq < 0:
+            raise InvalidInput("seq must be >= 0")
+        return await self.store.set_read(room_id, actor, seq)
+
+
+def _page(limit: int) -> int:
+    if not 1 <= limit <= MAX_PAGE:
+        raise InvalidInput(f"limit: 1 to {MAX_PAGE}")
+    return limit

@@ -1,0 +1,66 @@
+"""Configuration, built once at start-up from flags, ``PARLEY_*`` variables and
+defaults, then passed down frozen. Nothing reads the environment at import time."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every knob of ``parley serve``; each field is also ``PARLEY_<NAME>``."""
+
+    model_config = SettingsConfigDict(env_prefix="PARLEY_", frozen=True, extra="ignore")
+
+    host: str = Field("127.0.0.1", description="Address to listen on.")
+    port: int = Field(8000, ge=0, le=65535, description="Port to listen on (0: any free).")
+    data_dir: Path = Field(Path("./parley-data"), description="Embedded database, keys.")
+    database_url: str | None = Field(
+        None, description="sqlite:///path or postgresql://…; default: SQLite in data_dir."
+    )
+    bus_url: str = Field("memory://", description="memory://, amqp://, redis://, nats://")
+    cache_url: str = Field("memory://", description="memory:// or redis://")
+    node_id: str | None = Field(None, description="This node's name; generated if unset.")
+    allowed_origins: str | None = Field(
+        None, description="Comma-separated WebSocket/CORS origins; default: own origin."
+    )
+    rate_limits: Literal["on", "off"] = Field("on", description="off: benchmarks only.")
+    public_url: str | None = Field(None, description="The URL users reach this server at.")
+    issuer: str = Field("parley", description="JWT iss claim.")
+    access_token_ttl: int = Field(900, ge=30, description="Access token lifetime, seconds.")
+    refresh_token_ttl: int = Field(30 * 86400, ge=60, description="Refresh lifetime, seconds.")
+    max_body_bytes: int = Field(16384, ge=1, le=1 << 20, description="Max message body.")
+    group_commit: bool = Field(True, description="Group concurrent writes into one commit.")
+    group_commit_max: int = Field(512, ge=1, description="Most writes in one commit.")
+    heartbeat_interval: float = Field(20.0, gt=0, description="WebSocket ping interval, s.")
+    idle_after: float = Field(300.0, gt=0, description="Presence idle after, seconds.")
+    presence_grace: float = Field(10.0, ge=0, description="Offline grace period, seconds.")
+    outbound_queue: int = Field(1024, ge=8, description="Frames queued per connection.")
+    max_frame_bytes: int = Field(65536, ge=1024, description="Max inbound WebSocket frame.")
+    frames_per_second: int = Field(50, ge=1, description="Inbound frame rate per connection.")
+    argon2_time_cost: int = Field(2, ge=1, description="Argon2id passes (OWASP: 2).")
+    argon2_memory_kib: int = Field(19456, ge=8, description="Argon2id memory (OWASP: 19 MiB).")
+    log_level: str = Field("info", description="debug, info, warning, error.")
+
+    @property
+    def resolved_database_url(self) -> str:
+        """The SQLAlchemy URL of the database, with the async driver named."""
+        url = self.database_url or f"sqlite:///{(self.data_dir / 'parley.db').resolve()}"
+        for plain, driver in (
+            ("sqlite://", "sqlite+aiosqlite://"),
+            ("postgresql://", "postgresql+asyncpg://"),
+            ("postgres://", "postgresql+asyncpg://"),
+        ):
+            if url.startswith(plain):
+                return driver + url[len(plain) :]
+        return url
+
+    @property
+    def origins(self) -> list[str]:
+        """Allowed origins; empty means the server's own origin only."""
+        if not self.allowed_origins:
+            return []
+        return [o.strip().rstrip("/") for o in self.allowed_origins.split(",") if o.strip()]

@@ -1,0 +1,1 @@
+"""Helpers for testing Parley and things built on it: a real server on a free port."""
