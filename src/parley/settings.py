@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -29,6 +29,11 @@ class Settings(BaseSettings):
     )
     rate_limits: Literal["on", "off"] = Field("on", description="off: benchmarks only.")
     public_url: str | None = Field(None, description="The URL users reach this server at.")
+    secret_key: str | None = Field(
+        None,
+        description="Hex JWT signing key shared by a cluster; default: generated in data_dir.",
+        repr=False,
+    )
     issuer: str = Field("parley", description="JWT iss claim.")
     access_token_ttl: int = Field(900, ge=30, description="Access token lifetime, seconds.")
     refresh_token_ttl: int = Field(30 * 86400, ge=60, description="Refresh lifetime, seconds.")
@@ -44,6 +49,18 @@ class Settings(BaseSettings):
     argon2_time_cost: int = Field(2, ge=1, description="Argon2id passes (OWASP: 2).")
     argon2_memory_kib: int = Field(19456, ge=8, description="Argon2id memory (OWASP: 19 MiB).")
     log_level: str = Field("info", description="debug, info, warning, error.")
+
+    @field_validator("secret_key")
+    @classmethod
+    def _hex_key(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                key = bytes.fromhex(value)
+            except ValueError as exc:
+                raise ValueError("secret_key must be hex") from exc
+            if len(key) < 32:
+                raise ValueError("secret_key must be at least 32 bytes (64 hex digits)")
+        return value
 
     @property
     def resolved_database_url(self) -> str:

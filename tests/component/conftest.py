@@ -18,7 +18,8 @@ from parley.testing.server import ServerThread
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
     data_dir: Path = tmp_path_factory.mktemp("parley")
-    with ServerThread(data_dir) as running:
+    # Tests register hundreds of users from one address; test_rate_limits covers limits.
+    with ServerThread(data_dir, rate_limits="off") as running:
         yield running
 
 

@@ -21,13 +21,14 @@ class World:
     api: Api
     users: dict[str, Account]
     rooms: dict[str, str]
-    messages: dict[str, str]  # room kind -> a message by the owner
+    messages: dict[str, str]  # visibility -> a message by a plain member, "author"
 
 
 @pytest.fixture(scope="module")
 def world(server: ServerThread) -> Iterator[World]:
     api = Api(server)
     users = {role: api.user(role[:3]) for role in ROLES if role != "anonymous"}
+    author = api.user("aut")
     owner = users["owner"]
     rooms, messages = {}, {}
     for visibility in ("private", "public"):
@@ -43,7 +44,8 @@ def world(server: ServerThread) -> Iterator[World]:
             assert r.status_code == 201, r.text
         ban = owner.delete(f"/api/v1/rooms/{room_id}/members/{users['banned'].id}?ban=true")
         assert ban.status_code == 200, ban.text
-        sent = owner.post(f"/api/v1/rooms/{room_id}/messages", json={"body": "hello"})
+        owner.post(f"/api/v1/rooms/{room_id}/members", json={"user_id": author.id})
+        sent = author.post(f"/api/v1/rooms/{room_id}/messages", json={"body": "hello"})
         messages[visibility] = sent.json()["id"]
     yield World(api, users, rooms, messages)
     api.close()

@@ -36,7 +36,7 @@ def test_malformed_and_mistyped_bodies(api: Api) -> None:
         (b'{"body": "   "}', 400),
         (b'{"body": "ok", "client_msg_id": "has space"}', 400),
         (b'{"body": "ok", "client_msg_id": "' + b"x" * 65 + b'"}', 422),
-        (b'{"body": "\\ud800"}', 400),
+        (b'{"body": "\\ud800"}', 422),
     ]
     for raw, status in cases:
         assert_error(alice.post(url, content=raw, headers=JSON), status)

@@ -26,7 +26,9 @@ def require_visible(room: Room | None, membership: Membership | None) -> Room:
         raise NotFound("room not found")
     if membership is not None and membership.is_member:
         return room
-    if room.visibility is Visibility.PUBLIC and not (membership and membership.banned):
+    if room.visibility is Visibility.PUBLIC and room.kind is RoomKind.ROOM:
+        if membership is not None and membership.banned:
+            raise Forbidden("you are banned from this room", code="banned")
         return room
     raise NotFound("room not found")
 
@@ -39,7 +41,7 @@ def check_join(room: Room, membership: Membership | None) -> None:
     if membership is not None and membership.is_member:
         return
     if room.kind is RoomKind.DM:
-        raise Forbidden("direct rooms cannot be joined")
+        raise NotFound("room not found")
     if room.visibility is Visibility.PRIVATE:
         raise Forbidden("this room is private: ask an admin to add you")
 

@@ -51,7 +51,11 @@ class Runtime:
         await cache.start()
         hub = Hub(bus=bus, store=store, settings=settings, node_id=node_id)
         await hub.start()
-        key = load_or_create_key(data_dir / "jwt.key")
+        key = (
+            bytes.fromhex(settings.secret_key)
+            if settings.secret_key
+            else load_or_create_key(data_dir / "jwt.key")
+        )
         tokens = Tokens(
             store,
             key,

@@ -97,8 +97,9 @@ class ChatService:
 
     async def join(self, actor: UserId, room_id: RoomId) -> Room:
         room = await self.store.get_room(room_id)
-        membership = await self._membership(room_id, actor) if room else None
-        room = permissions.require_visible(room, membership)
+        if room is None:
+            raise NotFound("room not found")
+        membership = await self._membership(room_id, actor)
         permissions.check_join(room, membership)
         await self._emit(await self.store.join_room(room_id, actor))
         return await self.store.get_room(room_id) or room
@@ -162,7 +163,12 @@ class ChatService:
             body=validation.check_body(body, self.max_body_bytes),
             client_msg_id=validation.check_client_msg_id(client_msg_id),
         )
-        result = await self.store.send_message(request)
+        try:
+            result = await self.store.send_message(request)
+        except NotFound:
+            # Only on this error path: tell an outsider of a public room to join.
+            await self._member_room(actor, room_id)
+            raise
         if result.event is not None:
             await self._emit([result.event])
         return result

@@ -1,0 +1,178 @@
+"""The Python SDK against a real node: retried sends stored once, resume across
+network loss and server restarts, gap repair from REST, token refresh, backoff."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from parley.client import ApiError, AuthError, Backoff, ParleyClient
+from parley.testing.server import ServerThread
+from tests.realtime_support import (
+    TIMEOUT,
+    Proxy,
+    body_of,
+    closing,
+    events_until,
+    room,
+    running_server,
+    take_events,
+    user,
+)
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
+    with running_server(tmp_path_factory.mktemp("sdk"), rate_limits="off") as server:
+        yield server
+
+
+def through(proxy: Proxy, client: ParleyClient) -> ParleyClient:
+    """The same user, connecting through ``proxy``."""
+    return ParleyClient(
+        proxy.url, access_token=client.access_token, refresh_token=client.refresh_token
+    )
+
+
+async def test_send_retried_across_a_dropped_connection_is_stored_once(
+    node: ServerThread,
+) -> None:
+    alice, bob = await user(node.url, "alice"), await user(node.url, "bob")
+    async with closing(alice, bob), Proxy(node.port) as proxy:
+        room_id = await room(alice, bob)
+        flaky = through(proxy, alice)
+        async with closing(flaky), flaky.live() as a, bob.live() as b:
+            proxy.mute_down()  # the server's answers are lost from now on
+            sending = asyncio.create_task(a.send(room_id, "exactly once", client_msg_id="k-1"))
+            [stored] = await take_events(b, 1)  # it was stored and fanned out...
+            assert not sending.done()  # ...but the ack never arrived
+            proxy.cut()  # the client notices the dead link and reconnects
+            async with asyncio.timeout(TIMEOUT):
+                acked = await sending
+            assert acked == stored["message"]
+            assert a.connects >= 2
+            await alice.post_message(room_id, "marker")
+            later = await events_until(b, lambda e: body_of(e) == "marker")
+            assert [body_of(e) for e in later] == ["marker"]
+        messages, _ = await alice.messages(room_id)
+        assert [m["body"] for m in messages] == ["exactly once", "marker"]
+
+
+async def test_iterating_events_across_reconnects(node: ServerThread) -> None:
+    alice, bob = await user(node.url, "alice"), await user(node.url, "bob")
+    async with closing(alice, bob), Proxy(node.port) as proxy:
+        room_id = await room(alice, bob)
+        reader = through(proxy, bob)
+        async with closing(reader), reader.live() as live:
+            received: list[str] = []
+
+            async def consume() -> None:
+                async for event in live:
+                    if body := body_of(event):
+                        received.append(body)
+                        if len(received) == 30:
+                            return
+
+            consumer = asyncio.create_task(consume())
+            for i in range(30):
+                await alice.post_message(room_id, f"n{i}")
+                if i % 10 == 5:
+                    proxy.cut()
+            async with asyncio.timeout(TIMEOUT):
+                await consumer
+            assert received == [f"n{i}" for i in range(30)]
+            assert live.duplicates >= 0 and live.connects >= 2
+
+
+async def test_gap_is_repaired_from_the_rest_log(node: ServerThread) -> None:
+    """A seq that skips (a frame the client never got) is filled from REST before
+    the event that revealed it. Driven frame by frame: a real server never skips."""
+    alice = await user(node.url, "alice")
+    async with closing(alice):
+        room_id = await room(alice)
+        for i in range(5):
+            await alice.post_message(room_id, f"m{i}")
+        events, _ = await alice.events(room_id)
+        live = alice.live(cursors={room_id: 3})
+        await live._on_frame(
+            {"type": "ready", "user_id": "u", "session_id": "s", "rooms": {room_id: 7}}
+        )
+        await live._on_frame({"type": "event", "event": events[6]})  # seq 7: 4..6 missing
+        await live._on_frame({"type": "event", "event": events[5]})  # a repeat now
+        got = [await live.next_event() for _ in range(4)]
+        assert [e["seq"] for e in got] == [4, 5, 6, 7]
+        assert live.gaps_repaired == 1 and live.duplicates == 1
+        assert live.cursors[room_id] == 7
+
+
+async def test_expired_access_token_is_refreshed_on_connect(node: ServerThread) -> None:
+    alice = await user(node.url, "alice")
+    async with closing(alice):
+        room_id = await room(alice)
+        seen: list[str] = []
+        client = ParleyClient(
+            node.url,
+            access_token="expired-or-forged",
+            refresh_token=alice.refresh_token,
+            on_tokens=lambda t: seen.append(t.access_token),
+        )
+        async with closing(client), client.live() as live:
+            assert seen and client.access_token == seen[-1]
+            await live.send(room_id, "after refresh")
+        with pytest.raises(AuthError):
+            await ParleyClient(node.url, access_token="bad").rooms()
+
+
+async def test_refusals_are_api_errors(node: ServerThread) -> None:
+    alice, bob = await user(node.url, "alice"), await user(node.url, "bob")
+    async with closing(alice, bob):
+        theirs = await room(bob)
+        async with alice.live() as live:
+            with pytest.raises(ApiError) as info:
+                await live.send(theirs, "not mine")
+            assert info.value.code == "not_found"
+            with pytest.raises(ApiError) as info:
+                await live.send(theirs, " ")
+            assert info.value.code == "empty_body"
+        with pytest.raises(ApiError) as info:
+            await alice.join("no-such-room")
+        assert info.value.status == 404
+
+
+async def test_resume_across_a_server_restart(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    with running_server(data, rate_limits="off") as first:
+        alice, bob = await user(first.url, "alice"), await user(first.url, "bob")
+        room_id = await room(alice, bob)
+        proxy = Proxy(first.port)
+        await proxy.__aenter__()
+        reader = through(proxy, bob)
+        live = reader.live(backoff=Backoff(base=0.05, cap=0.2))
+        await live.start()
+        await alice.post_message(room_id, "before")
+        await take_events(live, 1)
+    # The node is gone; messages are stored by its successor on the same data.
+    with running_server(data, rate_limits="off") as second:
+        alice.base_url = second.url
+        for i in range(3):
+            await alice.post_message(room_id, f"after-{i}")
+        proxy.target_port = second.port
+        proxy.cut()
+        got = await take_events(live, 3)
+        assert [body_of(e) for e in got] == ["after-0", "after-1", "after-2"]
+        await live.close()
+        await proxy.__aexit__(None, None, None)
+        for client in (alice, bob, reader):
+            await client.aclose()
+
+
+def test_backoff_grows_with_full_jitter_and_resets() -> None:
+    backoff = Backoff(base=0.1, cap=1.0)
+    bounds = [min(1.0, 0.1 * 2**n) for n in range(8)]
+    delays = [backoff.next_delay() for _ in bounds]
+    assert all(0 <= d <= b for d, b in zip(delays, bounds, strict=True))
+    backoff.reset()
+    assert backoff.next_delay() <= 0.1
