@@ -153,7 +153,7 @@ def test_delete_is_a_tombstone(api: Api) -> None:
     current = alice.get(f"/api/v1/rooms/{room}/messages").json()["messages"][-1]
     assert current["deleted"] is True and current["body"] == ""
     assert current["seq"] == message["seq"]
-    assert_error(bob.patch(url, json={"body": "back", "version": 1}), 409)
+    assert_error(bob.patch(url, json={"body": "back", "version": 2}), 409, "message_deleted")
     missing = f"/api/v1/rooms/{room}/messages/{uuid.uuid4()}"
     assert_error(alice.delete(missing), 404)
 

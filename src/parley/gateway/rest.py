@@ -229,9 +229,8 @@ async def list_messages(
 
 @router.get(
     "/rooms/{room_id}/events",
-    response_model=s.EventsOut,
     tags=["messages"],
-    response_class=Response,
+    responses={200: {"model": s.EventsOut, "description": "The events, ascending by seq"}},
 )
 async def list_events(
     room_id: str,

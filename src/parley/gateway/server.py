@@ -4,6 +4,8 @@ compression (it costs ~300 KiB per connection and most of the CPU)."""
 
 from __future__ import annotations
 
+import signal
+
 import uvicorn
 
 from parley.gateway.app import create_app
@@ -30,7 +32,14 @@ def uvicorn_config(settings: Settings) -> uvicorn.Config:
 
 
 def serve(settings: Settings) -> int:
-    """Serve until SIGINT or SIGTERM, then shut down cleanly."""
+    """Serve until SIGINT or SIGTERM, then shut down cleanly and exit 0.
+
+    uvicorn re-raises the stop signal once it has shut down; with these handlers in
+    place that re-raise is a no-op instead of the default kill, so a clean stop is a
+    zero exit status that supervisors do not report as a crash.
+    """
+    for stop in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(stop, lambda *_: None)
     server = uvicorn.Server(uvicorn_config(settings))
     server.run()
     return 0 if server.started else 1

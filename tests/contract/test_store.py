@@ -1,0 +1,862 @@
+"""The ``Store`` contract, run against every backend: SQLite and PostgreSQL.
+
+Each test makes its own users and rooms (random names), so one migrated database
+serves a whole session, and the suite is safe under pytest-xdist: every worker gets
+its own PostgreSQL database (``postgres_url``) and its own SQLite files.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import event as sa_event
+
+from parley.domain.models import (
+    Event,
+    EventType,
+    MessageId,
+    Role,
+    Room,
+    RoomId,
+    RoomKind,
+    User,
+    UserId,
+    Visibility,
+)
+from parley.errors import (
+    Conflict,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    Unauthorized,
+    Unavailable,
+    UsernameTaken,
+    VersionConflict,
+)
+from parley.ports import SendRequest, Store
+from parley.protocol import codec
+from parley.store import SqlStore, migrate
+from parley.store import sql as sql_module
+
+FUTURE = "2999-01-01T00:00:00.000000Z"
+PAST = "2000-01-01T00:00:00.000000Z"
+NOW = "2025-01-01T00:00:00.000000Z"
+
+
+# fixtures
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One migrated SQLite file, copied per test: migrating each time costs ~1 s."""
+    path = tmp_path_factory.mktemp("template") / "parley.db"
+    asyncio.run(migrate(f"sqlite:///{path}"))
+    return path
+
+
+@pytest.fixture(scope="session")
+def pg_url(postgres_url: str) -> str:
+    url = postgres_url.replace("postgresql://", "postgresql+asyncpg://", 1)
+    asyncio.run(migrate(url))
+    return url
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        target = tmp_path / "parley.db"
+        shutil.copyfile(request.getfixturevalue("sqlite_template"), target)
+        yield f"sqlite+aiosqlite:///{target}"
+    else:
+        yield request.getfixturevalue("pg_url")
+
+
+@pytest.fixture
+def backend(store_url: str) -> str:
+    return "postgres" if store_url.startswith("postgresql") else "sqlite"
+
+
+@pytest.fixture
+async def store(store_url: str) -> AsyncIterator[SqlStore]:
+    s = SqlStore(store_url)
+    await s.start()
+    try:
+        yield s
+    finally:
+        await s.close()
+
+
+# helpers
+
+
+async def new_user(store: Store, prefix: str = "u") -> User:
+    return await store.create_user(f"{prefix}{uuid.uuid4().hex[:12]}", "hash", prefix.title())
+
+
+async def new_room(
+    store: Store,
+    owner: User,
+    *others: User,
+    visibility: Visibility = Visibility.PUBLIC,
+    name: str = "general",
+) -> Room:
+    room, _ = await store.create_room(
+        name=name,
+        visibility=visibility,
+        topic="",
+        kind=RoomKind.ROOM,
+        owner_id=owner.id,
+    )
+    for other in others:
+        await store.join_room(room.id, other.id)
+    got = await store.get_room(room.id)
+    assert got is not None
+    return got
+
+
+def send(room: Room, user: User, body: str = "hi", client_msg_id: str | None = None) -> SendRequest:
+    return SendRequest(room.id, user.id, body, client_msg_id)
+
+
+def payload(event: Event) -> dict[str, Any]:
+    decoded = codec.loads(event.raw)
+    assert isinstance(decoded, dict)
+    return decoded
+
+
+async def all_events(store: Store, room_id: RoomId) -> list[Event]:
+    return [e async for e in store.export_room(room_id)]
+
+
+async def assert_contiguous(store: Store, room_id: RoomId) -> list[Event]:
+    """The room's log is exactly 1..last_seq, and agrees with its messages."""
+    room = await store.get_room(room_id)
+    assert room is not None
+    log = await all_events(store, room_id)
+    assert [e.seq for e in log] == list(range(1, room.last_seq + 1))
+    for e in log:
+        body = payload(e)
+        assert (body["room_id"], body["seq"], body["type"]) == (room_id, e.seq, e.type.value)
+    created = [payload(e)["message"]["seq"] for e in log if e.type is EventType.MESSAGE_CREATED]
+    assert created == [e.seq for e in log if e.type is EventType.MESSAGE_CREATED]
+    stored, _ = await store.list_messages(room_id, before_seq=None, after_seq=None, limit=10_000)
+    assert [m.seq for m in stored] == created
+    return log
+
+
+# migrations
+
+
+async def test_migrated_schema_matches_the_tables(store_url: str) -> None:
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from parley.store.schema import metadata
+
+    engine = sql_module.make_engine(store_url, pool_size=1)
+    try:
+        async with engine.connect() as conn:
+            diff = await conn.run_sync(
+                lambda sync: compare_metadata(MigrationContext.configure(sync), metadata)
+            )
+    finally:
+        await engine.dispose()
+    assert diff == []
+
+
+async def test_migrate_creates_the_data_dir_and_is_idempotent(tmp_path: Path) -> None:
+    path = tmp_path / "nested" / "dir" / "parley.db"
+    await migrate(f"sqlite:///{path}")
+    await migrate(f"sqlite:///{path}")
+    store = SqlStore(f"sqlite:///{path}")
+    await store.start()
+    try:
+        await store.ping()
+        assert (await new_user(store)).id
+    finally:
+        await store.close()
+
+
+async def test_concurrent_migrations_on_postgres(pg_url: str) -> None:
+    await asyncio.gather(migrate(pg_url), migrate(pg_url), migrate(pg_url))
+
+
+async def test_unreachable_database_is_unavailable() -> None:
+    store = SqlStore("postgresql://postgres@127.0.0.1:1/nothing")
+    await store.start()
+    try:
+        with pytest.raises(Unavailable):
+            await store.ping()
+        with pytest.raises(Unavailable):
+            await store.get_user(UserId("x"))
+    finally:
+        await store.close()
+    with pytest.raises(Unavailable):
+        await migrate("postgresql://postgres@127.0.0.1:1/nothing")
+
+
+async def test_a_store_that_is_not_started_is_unavailable(store_url: str) -> None:
+    store = SqlStore(store_url)
+    with pytest.raises(Unavailable):
+        await store.ping()
+    with pytest.raises(Unavailable):
+        await store.send_message(SendRequest(RoomId("r"), UserId("u"), "x", None))
+    await store.close()
+
+
+# users and tokens
+
+
+async def test_users(store: SqlStore) -> None:
+    alice = await store.create_user(f"alice{uuid.uuid4().hex[:8]}", "h1", "Alice", is_admin=True)
+    assert await store.get_user(alice.id) == alice
+    assert alice.is_admin
+    assert await store.get_user(UserId(str(uuid.uuid4()))) is None
+    creds = await store.get_credentials(alice.username)
+    assert creds is not None
+    assert (creds.user, creds.password_hash) == (alice, "h1")
+    assert await store.get_credentials("nobody-here") is None
+    with pytest.raises(UsernameTaken) as caught:
+        await store.create_user(alice.username, "h2", "Other")
+    assert caught.value.code == "username_taken"
+    bob = await new_user(store)
+    assert await store.get_users([alice.id, bob.id, UserId("missing")]) == {
+        alice.id: alice,
+        bob.id: bob,
+    }
+    assert await store.get_users([]) == {}
+
+
+async def test_refresh_token_rotation_and_reuse_revokes_the_family(store: SqlStore) -> None:
+    user = await new_user(store)
+    family = str(uuid.uuid4())
+    t1, t2 = f"t1-{family}", f"t2-{family}"
+    await store.add_refresh_token(t1, user.id, family, FUTURE)
+    grant = await store.use_refresh_token(t1, NOW)
+    assert (grant.user_id, grant.family_id) == (user.id, family)
+    await store.add_refresh_token(t2, user.id, family, FUTURE)
+    with pytest.raises(Unauthorized) as caught:
+        await store.use_refresh_token(t1, NOW)
+    assert caught.value.code == "invalid_grant"
+    with pytest.raises(Unauthorized):
+        await store.use_refresh_token(t2, NOW)
+
+
+async def test_refresh_tokens_unknown_expired_revoked(store: SqlStore) -> None:
+    user = await new_user(store)
+    with pytest.raises(Unauthorized) as caught:
+        await store.use_refresh_token(f"unknown-{uuid.uuid4()}", NOW)
+    assert caught.value.code == "invalid_grant"
+    old = f"old-{uuid.uuid4()}"
+    await store.add_refresh_token(old, user.id, str(uuid.uuid4()), PAST)
+    with pytest.raises(Unauthorized):
+        await store.use_refresh_token(old, NOW)
+    revoked = f"rev-{uuid.uuid4()}"
+    await store.add_refresh_token(revoked, user.id, str(uuid.uuid4()), FUTURE)
+    await store.revoke_refresh_family(revoked)
+    await store.revoke_refresh_family(f"never-{uuid.uuid4()}")
+    with pytest.raises(Unauthorized):
+        await store.use_refresh_token(revoked, NOW)
+
+
+async def test_a_refresh_token_is_consumed_once_under_concurrency(store: SqlStore) -> None:
+    user = await new_user(store)
+    token = f"race-{uuid.uuid4()}"
+    await store.add_refresh_token(token, user.id, str(uuid.uuid4()), FUTURE)
+    results = await asyncio.gather(
+        *(store.use_refresh_token(token, NOW) for _ in range(5)), return_exceptions=True
+    )
+    assert sum(not isinstance(r, BaseException) for r in results) == 1
+    assert all(isinstance(r, Unauthorized) for r in results if isinstance(r, BaseException))
+
+
+# rooms and membership
+
+
+async def test_create_room_events(store: SqlStore) -> None:
+    owner = await new_user(store)
+    room, events = await store.create_room(
+        name="lobby",
+        visibility=Visibility.PRIVATE,
+        topic="hello",
+        kind=RoomKind.ROOM,
+        owner_id=owner.id,
+    )
+    assert (room.name, room.topic, room.kind, room.last_seq) == ("lobby", "hello", RoomKind.ROOM, 2)
+    assert [(e.seq, e.type) for e in events] == [
+        (1, EventType.ROOM_CREATED),
+        (2, EventType.MEMBER_JOINED),
+    ]
+    created, joined = (payload(e) for e in events)
+    assert created["room"]["id"] == room.id
+    assert created["actor_id"] == owner.id
+    assert joined["user_id"] == owner.id
+    assert joined["role"] == "owner"
+    assert "invited_by" not in joined
+    assert await store.get_room(room.id) == room
+    assert await store.get_room(RoomId(str(uuid.uuid4()))) is None
+    membership = await store.get_membership(room.id, owner.id)
+    assert membership is not None
+    assert (membership.role, membership.is_member) == (Role.OWNER, True)
+    assert [e.raw for e in await all_events(store, room.id)] == [e.raw for e in events]
+
+
+async def test_create_room_with_a_missing_owner(store: SqlStore) -> None:
+    with pytest.raises(NotFound):
+        await store.create_room(
+            name="x",
+            visibility=Visibility.PUBLIC,
+            topic="",
+            kind=RoomKind.ROOM,
+            owner_id=UserId(str(uuid.uuid4())),
+        )
+
+
+async def test_public_rooms_list(store: SqlStore) -> None:
+    owner = await new_user(store)
+    public = await new_room(store, owner, name=f"pub-{uuid.uuid4().hex[:6]}")
+    private = await new_room(store, owner, visibility=Visibility.PRIVATE)
+    listed = {r.id for r in await store.list_public_rooms(limit=10_000)}
+    assert public.id in listed
+    assert private.id not in listed
+
+
+async def test_update_room(store: SqlStore) -> None:
+    owner = await new_user(store)
+    room = await new_room(store, owner)
+    updated, events = await store.update_room(room.id, owner.id, name="renamed", topic=None)
+    assert (updated.name, updated.topic, updated.last_seq) == ("renamed", "", 3)
+    assert payload(events[0])["room"] == updated.public()
+    same, none = await store.update_room(room.id, owner.id, name="renamed", topic="")
+    assert (same, none) == (updated, [])
+    with pytest.raises(NotFound):
+        await store.update_room(RoomId(str(uuid.uuid4())), owner.id, name="x", topic=None)
+
+
+async def test_direct_rooms_are_idempotent(store: SqlStore) -> None:
+    a, b = await new_user(store), await new_user(store)
+    room, events, created = await store.get_or_create_dm(a.id, b.id)
+    assert created
+    assert room.kind is RoomKind.DM
+    assert [(e.seq, e.type) for e in events] == [
+        (1, EventType.ROOM_CREATED),
+        (2, EventType.MEMBER_JOINED),
+        (3, EventType.MEMBER_JOINED),
+    ]
+    assert payload(events[2])["invited_by"] == a.id
+    again, events_again, created_again = await store.get_or_create_dm(b.id, a.id)
+    assert (again.id, events_again, created_again) == (room.id, [], False)
+    roles = {user.id: role for user, role in await store.list_members(room.id)}
+    assert roles == {a.id: Role.MEMBER, b.id: Role.MEMBER}
+    with pytest.raises(Conflict):
+        await store.create_room(
+            name="",
+            visibility=Visibility.PRIVATE,
+            topic="",
+            kind=RoomKind.DM,
+            owner_id=a.id,
+            other_ids=[b.id],
+        )
+
+
+async def test_concurrent_dm_creation_makes_one_room(store_url: str, backend: str) -> None:
+    stores = [SqlStore(store_url) for _ in range(2 if backend == "postgres" else 1)]
+    for s in stores:
+        await s.start()
+    try:
+        a, b = await new_user(stores[0]), await new_user(stores[0])
+        results = await asyncio.gather(
+            *(
+                stores[i % len(stores)].get_or_create_dm(*((a.id, b.id) if i % 3 else (b.id, a.id)))
+                for i in range(12)
+            )
+        )
+        assert len({room.id for room, _, _ in results}) == 1
+        assert sum(created for _, _, created in results) == 1
+        assert await stores[0].user_room_ids(a.id) == {results[0][0].id: 3}
+    finally:
+        for s in stores:
+            await s.close()
+
+
+async def test_join_leave_kick(store: SqlStore) -> None:
+    owner, bob, carol = await new_user(store), await new_user(store), await new_user(store)
+    room = await new_room(store, owner)
+    [joined] = await store.join_room(room.id, bob.id)
+    assert payload(joined) | {"created_at": None} == {
+        "room_id": room.id,
+        "seq": 3,
+        "type": "member.joined",
+        "created_at": None,
+        "actor_id": bob.id,
+        "user_id": bob.id,
+        "role": "member",
+    }
+    assert await store.join_room(room.id, bob.id) == []
+    [invited] = await store.invite(room.id, carol.id, Role.ADMIN, owner.id)
+    assert (payload(invited)["role"], payload(invited)["invited_by"]) == ("admin", owner.id)
+    assert await store.invite(room.id, carol.id, Role.MEMBER, owner.id) == []
+    assert set(await store.member_ids(room.id)) == {owner.id, bob.id, carol.id}
+    assert [(u.id, r) for u, r in await store.list_members(room.id)] == [
+        (owner.id, Role.OWNER),
+        (bob.id, Role.MEMBER),
+        (carol.id, Role.ADMIN),
+    ]
+    assert await store.shares_room(bob.id, carol.id)
+
+    [left] = await store.remove_member(room.id, bob.id, bob.id, ban=False)
+    assert (payload(left)["reason"], payload(left)["user_id"]) == ("left", bob.id)
+    assert await store.remove_member(room.id, bob.id, bob.id, ban=False) == []
+    assert await store.get_membership(room.id, bob.id) is None
+    assert not await store.shares_room(bob.id, carol.id)
+    [kicked] = await store.remove_member(room.id, carol.id, owner.id, ban=False)
+    assert (payload(kicked)["reason"], payload(kicked)["actor_id"]) == ("kicked", owner.id)
+    assert await store.member_ids(room.id) == [owner.id]
+    assert await store.user_room_ids(bob.id) == {}
+    with pytest.raises(NotFound):
+        await store.join_room(RoomId(str(uuid.uuid4())), bob.id)
+    await assert_contiguous(store, room.id)
+
+
+async def test_ban(store: SqlStore) -> None:
+    owner, bob, eve = await new_user(store), await new_user(store), await new_user(store)
+    room = await new_room(store, owner, bob)
+    [banned] = await store.remove_member(room.id, bob.id, owner.id, ban=True)
+    assert payload(banned)["reason"] == "banned"
+    membership = await store.get_membership(room.id, bob.id)
+    assert membership is not None
+    assert (membership.role, membership.banned, membership.is_member) == (None, True, False)
+    assert await store.remove_member(room.id, bob.id, owner.id, ban=True) == []
+    with pytest.raises(Forbidden) as caught:
+        await store.join_room(room.id, bob.id)
+    assert caught.value.code == "banned"
+    assert await store.member_ids(room.id) == [owner.id]
+    with pytest.raises(NotFound):
+        await store.send_message(send(room, bob))
+
+    assert await store.remove_member(room.id, eve.id, owner.id, ban=True) == []
+    eve_membership = await store.get_membership(room.id, eve.id)
+    assert eve_membership is not None
+    assert eve_membership.banned
+
+    [lifted] = await store.invite(room.id, bob.id, Role.MEMBER, owner.id)
+    assert payload(lifted)["invited_by"] == owner.id
+    membership = await store.get_membership(room.id, bob.id)
+    assert membership is not None
+    assert (membership.role, membership.banned) == (Role.MEMBER, False)
+    await assert_contiguous(store, room.id)
+
+
+# sequencing and group commit
+
+
+@pytest.mark.parametrize("group_commit", [True, False])
+async def test_seqs_are_contiguous_under_concurrent_senders(
+    store_url: str, group_commit: bool
+) -> None:
+    store = SqlStore(store_url, group_commit=group_commit)
+    await store.start()
+    try:
+        users = [await new_user(store) for _ in range(4)]
+        rooms = [await new_room(store, users[0], *users[1:]) for _ in range(3)]
+
+        async def sender(task: int) -> list[tuple[RoomId, int, int]]:
+            sent = []
+            for i in range(25):
+                room = rooms[(task + i) % 3]
+                result = await store.send_message(
+                    send(room, users[task % 4], f"{task}/{i}", f"c-{task}-{i}")
+                )
+                assert result.created
+                assert result.event is not None
+                sent.append((room.id, result.message.seq, i))
+            return sent
+
+        sent = await asyncio.gather(*(sender(t) for t in range(20)))
+        for room in rooms:
+            log = await assert_contiguous(store, room.id)
+            assert len(log) == 2 + 3 + sum(1 for s in sent for r, _, _ in s if r == room.id)
+        for per_task in sent:
+            for room in rooms:
+                seqs = [seq for r, seq, _ in per_task if r == room.id]
+                assert seqs == sorted(seqs)
+    finally:
+        await store.close()
+
+
+@pytest.mark.service("postgres")
+async def test_two_nodes_write_one_room(pg_url: str) -> None:
+    nodes = [SqlStore(pg_url), SqlStore(pg_url)]
+    for node in nodes:
+        await node.start()
+    try:
+        users = [await new_user(nodes[0]) for _ in range(4)]
+        rooms = [await new_room(nodes[0], users[0], *users[1:]) for _ in range(2)]
+
+        async def sender(task: int) -> None:
+            node = nodes[task % 2]
+            for i in range(20):
+                await node.send_message(send(rooms[(task + i) % 2], users[task % 4], f"{i}"))
+                if i % 7 == 0:
+                    await node.invite(
+                        rooms[i % 2].id, users[(task + 1) % 4].id, Role.MEMBER, users[0].id
+                    )
+
+        await asyncio.gather(*(sender(t) for t in range(12)))
+        for room in rooms:
+            await assert_contiguous(nodes[1], room.id)
+    finally:
+        for node in nodes:
+            await node.close()
+
+
+@settings(
+    max_examples=12,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, 2),
+            st.integers(0, 2),
+            st.one_of(st.none(), st.sampled_from(["a", "b", "c"])),
+        ),
+        min_size=1,
+        max_size=30,
+    )
+)
+async def test_property_concurrent_sends(
+    store: SqlStore, plan: list[tuple[int, int, str | None]]
+) -> None:
+    """Any mix of senders, rooms and repeated client ids: each room's log stays
+    1..N, and every distinct (room, sender, client_msg_id) is stored once."""
+    users = [await new_user(store) for _ in range(3)]
+    rooms = [await new_room(store, users[0], *users[1:]) for _ in range(3)]
+    results = await asyncio.gather(
+        *(store.send_message(send(rooms[r], users[u], "x", c)) for r, u, c in plan)
+    )
+    keyed: dict[tuple[int, int, str], str] = {}
+    for (r, u, c), result in zip(plan, results, strict=True):
+        if c is not None:
+            assert keyed.setdefault((r, u, c), result.message.id) == result.message.id
+    assert sum(r.created for r in results) == len(keyed) + sum(c is None for _, _, c in plan)
+    for room in rooms:
+        await assert_contiguous(store, room.id)
+
+
+async def test_client_msg_id_makes_a_send_idempotent(store: SqlStore) -> None:
+    owner, bob = await new_user(store), await new_user(store)
+    room = await new_room(store, owner, bob)
+    first = await store.send_message(send(room, owner, "hello", "k1"))
+    assert first.created
+    assert first.event is not None
+    retry = await store.send_message(send(room, owner, "changed body", "k1"))
+    assert (retry.created, retry.event, retry.message) == (False, None, first.message)
+    other = await store.send_message(send(room, bob, "hello", "k1"))
+    assert other.created
+
+    same_batch = await asyncio.gather(
+        store.send_message(send(room, owner, "twin", "k2")),
+        store.send_message(send(room, owner, "twin", "k2")),
+        store.send_message(send(room, owner, "free")),
+        store.send_message(send(room, owner, "free")),
+    )
+    assert [r.created for r in same_batch] == [True, False, True, True]
+    assert same_batch[1].message == same_batch[0].message
+    assert same_batch[1].event is None
+    messages, _ = await store.list_messages(room.id, before_seq=None, after_seq=None, limit=50)
+    assert [m.body for m in messages] == ["hello", "hello", "twin", "free", "free"]
+    await assert_contiguous(store, room.id)
+
+
+async def test_a_non_member_send_fails_alone(store: SqlStore) -> None:
+    owner, stranger, banned = await new_user(store), await new_user(store), await new_user(store)
+    room = await new_room(store, owner, banned)
+    await store.remove_member(room.id, banned.id, owner.id, ban=True)
+    results = await asyncio.gather(
+        store.send_message(send(room, owner, "1")),
+        store.send_message(send(room, stranger, "no", "s1")),
+        store.send_message(send(room, owner, "2")),
+        store.send_message(send(room, banned, "no")),
+        store.send_message(SendRequest(RoomId(str(uuid.uuid4())), owner.id, "no", None)),
+        store.send_message(send(room, owner, "3")),
+        return_exceptions=True,
+    )
+    assert [type(r).__name__ for r in results] == [
+        "SendResult",
+        "NotFound",
+        "SendResult",
+        "NotFound",
+        "NotFound",
+        "SendResult",
+    ]
+    messages, _ = await store.list_messages(room.id, before_seq=None, after_seq=None, limit=50)
+    assert [m.body for m in messages] == ["1", "2", "3"]
+    await assert_contiguous(store, room.id)
+
+
+async def test_text_the_database_cannot_hold_fails_alone(store: SqlStore) -> None:
+    owner = await new_user(store)
+    room = await new_room(store, owner)
+    results = await asyncio.gather(
+        store.send_message(send(room, owner, "fine")),
+        store.send_message(send(room, owner, "nul \x00 inside")),
+        store.send_message(send(room, owner, "lone \ud800 surrogate")),
+        store.send_message(send(room, owner, "also fine")),
+        return_exceptions=True,
+    )
+    assert [type(r).__name__ for r in results] == [
+        "SendResult",
+        "InvalidInput",
+        "InvalidInput",
+        "SendResult",
+    ]
+    first = results[0]
+    assert not isinstance(first, BaseException)
+    with pytest.raises(InvalidInput):
+        await store.edit_message(room.id, first.message.id, owner.id, "\x00", 1)
+    await assert_contiguous(store, room.id)
+
+
+async def test_operations_apply_in_enqueue_order(store: SqlStore) -> None:
+    owner, bob = await new_user(store), await new_user(store)
+    room = await new_room(store, owner, bob)
+    sent, left = await asyncio.gather(
+        store.send_message(send(room, bob, "before the kick")),
+        store.remove_member(room.id, bob.id, owner.id, ban=False),
+    )
+    assert sent.message.seq < left[0].seq
+    await store.join_room(room.id, bob.id)
+    results = await asyncio.gather(
+        store.remove_member(room.id, bob.id, owner.id, ban=False),
+        store.send_message(send(room, bob, "after the kick")),
+        store.send_message(send(room, owner, "still here")),
+        return_exceptions=True,
+    )
+    assert isinstance(results[1], NotFound)
+    assert not isinstance(results[2], BaseException)
+    await assert_contiguous(store, room.id)
+
+
+async def test_a_failed_commit_fails_its_batch_and_the_writer_goes_on(store: SqlStore) -> None:
+    owner = await new_user(store)
+    room = await new_room(store, owner)
+    engine = store._engine
+    assert engine is not None
+    failures = 0
+
+    def fail_commit(conn: Any) -> None:
+        nonlocal failures
+        failures += 1
+        raise RuntimeError("disk on fire")
+
+    sa_event.listen(engine.sync_engine, "commit", fail_commit)
+    try:
+        results = await asyncio.gather(
+            *(store.send_message(send(room, owner, f"{i}")) for i in range(5)),
+            store.update_room(room.id, owner.id, name="never", topic=None),
+            return_exceptions=True,
+        )
+    finally:
+        sa_event.remove(engine.sync_engine, "commit", fail_commit)
+    assert failures == 1
+    assert all(isinstance(r, Unavailable) for r in results)
+    after = await store.send_message(send(room, owner, "works"))
+    assert after.message.seq == room.last_seq + 1
+    messages, _ = await store.list_messages(room.id, before_seq=None, after_seq=None, limit=50)
+    assert [m.body for m in messages] == ["works"]
+    await assert_contiguous(store, room.id)
+
+
+async def test_close_finishes_queued_writes(store_url: str) -> None:
+    store = SqlStore(store_url, group_commit_max=8)
+    await store.start()
+    owner = await new_user(store)
+    room = await new_room(store, owner)
+    tasks = [asyncio.create_task(store.send_message(send(room, owner, f"{i}"))) for i in range(100)]
+    await asyncio.sleep(0)
+    await store.close()
+    assert all(t.done() and t.result().created for t in tasks)
+    with pytest.raises(Unavailable):
+        await store.send_message(send(room, owner, "late"))
+    reopened = SqlStore(store_url)
+    await reopened.start()
+    try:
+        log = await assert_contiguous(reopened, room.id)
+        assert len(log) == 102
+    finally:
+        await reopened.close()
+
+
+# messages
+
+
+async def test_edit(store: SqlStore) -> None:
+    owner, bob = await new_user(store), await new_user(store)
+    room = await new_room(store, owner, bob)
+    sent = await store.send_message(send(room, owner, "draft"))
+    edited, [event] = await store.edit_message(room.id, sent.message.id, owner.id, "final", 1)
+    assert (edited.body, edited.version, edited.seq) == ("final", 2, sent.message.seq)
+    assert edited.edited_at is not None
+    assert event.type is EventType.MESSAGE_EDITED
+    assert payload(event)["message"] == edited.public()
+    with pytest.raises(VersionConflict) as caught:
+        await store.edit_message(room.id, sent.message.id, owner.id, "stale", 1)
+    assert caught.value.current_version == 2
+    with pytest.raises(Forbidden):
+        await store.edit_message(room.id, sent.message.id, bob.id, "mine now", 2)
+    with pytest.raises(NotFound):
+        await store.edit_message(room.id, MessageId("missing"), owner.id, "x", 1)
+    assert await store.get_message(room.id, sent.message.id) == edited
+    await assert_contiguous(store, room.id)
+
+
+async def test_delete_leaves_a_tombstone(store: SqlStore) -> None:
+    owner, bob = await new_user(store), await new_user(store)
+    room = await new_room(store, owner, bob)
+    mine = await store.send_message(send(room, bob, "secret"))
+    with pytest.raises(Forbidden):
+        await store.delete_message(room.id, mine.message.id, owner.id, any_sender=False)
+    tombstone, [event] = await store.delete_message(
+        room.id, mine.message.id, owner.id, any_sender=True
+    )
+    assert (tombstone.deleted, tombstone.body, tombstone.version) == (True, "", 2)
+    assert payload(event)["message"]["body"] == ""
+    assert payload(event)["message"]["deleted"] is True
+    again, none = await store.delete_message(room.id, mine.message.id, bob.id, any_sender=False)
+    assert (again, none) == (tombstone, [])
+    with pytest.raises(Conflict):
+        await store.edit_message(room.id, mine.message.id, bob.id, "back", 2)
+    [listed], _ = await store.list_messages(room.id, before_seq=None, after_seq=None, limit=5)
+    assert listed == tombstone
+    with pytest.raises(NotFound):
+        await store.delete_message(room.id, MessageId("missing"), bob.id, any_sender=True)
+    await assert_contiguous(store, room.id)
+
+
+async def test_reactions_are_folded(store: SqlStore) -> None:
+    owner, bob = await new_user(store), await new_user(store)
+    room = await new_room(store, owner, bob)
+    one = await store.send_message(send(room, owner, "one"))
+    two = await store.send_message(send(room, owner, "two"))
+    mid = one.message.id
+    _, [added] = await store.set_reaction(room.id, mid, owner.id, "👍", on=True)
+    assert payload(added) | {"created_at": None} == {
+        "room_id": room.id,
+        "seq": added.seq,
+        "type": "reaction.added",
+        "created_at": None,
+        "actor_id": owner.id,
+        "message_id": mid,
+        "user_id": owner.id,
+        "emoji": "👍",
+    }
+    await store.set_reaction(room.id, mid, bob.id, "👍", on=True)
+    message, _ = await store.set_reaction(room.id, mid, bob.id, "🎉", on=True)
+    assert message.reactions == {"👍": [owner.id, bob.id], "🎉": [bob.id]}
+    unchanged, none = await store.set_reaction(room.id, mid, bob.id, "🎉", on=True)
+    assert (unchanged.reactions, none) == (message.reactions, [])
+    page, _ = await store.list_messages(room.id, before_seq=None, after_seq=None, limit=10)
+    assert [m.reactions for m in page] == [message.reactions, {}]
+    got = await store.get_message(room.id, mid)
+    assert got is not None
+    assert got.reactions == message.reactions
+    removed_message, [removed] = await store.set_reaction(room.id, mid, owner.id, "👍", on=False)
+    assert removed.type is EventType.REACTION_REMOVED
+    assert removed_message.reactions == {"👍": [bob.id], "🎉": [bob.id]}
+    assert (await store.set_reaction(room.id, mid, owner.id, "👍", on=False))[1] == []
+    retry = await store.send_message(send(room, owner, "x", None))
+    assert retry.message.reactions == {}
+    assert (await store.get_message(room.id, two.message.id)) == two.message
+    assert await store.get_message(room.id, MessageId("missing")) is None
+    await assert_contiguous(store, room.id)
+
+
+async def test_paging(store: SqlStore) -> None:
+    owner = await new_user(store)
+    room = await new_room(store, owner)
+
+    async def page(
+        before: int | None = None, after: int | None = None, limit: int = 3
+    ) -> tuple[list[int], bool]:
+        found, more = await store.list_messages(
+            room.id, before_seq=before, after_seq=after, limit=limit
+        )
+        return [m.seq for m in found], more
+
+    assert await page() == ([], False)
+    assert await page(before=1) == ([], False)
+    assert await page(after=0) == ([], False)
+    for i in range(10):
+        await store.send_message(send(room, owner, str(i)))
+    # room.created and member.joined took seqs 1 and 2: messages are 3..12
+    assert await page() == ([10, 11, 12], True)
+    assert await page(limit=10) == (list(range(3, 13)), False)
+    assert await page(limit=11) == (list(range(3, 13)), False)
+    assert await page(limit=9) == (list(range(4, 13)), True)
+    assert await page(before=12) == ([9, 10, 11], True)
+    assert await page(before=6) == ([3, 4, 5], False)
+    assert await page(before=4) == ([3], False)
+    assert await page(before=3) == ([], False)
+    assert await page(before=1) == ([], False)
+    assert await page(after=0) == ([3, 4, 5], True)
+    assert await page(after=9) == ([10, 11, 12], False)
+    assert await page(after=10) == ([11, 12], False)
+    assert await page(after=12) == ([], False)
+    assert await page(after=100) == ([], False)
+
+    events, more = await store.list_events(room.id, after_seq=0, limit=5)
+    assert ([e.seq for e in events], more) == ([1, 2, 3, 4, 5], True)
+    events, more = await store.list_events(room.id, after_seq=7, limit=5)
+    assert ([e.seq for e in events], more) == ([8, 9, 10, 11, 12], False)
+    assert await store.list_events(room.id, after_seq=12, limit=5) == ([], False)
+
+
+async def test_unread_counts_and_read_cursor(store: SqlStore) -> None:
+    alice, bob = await new_user(store), await new_user(store)
+    quiet = await new_room(store, alice, bob, name="quiet")
+    busy = await new_room(store, alice, bob, name="busy")
+    sent = [await store.send_message(send(busy, bob, f"b{i}")) for i in range(3)]
+    await store.send_message(send(busy, alice, "mine"))
+    rooms = await store.list_user_rooms(alice.id)
+    assert [(s.room.id, s.unread) for s in rooms] == [(busy.id, 3), (quiet.id, 0)]
+    assert rooms[0].role is Role.OWNER
+    assert rooms[0].room.last_seq == sent[-1].message.seq + 1
+
+    assert await store.set_read(busy.id, alice.id, sent[1].message.seq) == sent[1].message.seq
+    assert await store.set_read(busy.id, alice.id, 1) == sent[1].message.seq
+    await store.delete_message(busy.id, sent[2].message.id, bob.id, any_sender=False)
+    [summary] = [s for s in await store.list_user_rooms(alice.id) if s.room.id == busy.id]
+    assert (summary.read_seq, summary.unread) == (sent[1].message.seq, 0)
+
+    current = await store.get_room(busy.id)
+    assert current is not None
+    last = current.last_seq
+    assert await store.set_read(busy.id, alice.id, 10_000) == last
+    membership = await store.get_membership(busy.id, alice.id)
+    assert membership is not None
+    assert membership.read_seq == last
+    with pytest.raises(NotFound):
+        await store.set_read(busy.id, (await new_user(store)).id, 1)
+    assert await store.user_room_ids(alice.id) == {busy.id: last, quiet.id: quiet.last_seq}
+
+
+async def test_export_streams_in_order(store: SqlStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sql_module, "_EXPORT_PAGE", 4)
+    owner = await new_user(store)
+    room = await new_room(store, owner)
+    await asyncio.gather(*(store.send_message(send(room, owner, str(i))) for i in range(13)))
+    exported = await all_events(store, room.id)
+    assert [e.seq for e in exported] == list(range(1, 16))
+    listed, _ = await store.list_events(room.id, after_seq=0, limit=100)
+    assert [e.raw for e in exported] == [e.raw for e in listed]
+    assert [e async for e in store.export_room(RoomId(str(uuid.uuid4())))] == []
