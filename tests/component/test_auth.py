@@ -104,7 +104,7 @@ def test_forged_and_missing_tokens_are_refused(api: Api) -> None:
     alice = api.user()
     claims = jwt.decode(alice.access_token, options={"verify_signature": False})
     unsigned = f"{_b64({'alg': 'none', 'typ': 'JWT'})}.{_b64(claims)}."
-    wrong_key = jwt.encode(claims, "not the server key", algorithm="HS256")
+    wrong_key = jwt.encode(claims, "not the server key, but long enough!", algorithm="HS256")
     for token in [unsigned, wrong_key, "garbage", alice.access_token + "x"]:
         r = api.anon.get("/api/v1/users/me", headers={"Authorization": f"Bearer {token}"})
         assert_error(r, 401)

@@ -15,9 +15,12 @@ from starlette.staticfiles import StaticFiles
 import parley
 from parley.errors import ParleyError
 from parley.gateway import errors, rest
+from parley.gateway.metrics import router as metrics_router
 from parley.gateway.middleware import BodyLimit, SecurityHeaders
 from parley.gateway.ratelimit import RateLimiter
 from parley.gateway.runtime import Runtime
+from parley.gateway.sse import router as sse_router
+from parley.gateway.ws import router as ws_router
 from parley.settings import Settings
 
 log = logging.getLogger("parley")
@@ -56,6 +59,9 @@ def create_app(settings: Settings) -> FastAPI:
     )
     errors.install(app)
     app.include_router(rest.router)
+    app.include_router(ws_router)
+    app.include_router(sse_router)
+    app.include_router(metrics_router)
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:

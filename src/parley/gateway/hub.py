@@ -1,29 +1,760 @@
-"""Fan-out: committed events go onto the bus; events from the bus go to the local
-connections of the room's members. (Placeholder until the real-time gateway lands.)"""
+"""Fan-out: committed events reach every local connection of the room's members.
+
+Flow (``docs/architecture.md``)::
+
+    ChatService ──commit──▶ Hub.publish(events) ──▶ local fan-out  (same process, at once)
+                                   └──▶ Bus.publish(room.<id>)  ──▶ other nodes' Hub._on_bus
+
+Invariants
+    * One ``RoomChannel`` per room with local subscribers. Its ``head`` is the last
+      ``seq`` it fanned out; it fans out strictly ``head + 1`` next, so duplicates
+      (the bus is at-least-once, and a node hears its own publishes) are dropped by
+      ``(room_id, seq)`` and an out-of-order event waits in ``pending``. A gap that
+      does not close within ``REPAIR_DELAY`` is read from the store, the source of
+      truth (the bus is only a doorbell).
+    * Each event is framed once (``Fanout``) and the same object is queued for every
+      recipient: no per-recipient encoding, query or ``await``. Each connection has
+      one bounded queue and one writer (in ``ws.py``/``sse.py``); a full queue closes
+      that connection (1013) and never slows the room.
+    * Per connection and room a ``RoomCursor`` (sans I/O, ``parley.protocol.session``)
+      delivers ``cursor + 1`` only; behind the head it replays from the store and goes
+      live at the head with no gap and no duplicate.
+    * Membership is live: ``member.joined`` attaches the user's connections to the
+      room before the event is fanned out (so they receive it), ``member.left``
+      detaches them right after it (so it is the last event of the room they see).
+
+Bus channels: ``room.<room_id>`` (subscribed while the room has local subscribers)
+and ``user.<user_id>`` (while the user has local connections: a join reaches a node
+that has no channel for the room yet). Each bus message is an envelope: one kind
+byte, the origin node's id (so a node skips its own echo without decoding), then
+the stored event bytes or an ephemeral ``typing`` frame.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Final
 
-from parley.domain.models import Event
+from parley.domain.models import Event, RoomId, UserId, new_id
+from parley.errors import NotFound, ParleyError
+from parley.gateway.metrics import HubStats, Metrics
 from parley.ports import Bus, Store
+from parley.protocol.codec import event_frame, loads
+from parley.protocol.events import MEMBER_JOINED, MEMBER_LEFT, decode_head
+from parley.protocol.frames import typing_frame
+from parley.protocol.session import (
+    CLOSE_GOING_AWAY,
+    CLOSE_INTERNAL,
+    CLOSE_TRY_AGAIN,
+    DELIVER,
+    GAP,
+    Close,
+    RoomCursor,
+)
 from parley.settings import Settings
+
+log = logging.getLogger("parley.hub")
+
+REPAIR_DELAY: Final = 0.05
+"""Seconds an out-of-order event waits for the ones before it before the store is
+read: concurrent publishes after one group commit arrive microseconds apart."""
+REPLAY_PAGE: Final = 200
+CHANNEL_LINGER: Final = 60.0
+"""Seconds a room's channel outlives its last local subscriber, so that a burst of
+reconnects (a deploy, a network blip) does not re-read every room's head."""
+TYPING_THROTTLE: Final = 3.0
+"""Seconds between two ``typing`` frames of one user in one room (clients repeat
+them while the user types; Slack uses 3 s too)."""
+DRAIN_TIMEOUT: Final = 5.0
+
+_EVENT: Final = b"E"
+_TYPING: Final = b"T"
+
+
+class Fanout:
+    """One event on its way to this node's connections, framed once for all of them."""
+
+    __slots__ = ("_frame", "_message", "member", "raw", "room_id", "seq", "type")
+
+    def __init__(self, room_id: str, seq: int, type_: str, raw: bytes, member: str | None) -> None:
+        self.room_id = room_id
+        self.seq = seq
+        self.type = type_
+        self.raw = raw
+        self.member = member
+        self._frame: bytes | None = None
+        self._message: dict[str, Any] | None = None
+
+    @classmethod
+    def of_event(cls, event: Event) -> Fanout:
+        """From a stored event; only ``member.*`` events are decoded (for the user)."""
+        member = None
+        if event.type in (MEMBER_JOINED, MEMBER_LEFT):
+            member = decode_head(event.raw).user_id
+        return cls(event.room_id, event.seq, str(event.type), event.raw, member)
+
+    @classmethod
+    def of_raw(cls, raw: bytes) -> Fanout:
+        head = decode_head(raw)
+        return cls(head.room_id, head.seq, head.type, raw, head.user_id)
+
+    @property
+    def frame(self) -> bytes:
+        """The ``event`` frame's bytes, built once."""
+        frame = self._frame
+        if frame is None:
+            frame = self._frame = event_frame(self.raw)
+        return frame
+
+    def ws_message(self) -> dict[str, Any]:
+        """The ASGI message that sends the ``event`` frame: built on first use and
+        then shared by every recipient (ASGI servers only read it)."""
+        message = self._message
+        if message is None:
+            message = {"type": "websocket.send", "text": self.frame.decode()}
+            self._message = message
+        return message
+
+
+Item = bytes | Fanout
+"""What a connection's queue holds: a frame of its own, or a shared event."""
+
+
+class Connection:
+    """A client connection as the hub sees it: its user, its rooms' cursors and its
+    bounded outbound queue. ``ws.py`` and ``sse.py`` pump the queue to the socket.
+
+    ``close()`` asks the writer to close the connection; ``abort()`` (a writer stuck
+    on a dead peer) cancels the connection's task, which then detaches it.
+    """
+
+    def __init__(self, hub: Hub, user_id: UserId, *, transport: str) -> None:
+        self.hub = hub
+        self.user_id = user_id
+        self.transport = transport
+        self.session_id = new_id()
+        self.rooms: dict[str, RoomCursor] = {}
+        self.close_request: Close | None = None
+        self.opening = False
+        self.membership_log: list[tuple[str, int, bool]] = []
+        self.deferred_joins: dict[str, int] = {}
+        self.sent = 0
+        self.writing = False
+        self.on_caught_up: Callable[[str], None] | None = None
+        self.on_abort: Callable[[], None] | None = None
+        self._queue: deque[Item] = deque()
+        self._max = hub.settings.outbound_queue
+        self._waiter: asyncio.Future[None] | None = None
+        self._replay_rooms: deque[str] = deque()
+        self._replay_task: asyncio.Task[None] | None = None
+        self._watch_sent = -1
+        self._watch_sweeps = 0
+
+    # outbound queue
+
+    def push(self, item: Item) -> bool:
+        """Queue a frame for the writer; ``False`` (and the connection closes with
+        1013) when the queue is full: the client reads too slowly."""
+        if self.close_request is not None:
+            return True
+        queue = self._queue
+        if len(queue) >= self._max:
+            self.hub.stats.queue_drops += 1
+            self.close(CLOSE_TRY_AGAIN, "too slow: outbound queue full", flush=False)
+            return False
+        queue.append(item)
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+        return True
+
+    async def take(self) -> list[Item]:
+        """Everything queued, waiting for at least one item; ``[]`` once closing."""
+        while not self._queue:
+            if self.close_request is not None:
+                return []
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiter = waiter
+            try:
+                await waiter
+            finally:
+                self._waiter = None
+        items = list(self._queue)
+        self._queue.clear()
+        return items
+
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
+
+    def close(self, code: int, reason: str, *, flush: bool = True) -> None:
+        """Ask the writer to close; ``flush=False`` drops what is still queued."""
+        if self.close_request is not None:
+            return
+        self.close_request = Close(code, reason)
+        if not flush:
+            self._queue.clear()
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def abort(self) -> None:
+        """Give up on the connection at once (its writer is stuck)."""
+        self.close(CLOSE_INTERNAL, "stalled", flush=False)
+        if self.on_abort is not None:
+            self.on_abort()
+
+    # replay
+
+    def schedule_replay(self, room_id: str) -> None:
+        """Read this room from the store until its cursor reaches the live head."""
+        if room_id not in self._replay_rooms:
+            self._replay_rooms.append(room_id)
+        if self._replay_task is None and self.close_request is None:
+            self._replay_task = asyncio.create_task(self._replay_all(), name="parley-replay")
+
+    async def _replay_all(self) -> None:
+        try:
+            while self._replay_rooms and self.close_request is None:
+                await self.hub._replay(self, self._replay_rooms.popleft())
+        except ParleyError as exc:
+            log.warning("replay for %s failed: %s", self.user_id, exc)
+            self.close(CLOSE_TRY_AGAIN, "store unavailable; resume later", flush=False)
+        finally:
+            self._replay_task = None
+
+    def caught_up(self, room_id: str) -> None:
+        if self.on_caught_up is not None:
+            self.on_caught_up(room_id)
+
+    def stop(self) -> None:
+        """The connection is gone: stop its background work."""
+        if self._replay_task is not None:
+            self._replay_task.cancel()
+            self._replay_task = None
+        self._replay_rooms.clear()
+        if self.close_request is None:
+            self.close_request = Close(CLOSE_GOING_AWAY, "gone")
+
+    def stalled(self) -> bool:
+        """Called once per sweep: true after two sweeps with frames queued and none
+        written (a peer that stopped reading, or a half-open TCP connection)."""
+        if (self._queue or self.writing) and self.sent == self._watch_sent:
+            self._watch_sweeps += 1
+        else:
+            self._watch_sweeps = 0
+        self._watch_sent = self.sent
+        return self._watch_sweeps >= 2
+
+
+class RoomChannel:
+    """One room's fan-out on this node (see the module doc)."""
+
+    __slots__ = ("head", "idle_since", "pending", "ready", "repair", "room_id", "subs")
+
+    def __init__(self, room_id: str, head: int | None) -> None:
+        self.room_id = room_id
+        self.head = head
+        self.subs: dict[Connection, RoomCursor] = {}
+        self.pending: dict[int, Fanout] = {}
+        self.ready: asyncio.Event | None = None if head is not None else asyncio.Event()
+        self.repair: asyncio.Task[None] | None = None
+        self.idle_since = time.monotonic()
+
+    async def wait_head(self) -> int:
+        while self.head is None:
+            assert self.ready is not None
+            await self.ready.wait()
+        return self.head
 
 
 class Hub:
-    """Implements ``parley.service.notify.Notifier`` for the gateway."""
+    """Implements ``parley.service.notify.Notifier``; owns every local connection."""
 
     def __init__(self, *, bus: Bus, store: Store, settings: Settings, node_id: str) -> None:
         self.bus = bus
         self.store = store
         self.settings = settings
         self.node_id = node_id
+        self.stats = HubStats()
+        self.metrics = Metrics(self.stats)
+        self.rooms: dict[str, RoomChannel] = {}
+        self.users: dict[str, set[Connection]] = {}
+        self.connections: set[Connection] = set()
+        self.closing = False
+        self._origin = node_id.encode()
+        self._prefix_event = _EVENT + bytes([len(self._origin)]) + self._origin
+        self._prefix_typing = _TYPING + bytes([len(self._origin)]) + self._origin
+        self._typing_last: dict[tuple[str, str], float] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._sweeper: asyncio.Task[None] | None = None
+        self._empty = asyncio.Event()
+        self._empty.set()
+        if len(self._origin) > 255:
+            raise ValueError("node_id: at most 255 bytes")
+
+    # lifecycle
 
     async def start(self) -> None:
-        return None
+        await self.bus.start(self._on_bus)
+        self._sweeper = asyncio.create_task(self._sweep_forever(), name="parley-hub-sweeper")
+
+    async def drain(self, grace: float = DRAIN_TIMEOUT) -> None:
+        """Close every connection with 1001 (going away) and wait for them to go;
+        new connections are refused from now on. Clients resume elsewhere."""
+        self.closing = True
+        for conn in list(self.connections):
+            conn.close(CLOSE_GOING_AWAY, "server shutting down", flush=False)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(grace):
+                await self._empty.wait()
+        for conn in list(self.connections):
+            conn.abort()
 
     async def close(self) -> None:
-        return None
+        """Drain the connections, stop background work, leave the bus."""
+        await self.drain()
+        tasks = [t for t in (self._sweeper, *self._tasks) if t is not None]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        for channel in self.rooms.values():
+            if channel.repair is not None:
+                channel.repair.cancel()
+        self.rooms.clear()
+        await self.bus.close()
+
+    def spawn(self, coro: Awaitable[Any], name: str) -> None:
+        """Run ``coro`` in the background, held until done; failures are logged."""
+        task: asyncio.Task[Any] = asyncio.ensure_future(coro)
+        task.set_name(name)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("hub task %s failed", task.get_name(), exc_info=task.exception())
+
+    # connections
+
+    async def attach(
+        self, conn: Connection, before_live: Callable[[dict[str, int]], None]
+    ) -> dict[str, int]:
+        """Register an authenticated connection and start its rooms.
+
+        The user is indexed first, so membership changes made while the store is
+        read are logged and applied to the snapshot. ``before_live(rooms)`` runs
+        (to queue ``ready``) before any event can be queued. Returns the rooms and
+        the ``seq`` each starts after.
+        """
+        user = conn.user_id
+        conns = self.users.get(user)
+        if conns is None:
+            conns = self.users[user] = set()
+            self.spawn(self.bus.subscribe(f"user.{user}"), "parley-bus-subscribe")
+        conns.add(conn)
+        self.connections.add(conn)
+        self._empty.clear()
+        self._count(conn.transport, +1)
+        conn.opening = True
+        try:
+            rooms = {str(r): seq for r, seq in (await self.store.user_room_ids(user)).items()}
+        finally:
+            conn.opening = False
+        for room_id, seq, joined in conn.membership_log:
+            if joined and rooms.get(room_id, -1) < seq:
+                rooms[room_id] = seq - 1
+            elif not joined and room_id in rooms and rooms[room_id] < seq:
+                del rooms[room_id]
+        conn.membership_log.clear()
+        if conn.close_request is not None:
+            return rooms
+        before_live(rooms)
+        created: list[RoomChannel] = []
+        for room_id, seq in rooms.items():
+            channel = self.rooms.get(room_id)
+            if channel is None:
+                channel = self._open_channel(room_id, None)
+                created.append(channel)
+            self._subscribe(conn, channel, RoomCursor(room_id, seq))
+        if created:
+            self.spawn(self._init_channels(user, created), "parley-channel-init")
+        return rooms
+
+    def detach(self, conn: Connection) -> None:
+        """Forget a connection that has closed (idempotent)."""
+        conn.stop()
+        if conn not in self.connections:
+            return
+        self.connections.discard(conn)
+        self._count(conn.transport, -1)
+        for room_id in conn.rooms:
+            channel = self.rooms.get(room_id)
+            removed = channel.subs.pop(conn, None) if channel is not None else None
+            if channel is not None and removed is not None and not channel.subs:
+                channel.idle_since = time.monotonic()
+        conn.rooms.clear()
+        conns = self.users.get(conn.user_id)
+        if conns is not None:
+            conns.discard(conn)
+            if not conns:
+                del self.users[conn.user_id]
+                self.spawn(self.bus.unsubscribe(f"user.{conn.user_id}"), "parley-bus-unsub")
+        if not self.connections:
+            self._empty.set()
+
+    def _count(self, transport: str, delta: int) -> None:
+        if transport == "sse":
+            self.stats.connections_sse += delta
+        else:
+            self.stats.connections_ws += delta
+
+    def _subscribe(self, conn: Connection, channel: RoomChannel, cursor: RoomCursor) -> None:
+        conn.rooms[channel.room_id] = cursor
+        channel.subs[conn] = cursor
+        if channel.head is None or cursor.need_replay(channel.head):
+            cursor.replaying = True
+            conn.schedule_replay(channel.room_id)
+
+    def resume(self, conn: Connection, cursors: dict[str, int]) -> list[str]:
+        """Rewind the named rooms the user is in; the rooms now replaying."""
+        rooms = []
+        for room_id, seq in cursors.items():
+            cursor = conn.rooms.get(room_id)
+            if cursor is None or cursor.end_seq is not None:
+                continue
+            cursor.rewind(seq)
+            conn.schedule_replay(room_id)
+            rooms.append(room_id)
+        self.stats.resumes += 1
+        return rooms
+
+    # channels
+
+    def _open_channel(self, room_id: str, head: int | None) -> RoomChannel:
+        """A channel with a known head subscribes in the background; one without
+        subscribes in ``_init_channels``, before its head is read."""
+        channel = RoomChannel(room_id, head)
+        self.rooms[room_id] = channel
+        if head is not None:
+            self.spawn(self.bus.subscribe(f"room.{room_id}"), "parley-bus-subscribe")
+        return channel
+
+    async def _init_channels(self, user: UserId, channels: list[RoomChannel]) -> None:
+        """Subscribe channels opened with no head, then set their heads from a store
+        read made after they started listening: every later event reaches them."""
+        try:
+            for channel in channels:
+                await self.bus.subscribe(f"room.{channel.room_id}")
+            heads = await self.store.user_room_ids(user)
+            for channel in channels:
+                if channel.head is not None or self.rooms.get(channel.room_id) is not channel:
+                    continue
+                head = heads.get(RoomId(channel.room_id))
+                if head is None:
+                    room = await self.store.get_room(RoomId(channel.room_id))
+                    head = room.last_seq if room is not None else 0
+                self._set_head(channel, head)
+        except Exception as exc:
+            log.warning("could not start room channels: %r", exc)
+            for channel in channels:
+                if channel.head is None:
+                    self._drop_channel(channel, "store unavailable; resume later")
+
+    def _set_head(self, channel: RoomChannel, head: int) -> None:
+        channel.head = head
+        if channel.ready is not None:
+            channel.ready.set()
+            channel.ready = None
+        self._drain_pending(channel)
+
+    def _drop_channel(self, channel: RoomChannel, reason: str) -> None:
+        for conn in list(channel.subs):
+            conn.close(CLOSE_TRY_AGAIN, reason, flush=False)
+        if self.rooms.get(channel.room_id) is channel:
+            del self.rooms[channel.room_id]
+            self.spawn(self.bus.unsubscribe(f"room.{channel.room_id}"), "parley-bus-unsub")
+        if channel.ready is not None:
+            channel.ready.set()
+
+    # events in
 
     async def publish(self, events: Sequence[Event]) -> None:
-        return None
+        """After commit: fan out locally at once, then ring the other nodes."""
+        fanouts = [Fanout.of_event(e) for e in events]
+        for fanout in fanouts:
+            self._accept(fanout)
+        for fanout in fanouts:
+            data = self._prefix_event + fanout.raw
+            await self._ring(f"room.{fanout.room_id}", data)
+            if fanout.member is not None:
+                await self._ring(f"user.{fanout.member}", data)
+
+    async def _ring(self, channel: str, data: bytes) -> None:
+        """Publish on the bus; a failure is logged, never raised: the event is
+        committed, and other nodes repair from the store on their next event."""
+        try:
+            await self.bus.publish(channel, data)
+        except Exception:
+            self.stats.bus_errors += 1
+            log.exception("bus publish on %s failed", channel)
+
+    async def _on_bus(self, channel: str, data: bytes) -> None:
+        kind = data[:1]
+        size = data[1] if len(data) > 1 else 0
+        if data[2 : 2 + size] == self._origin:
+            return
+        payload = data[2 + size :]
+        try:
+            if kind == _EVENT:
+                self._accept(Fanout.of_raw(payload))
+            elif kind == _TYPING:
+                frame = loads(payload)
+                self._typing_local(str(frame["room_id"]), str(frame["user_id"]), payload)
+        except (ValueError, KeyError, TypeError):
+            log.warning("dropped a malformed bus message on %s", channel)
+
+    def _accept(self, fanout: Fanout) -> None:
+        """Fan out in ``seq`` order per room, once per ``(room_id, seq)``."""
+        channel = self.rooms.get(fanout.room_id)
+        if channel is None:
+            channel = self._channel_for_join(fanout)
+            if channel is None:
+                return
+        head = channel.head
+        if head is None:
+            channel.pending[fanout.seq] = fanout
+            return
+        if fanout.seq <= head:
+            return
+        if fanout.seq > head + 1:
+            channel.pending[fanout.seq] = fanout
+            self._schedule_repair(channel)
+            return
+        self._fanout(channel, fanout)
+        if channel.pending:
+            self._drain_pending(channel)
+
+    def _channel_for_join(self, fanout: Fanout) -> RoomChannel | None:
+        """No channel: only a join (or leave) of a locally connected user matters."""
+        conns = self.users.get(fanout.member) if fanout.member is not None else None
+        if not conns:
+            return None
+        joined = fanout.type == MEMBER_JOINED
+        live = False
+        for conn in conns:
+            if conn.opening:
+                conn.membership_log.append((fanout.room_id, fanout.seq, joined))
+            else:
+                live = True
+        if not (joined and live):
+            return None
+        return self._open_channel(fanout.room_id, fanout.seq - 1)
+
+    def _drain_pending(self, channel: RoomChannel) -> None:
+        pending = channel.pending
+        while pending and channel.head is not None:
+            fanout = pending.pop(channel.head + 1, None)
+            if fanout is None:
+                break
+            self._fanout(channel, fanout)
+        if channel.head is not None:
+            for seq in [s for s in pending if s <= channel.head]:
+                del pending[seq]
+        if pending:
+            self._schedule_repair(channel)
+
+    def _schedule_repair(self, channel: RoomChannel) -> None:
+        if channel.repair is None:
+            channel.repair = asyncio.create_task(self._repair(channel), name="parley-repair")
+
+    async def _repair(self, channel: RoomChannel) -> None:
+        """Fill a gap the bus left from the store (the doorbell missed a ring)."""
+        try:
+            await asyncio.sleep(REPAIR_DELAY)
+            while channel.pending and channel.head is not None:
+                events, _ = await self.store.list_events(
+                    RoomId(channel.room_id), after_seq=channel.head, limit=REPLAY_PAGE
+                )
+                if not events:
+                    break
+                self.stats.gap_repairs += 1
+                for event in events:
+                    if event.seq == channel.head + 1:
+                        self._fanout(channel, Fanout.of_event(event))
+                self._drain_pending(channel)
+        except ParleyError as exc:
+            log.warning("gap repair of room %s failed: %s", channel.room_id, exc)
+        finally:
+            channel.repair = None
+        if channel.pending and self.rooms.get(channel.room_id) is channel:
+            self._schedule_repair(channel)
+
+    def _fanout(self, channel: RoomChannel, fanout: Fanout) -> None:
+        """Deliver ``head + 1`` to every local subscriber: no await, no encoding."""
+        started = time.perf_counter()
+        seq = fanout.seq
+        member = fanout.member
+        if member is not None and fanout.type == MEMBER_JOINED:
+            self._joined(channel, member, seq)
+        channel.head = seq
+        delivered = 0
+        for conn, cursor in channel.subs.items():
+            outcome = cursor.live(seq)
+            if outcome == DELIVER:
+                conn.push(fanout)
+                delivered += 1
+            elif outcome == GAP:
+                conn.schedule_replay(channel.room_id)
+        if member is not None and fanout.type == MEMBER_LEFT:
+            self._left(channel, member, seq)
+        stats = self.stats
+        stats.events += 1
+        stats.deliveries += delivered
+        self.metrics.fanout_seconds.observe(time.perf_counter() - started)
+
+    def _joined(self, channel: RoomChannel, user: str, seq: int) -> None:
+        for conn in self.users.get(user, ()):
+            if conn.opening:
+                conn.membership_log.append((channel.room_id, seq, True))
+                continue
+            cursor = conn.rooms.get(channel.room_id)
+            if cursor is None:
+                self._subscribe(conn, channel, RoomCursor(channel.room_id, seq - 1))
+            elif cursor.end_seq is not None:
+                conn.deferred_joins[channel.room_id] = seq
+
+    def _left(self, channel: RoomChannel, user: str, seq: int) -> None:
+        for conn in self.users.get(user, ()):
+            if conn.opening:
+                conn.membership_log.append((channel.room_id, seq, False))
+                continue
+            cursor = channel.subs.pop(conn, None)
+            if cursor is None:
+                continue
+            if cursor.replaying and cursor.seq < seq:
+                cursor.end_seq = seq
+            else:
+                del conn.rooms[channel.room_id]
+                conn.caught_up(channel.room_id)
+        if not channel.subs:
+            channel.idle_since = time.monotonic()
+
+    # replay (per connection, off the fan-out path)
+
+    async def _replay(self, conn: Connection, room_id: str) -> None:
+        """Bring one room of a connection up to the live stream, then report it
+        caught up (which completes ``resume`` requests waiting for it)."""
+        cursor = conn.rooms.get(room_id)
+        if cursor is not None:
+            await self._replay_room(conn, room_id, cursor)
+            if cursor.ended and conn.rooms.get(room_id) is cursor:
+                del conn.rooms[room_id]
+                rejoin = conn.deferred_joins.pop(room_id, None)
+                channel = self.rooms.get(room_id)
+                if rejoin is not None and channel is not None:
+                    self._subscribe(conn, channel, RoomCursor(room_id, rejoin - 1))
+                    return
+        conn.caught_up(room_id)
+
+    async def _replay_room(self, conn: Connection, room_id: str, cursor: RoomCursor) -> None:
+        """Send the room's events from the store until the cursor reaches the live
+        head (or the leave that ends it); live delivery then takes over."""
+        while cursor.replaying:
+            channel = self.rooms.get(room_id)
+            if cursor.end_seq is not None:
+                head = cursor.end_seq
+            elif channel is None:
+                return
+            else:
+                head = await channel.wait_head()
+                if channel.head is None:
+                    return
+            if conn.rooms.get(room_id) is not cursor:
+                return
+            if cursor.catch_up(head):
+                return
+            events, _ = await self.store.list_events(
+                RoomId(room_id), after_seq=cursor.seq, limit=REPLAY_PAGE
+            )
+            if conn.rooms.get(room_id) is not cursor or conn.close_request is not None:
+                return
+            if not events:
+                log.warning("room %s: store is behind the fan-out head %d", room_id, head)
+                cursor.replaying = False
+                return
+            for event in events:
+                if not cursor.replayed(event.seq):
+                    continue
+                conn.push(Fanout.of_event(event))
+                self.stats.replayed += 1
+                if (
+                    event.type == MEMBER_LEFT
+                    and cursor.end_seq is None
+                    and decode_head(event.raw).user_id == conn.user_id
+                ):
+                    cursor.end_seq = event.seq
+                    if channel is not None:
+                        channel.subs.pop(conn, None)
+                if cursor.ended:
+                    return
+
+    # typing (ephemeral: never stored, throttled, members only)
+
+    async def typing(self, conn: Connection, room_id: str) -> None:
+        """Tell the room's other members that this user is typing."""
+        if room_id not in conn.rooms or conn.rooms[room_id].end_seq is not None:
+            raise NotFound("room not found")
+        key = (conn.user_id, room_id)
+        now = time.monotonic()
+        if now - self._typing_last.get(key, -TYPING_THROTTLE) < TYPING_THROTTLE:
+            return
+        self._typing_last[key] = now
+        frame = typing_frame(room_id, conn.user_id)
+        self._typing_local(room_id, conn.user_id, frame)
+        await self.bus.publish(f"room.{room_id}", self._prefix_typing + frame)
+
+    def _typing_local(self, room_id: str, user_id: str, frame: bytes) -> None:
+        channel = self.rooms.get(room_id)
+        if channel is None:
+            return
+        for conn in channel.subs:
+            if conn.user_id != user_id and conn.transport == "ws":
+                conn.push(frame)
+
+    # housekeeping
+
+    async def _sweep_forever(self) -> None:
+        interval = self.settings.heartbeat_interval
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                self._sweep(time.monotonic())
+            except Exception:
+                log.exception("hub sweep failed")
+
+    def _sweep(self, now: float) -> None:
+        """Abort stalled writers, close idle channels, forget old typing stamps."""
+        for conn in list(self.connections):
+            if conn.stalled():
+                log.info("aborting a stalled connection of %s", conn.user_id)
+                self.stats.stalled += 1
+                conn.abort()
+        for channel in list(self.rooms.values()):
+            idle = not channel.subs and channel.head is not None and not channel.pending
+            if idle and now - channel.idle_since > CHANNEL_LINGER:
+                del self.rooms[channel.room_id]
+                self.spawn(self.bus.unsubscribe(f"room.{channel.room_id}"), "parley-bus-unsub")
+        stale = [k for k, t in self._typing_last.items() if now - t > TYPING_THROTTLE]
+        for key in stale:
+            del self._typing_last[key]

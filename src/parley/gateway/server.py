@@ -5,30 +5,42 @@ compression (it costs ~300 KiB per connection and most of the CPU)."""
 from __future__ import annotations
 
 import signal
+from typing import Any
 
 import uvicorn
+from fastapi import FastAPI
 
+from parley.gateway import ws
 from parley.gateway.app import create_app
 from parley.settings import Settings
 
 
+class ParleyServer(uvicorn.Server):
+    """uvicorn, but WebSockets and SSE streams are told 1001 (going away) before
+    uvicorn closes what is left, so clients reconnect elsewhere and resume."""
+
+    async def shutdown(self, sockets: Any = None) -> None:
+        if isinstance(self.config.app, FastAPI):
+            await ws.drain(self.config.app)
+        await super().shutdown(sockets)
+
+
 def uvicorn_config(settings: Settings) -> uvicorn.Config:
-    return uvicorn.Config(
-        create_app(settings),
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app,
         host=settings.host,
         port=settings.port,
         loop="uvloop",
         http="httptools",
-        ws="websockets-sansio",
-        ws_max_size=settings.max_frame_bytes,
-        ws_per_message_deflate=False,
-        ws_ping_interval=None,
         lifespan="on",
         log_level=settings.log_level,
         access_log=False,
         server_header=False,
         timeout_graceful_shutdown=10,
+        **ws.uvicorn_ws_options(settings),
     )
+    return config
 
 
 def serve(settings: Settings) -> int:
@@ -40,6 +52,6 @@ def serve(settings: Settings) -> int:
     """
     for stop in (signal.SIGINT, signal.SIGTERM):
         signal.signal(stop, lambda *_: None)
-    server = uvicorn.Server(uvicorn_config(settings))
+    server = ParleyServer(uvicorn_config(settings))
     server.run()
     return 0 if server.started else 1

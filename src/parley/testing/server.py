@@ -14,7 +14,7 @@ from typing import Any
 
 import uvicorn
 
-from parley.gateway.server import uvicorn_config
+from parley.gateway.server import ParleyServer, uvicorn_config
 from parley.settings import Settings
 
 FAST_TEST_SETTINGS: dict[str, Any] = {
@@ -45,7 +45,7 @@ class ServerThread:
     def start(self, timeout: float = 20.0) -> ServerThread:
         config = uvicorn_config(self.settings)
         config.loop = "asyncio"
-        server = uvicorn.Server(config)
+        server = ParleyServer(config)
         self._server = server
         self._thread = threading.Thread(target=server.run, name="parley-server", daemon=True)
         self._thread.start()

@@ -1,0 +1,680 @@
+"""``parley bench``: a load generator on the SDK, with a ceiling baseline.
+
+Scenarios
+    ``fanout``           one room, R receivers, S senders in a closed loop on acks
+    ``dms``              P direct rooms, one sender and one receiver each
+    ``idle``             N idle connections: server memory per connection
+    ``reconnect-storm``  N clients in one room drop at once and resume
+
+By default it starts its own server (``parley serve`` with ``PARLEY_RATE_LIMITS=off``
+and a temp data dir) pinned to one core, and its generator processes pinned to the
+others, since one Python client process saturates before the server (FIELD-NOTES).
+Each message body carries its send time, so a receipt gives the end-to-end latency;
+bodies are keyed (sender, n), so losses and duplicates are counted, not guessed.
+It reports sends/s, deliveries/s, latency p50/p90/p99/max, lost and duplicated,
+server RSS and CPU (psutil), and the generators' own CPU (to show who was the
+bottleneck); then runs the same load against a minimal aiohttp broadcast server
+(``bench_baseline``: no auth, no storage) and reports Parley as a ratio of it.
+Results go to ``--out`` as JSON and a PNG (latency histogram, deliveries over time).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import multiprocessing as mp
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection as Pipe
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from parley.client import Backoff, Live, ParleyClient
+
+SCENARIOS = ("fanout", "dms", "idle", "reconnect-storm")
+SETUP_CONCURRENCY = 16
+DRAIN_GRACE = 10.0
+
+
+# processes: the server under test, the baseline, the generators
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _pin(cpus: set[int]) -> None:
+    with contextlib.suppress(OSError, AttributeError):
+        if cpus:
+            os.sched_setaffinity(0, cpus)
+
+
+@dataclass
+class ServerProcess:
+    """A server subprocess on one core, measured with psutil (``proc`` is ``None``
+    for a server started elsewhere: not measured)."""
+
+    url: str
+    proc: subprocess.Popen[bytes] | None
+
+    @classmethod
+    def start(cls, argv: list[str], env: dict[str, str], port: int, cpu: set[int]) -> ServerProcess:
+        proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+            argv,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            preexec_fn=lambda: _pin(cpu),
+        )
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{argv[2:]} exited with {proc.returncode}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    return cls(url, proc)
+            time.sleep(0.05)
+        proc.kill()
+        raise RuntimeError("the server did not start")
+
+    def usage(self) -> tuple[float, int]:
+        """CPU seconds so far and RSS bytes."""
+        import psutil
+
+        if self.proc is None:
+            return 0.0, 0
+        process = psutil.Process(self.proc.pid)
+        times = process.cpu_times()
+        return times.user + times.system, int(process.memory_info().rss)
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def start_parley(data_dir: Path, cpu: set[int]) -> ServerProcess:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PARLEY_")} | {
+        "PARLEY_DATA_DIR": str(data_dir),
+        "PARLEY_PORT": str(port),
+        "PARLEY_RATE_LIMITS": "off",
+        "PARLEY_LOG_LEVEL": "warning",
+        "PARLEY_ARGON2_TIME_COST": "1",
+        "PARLEY_ARGON2_MEMORY_KIB": "1024",
+        "PARLEY_OUTBOUND_QUEUE": "4096",
+    }
+    return ServerProcess.start([sys.executable, "-m", "parley.cli.main", "serve"], env, port, cpu)
+
+
+def start_baseline(cpu: set[int]) -> ServerProcess:
+    port = free_port()
+    argv = [sys.executable, "-m", "parley.cli.bench_baseline", "--port", str(port)]
+    return ServerProcess.start(argv, dict(os.environ), port, cpu)
+
+
+# the plan: who does what, decided by the parent, carried out by the workers
+
+
+@dataclass
+class Role:
+    kind: str  # "sender" | "receiver" | "idle" | "storm"
+    token: str
+    room: str
+    name: str
+    expect: int = 0
+    messages: int = 0
+
+
+@dataclass
+class Plan:
+    url: str
+    baseline: bool
+    size: int
+    cpus: set[int]
+    roles: list[Role] = field(default_factory=list)
+
+
+async def _register(http: httpx.AsyncClient, url: str, count: int, tag: str) -> list[ParleyClient]:
+    """``count`` users, registered and logged in."""
+    semaphore = asyncio.Semaphore(SETUP_CONCURRENCY)
+    password = secrets.token_urlsafe(16)  # throwaway accounts of this run
+
+    async def one(i: int) -> ParleyClient:
+        async with semaphore:
+            client = ParleyClient(url, http=http)
+            name = f"b{tag}{i}x{secrets.token_hex(3)}"
+            user = await client.register(name, password)
+            await client.login(name, password)
+            client.user_id = user["id"]  # type: ignore[attr-defined]
+            return client
+
+    return list(await asyncio.gather(*(one(i) for i in range(count))))
+
+
+async def plan_parley(args: argparse.Namespace, url: str) -> list[Role]:
+    """Users and rooms on the server under test, as roles for the workers."""
+    async with httpx.AsyncClient(timeout=60) as http:
+        tag = secrets.token_hex(2)
+        if args.scenario == "fanout":
+            users = await _register(http, url, args.receivers + args.senders + 1, tag)
+            owner, receivers, senders = (
+                users[0],
+                users[1 : 1 + args.receivers],
+                users[1 + args.receivers :],
+            )
+            room = (await owner.create_room(f"bench-{tag}"))["id"]
+            await asyncio.gather(*(u.join(room) for u in users[1:]))
+            expect = args.senders * args.messages
+            return [
+                Role("receiver", str(u.access_token), room, f"r{i}", expect=expect)
+                for i, u in enumerate(receivers)
+            ] + [
+                Role("sender", str(u.access_token), room, f"s{i}", messages=args.messages)
+                for i, u in enumerate(senders)
+            ]
+        if args.scenario == "dms":
+            users = await _register(http, url, 2 * args.pairs, tag)
+            roles = []
+            for i in range(args.pairs):
+                a, b = users[2 * i], users[2 * i + 1]
+                dm = (await a.open_dm(b.user_id))["id"]  # type: ignore[attr-defined]
+                roles.append(
+                    Role("sender", str(a.access_token), dm, f"s{i}", messages=args.messages)
+                )
+                roles.append(
+                    Role("receiver", str(b.access_token), dm, f"r{i}", expect=args.messages)
+                )
+            return roles
+        if args.scenario == "idle":
+            per_user = 20
+            users = await _register(http, url, max(1, args.connections // per_user), tag)
+            return [
+                Role("idle", str(users[i % len(users)].access_token), "", f"i{i}")
+                for i in range(args.connections)
+            ]
+        users = await _register(http, url, args.clients + 1, tag)
+        room = (await users[0].create_room(f"storm-{tag}"))["id"]
+        await asyncio.gather(*(u.join(room) for u in users[1:]))
+        expect = args.messages
+        return [
+            Role("storm", str(u.access_token), room, f"c{i}", expect=expect)
+            for i, u in enumerate(users[1:])
+        ] + [Role("sender", str(users[0].access_token), room, "s0", messages=args.messages)]
+
+
+def plan_baseline(args: argparse.Namespace) -> list[Role]:
+    """The same load for the baseline: rooms are names, there are no users."""
+    if args.scenario == "fanout":
+        expect = args.senders * args.messages
+        return [
+            Role("receiver", "", "main", f"r{i}", expect=expect) for i in range(args.receivers)
+        ] + [
+            Role("sender", "", "main", f"s{i}", messages=args.messages) for i in range(args.senders)
+        ]
+    if args.scenario == "dms":
+        roles = []
+        for i in range(args.pairs):
+            roles.append(Role("sender", "", f"dm{i}", f"s{i}", messages=args.messages))
+            roles.append(Role("receiver", "", f"dm{i}", f"r{i}", expect=args.messages))
+        return roles
+    return [Role("idle", "", "main", f"i{i}") for i in range(args.connections)]
+
+
+# the worker side
+
+
+class Recorder:
+    """Receipts of one worker: latency, arrival time, and per-receiver (sender, n)."""
+
+    def __init__(self) -> None:
+        self.latency_ns: list[int] = []
+        self.arrivals_ns: list[int] = []
+        self.ack_ns: list[int] = []
+        self.sent = 0
+        self.unique = 0
+        self.duplicates = 0
+        self.expected = 0
+        self.errors: list[str] = []
+
+    def receipt(self, seen: set[tuple[str, int]], body: str) -> None:
+        now = time.time_ns()
+        stamp, sender, n, _ = body.split(" ", 3)
+        key = (sender, int(n))
+        if key in seen:
+            self.duplicates += 1
+            return
+        seen.add(key)
+        self.unique += 1
+        self.latency_ns.append(now - int(stamp))
+        self.arrivals_ns.append(now)
+
+
+def _body(role: Role, n: int, size: int) -> str:
+    head = f"{time.time_ns()} {role.name} {n} "
+    return head + "x" * max(1, size - len(head))
+
+
+class ParleyActor:
+    """One role on the SDK."""
+
+    def __init__(self, role: Role, plan: Plan, http: httpx.AsyncClient, rec: Recorder) -> None:
+        self.role = role
+        self.plan = plan
+        self.rec = rec
+        self.client = ParleyClient(plan.url, access_token=role.token, http=http)
+        self.live: Live = self.client.live(
+            ping_interval=None, queue_size=1 << 20, backoff=Backoff(base=0.2, cap=5.0)
+        )
+        self.seen: set[tuple[str, int]] = set()
+        self.done = asyncio.Event()
+
+    async def connect(self) -> None:
+        await self.live.start()
+
+    async def send_all(self) -> None:
+        for n in range(self.role.messages):
+            started = time.time_ns()
+            await self.live.send(self.role.room, _body(self.role, n, self.plan.size))
+            self.rec.ack_ns.append(time.time_ns() - started)
+            self.rec.sent += 1
+
+    async def receive_all(self) -> None:
+        got = 0
+        while got < self.role.expect:
+            event = await self.live.next_event()
+            message = event.get("message")
+            if event.get("type") == "message.created" and isinstance(message, dict):
+                before = self.rec.unique
+                self.rec.receipt(self.seen, str(message["body"]))
+                got += self.rec.unique - before
+        self.done.set()
+
+    def drop(self) -> None:
+        self.live.drop()
+
+    async def close(self) -> None:
+        await self.live.close()
+
+
+class BaselineActor:
+    """One role against the baseline server, on raw WebSockets."""
+
+    def __init__(self, role: Role, plan: Plan, rec: Recorder) -> None:
+        self.role = role
+        self.plan = plan
+        self.rec = rec
+        self.seen: set[tuple[str, int]] = set()
+        self.done = asyncio.Event()
+        self.ws: Any = None
+        self.acks: asyncio.Queue[None] = asyncio.Queue()
+
+    async def connect(self) -> None:
+        from websockets.asyncio.client import connect
+
+        url = self.plan.url.replace("http://", "ws://") + f"/ws?room={self.role.room}"
+        self.ws = await connect(url, compression=None, ping_interval=None, max_queue=None)
+
+    async def send_all(self) -> None:
+        reader = asyncio.create_task(self._read_acks())
+        for n in range(self.role.messages):
+            started = time.time_ns()
+            frame = {"type": "send", "id": n, "body": _body(self.role, n, self.plan.size)}
+            await self.ws.send(json.dumps(frame))
+            await self.acks.get()
+            self.rec.ack_ns.append(time.time_ns() - started)
+            self.rec.sent += 1
+        reader.cancel()
+
+    async def _read_acks(self) -> None:
+        async for raw in self.ws:
+            if json.loads(raw).get("type") == "ack":
+                self.acks.put_nowait(None)
+
+    async def receive_all(self) -> None:
+        got = 0
+        async for raw in self.ws:
+            frame = json.loads(raw)
+            if frame.get("type") != "event":
+                continue
+            before = self.rec.unique
+            self.rec.receipt(self.seen, frame["event"]["message"]["body"])
+            got += self.rec.unique - before
+            if got >= self.role.expect:
+                break
+        self.done.set()
+
+    def drop(self) -> None:
+        self.ws.transport.abort()
+
+    async def close(self) -> None:
+        await self.ws.close()
+
+
+def worker_main(plan: Plan, pipe: Pipe) -> None:
+    """A generator process: its share of the roles, driven by the parent."""
+    _pin(plan.cpus)
+    import uvloop
+
+    uvloop.run(_worker(plan, pipe))
+
+
+async def _recv(pipe: Pipe) -> Any:
+    return await asyncio.get_running_loop().run_in_executor(None, pipe.recv)
+
+
+async def _worker(plan: Plan, pipe: Pipe) -> None:
+    rec = Recorder()
+    limits = httpx.Limits(max_connections=64)
+    async with httpx.AsyncClient(timeout=60, limits=limits) as http:
+        actors: list[ParleyActor | BaselineActor] = [
+            BaselineActor(r, plan, rec) if plan.baseline else ParleyActor(r, plan, http, rec)
+            for r in plan.roles
+        ]
+        semaphore = asyncio.Semaphore(64)
+
+        async def connect(actor: ParleyActor | BaselineActor) -> None:
+            async with semaphore:
+                await actor.connect()
+
+        await asyncio.gather(*(connect(a) for a in actors))
+        rec.expected = sum(a.role.expect for a in actors)
+        pipe.send(("ready", len(actors)))
+        command = await _recv(pipe)
+        assert command[0] == "go"
+        receivers = [
+            asyncio.create_task(a.receive_all())
+            for a in actors
+            if a.role.kind in ("receiver", "storm") and a.role.expect
+        ]
+        senders = [a.send_all() for a in actors if a.role.kind == "sender"]
+        storm = [a for a in actors if a.role.kind == "storm"]
+        if storm:
+            asyncio.get_running_loop().call_later(command[1], lambda: [a.drop() for a in storm])
+        await asyncio.gather(*senders)
+        pipe.send(("sent", rec.sent))
+        command = await _recv(pipe)
+        assert command[0] == "drain"
+        if receivers:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(command[1]):
+                    await asyncio.gather(*receivers)
+        for task in receivers:
+            task.cancel()
+        connects = [a.live.connects for a in actors if isinstance(a, ParleyActor)]
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(10):
+                await asyncio.gather(*(a.close() for a in actors), return_exceptions=True)
+    times = os.times()
+    pipe.send(
+        (
+            "result",
+            {
+                "latency_ns": rec.latency_ns,
+                "arrivals_ns": rec.arrivals_ns,
+                "ack_ns": rec.ack_ns,
+                "sent": rec.sent,
+                "unique": rec.unique,
+                "duplicates": rec.duplicates,
+                "expected": rec.expected,
+                "reconnects": sum(max(0, c - 1) for c in connects),
+                "cpu_s": times.user + times.system,
+            },
+        )
+    )
+
+
+# the parent: run one load against one server
+
+
+def _split(roles: list[Role], n: int) -> list[list[Role]]:
+    """Deal roles round-robin, senders and receivers spread evenly."""
+    shares: list[list[Role]] = [[] for _ in range(n)]
+    for i, role in enumerate(sorted(roles, key=lambda r: r.kind)):
+        shares[i % n].append(role)
+    return [s for s in shares if s]
+
+
+def _percentile(sorted_values: list[int], p: float) -> float:
+    if not sorted_values:
+        return float("nan")
+    index = min(len(sorted_values) - 1, round(p / 100 * (len(sorted_values) - 1)))
+    return sorted_values[index] / 1e6
+
+
+def run_load(
+    server: ServerProcess,
+    roles: list[Role],
+    args: argparse.Namespace,
+    *,
+    baseline: bool,
+    gen_cpus: list[int],
+) -> dict[str, Any]:
+    """Drive ``roles`` against ``server`` from worker processes; the figures."""
+    processes = args.processes or max(1, len(gen_cpus))
+    ctx = mp.get_context("spawn")
+    workers = []
+    for i, share in enumerate(_split(roles, processes)):
+        cpus = {gen_cpus[i % len(gen_cpus)]} if gen_cpus else set()
+        plan = Plan(server.url, baseline, args.size, cpus, share)
+        parent, child = ctx.Pipe()
+        proc = ctx.Process(target=worker_main, args=(plan, child), daemon=True)
+        proc.start()
+        workers.append((proc, parent))
+    try:
+        _, rss_idle = server.usage()
+        for _, pipe in workers:
+            kind, _ = pipe.recv()
+            assert kind == "ready"
+        cpu0, rss_connected = server.usage()
+        t0 = time.time_ns()
+        for _, pipe in workers:
+            pipe.send(("go", args.storm_after))
+        sent = sum(pipe.recv()[1] for _, pipe in workers)
+        t_sent = time.time_ns()
+        for _, pipe in workers:
+            pipe.send(("drain", DRAIN_GRACE))
+        results = [pipe.recv()[1] for _, pipe in workers]
+        cpu1, rss_end = server.usage()
+    finally:
+        for proc, _ in workers:
+            proc.join(30)
+            if proc.is_alive():
+                proc.kill()
+    latency = sorted(x for r in results for x in r["latency_ns"])
+    arrivals = sorted(x for r in results for x in r["arrivals_ns"])
+    acks = sorted(x for r in results for x in r["ack_ns"])
+    deliveries = len(latency)
+    t_last = arrivals[-1] if arrivals else t_sent
+    expected = sum(r["expected"] for r in results)
+    server_cpu = cpu1 - cpu0
+    connections = len(roles)
+    figures: dict[str, Any] = {
+        "server": "baseline" if baseline else "parley",
+        "connections": connections,
+        "sends": sent,
+        "sends_per_s": sent / max(1e-9, (t_sent - t0) / 1e9),
+        "deliveries": deliveries,
+        "deliveries_per_s": deliveries / max(1e-9, (t_last - t0) / 1e9),
+        "latency_ms": {
+            "p50": _percentile(latency, 50),
+            "p90": _percentile(latency, 90),
+            "p99": _percentile(latency, 99),
+            "max": latency[-1] / 1e6 if latency else float("nan"),
+        },
+        "ack_ms": {"p50": _percentile(acks, 50), "p99": _percentile(acks, 99)},
+        "lost": expected - deliveries,
+        "duplicated": sum(r["duplicates"] for r in results),
+        "reconnects": sum(r["reconnects"] for r in results),
+        "server_cpu_s": server_cpu,
+        "server_cpu_us_per_delivery": server_cpu * 1e6 / deliveries if deliveries else None,
+        "server_rss_mib": {
+            "idle": rss_idle / 2**20,
+            "connected": rss_connected / 2**20,
+            "end": rss_end / 2**20,
+        },
+        "memory_per_connection_kib": (rss_connected - rss_idle) / 1024 / max(1, connections),
+        "generator_cpu_s": [r["cpu_s"] for r in results],
+        "duration_s": (t_last - t0) / 1e9,
+        "_arrivals_ns": [a - t0 for a in arrivals],
+        "_latency_ns": latency,
+    }
+    return figures
+
+
+# reporting
+
+
+def write_plot(path: Path, runs: list[dict[str, Any]]) -> bool:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    fig, (hist, rate) = plt.subplots(1, 2, figsize=(12, 4.5))
+    for run in runs:
+        lat = [x / 1e6 for x in run["_latency_ns"]]
+        if lat:
+            hist.hist(lat, bins=60, alpha=0.6, label=run["server"], log=True)
+        arrivals = run["_arrivals_ns"]
+        if arrivals:
+            width = 0.1
+            bins = Counter(int(a / 1e9 / width) for a in arrivals)
+            xs = [i * width for i in range(max(bins) + 1)]
+            rate.plot(xs, [bins.get(i, 0) / width for i in range(len(xs))], label=run["server"])
+    hist.set_xlabel("end-to-end latency (ms)")
+    hist.set_ylabel("deliveries")
+    rate.set_xlabel("time since start (s)")
+    rate.set_ylabel("deliveries per second")
+    for axes in (hist, rate):
+        if axes.get_legend_handles_labels()[0]:
+            axes.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
+def _summary(run: dict[str, Any]) -> str:
+    lat = run["latency_ms"]
+    cpu = run["server_cpu_us_per_delivery"]
+    return (
+        f"{run['server']:>8}: {run['sends_per_s']:9.0f} sends/s {run['deliveries_per_s']:10.0f} "
+        f"deliveries/s  p50 {lat['p50']:.1f} p90 {lat['p90']:.1f} p99 {lat['p99']:.1f} "
+        f"max {lat['max']:.1f} ms  lost {run['lost']} dup {run['duplicated']}  "
+        f"server CPU {run['server_cpu_s']:.2f} s"
+        + (f" ({cpu:.1f} µs/delivery)" if cpu else "")
+        + f"  RSS {run['server_rss_mib']['end']:.0f} MiB"
+        + f"  {run['memory_per_connection_kib']:.1f} KiB/conn"
+    )
+
+
+@contextlib.contextmanager
+def _servers(args: argparse.Namespace, server_cpu: set[int]) -> Iterator[ServerProcess]:
+    if args.server:
+        yield ServerProcess(args.server.rstrip("/"), None)
+        return
+    with tempfile.TemporaryDirectory(prefix="parley-bench-") as data:
+        server = start_parley(Path(data), server_cpu)
+        try:
+            yield server
+        finally:
+            server.stop()
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    server_cpu = {cpus[args.server_cpu % len(cpus)]} if len(cpus) > 1 else set()
+    gen_cpus = [c for c in cpus if c not in server_cpu] if len(cpus) > 1 else []
+    runs: list[dict[str, Any]] = []
+    with _servers(args, server_cpu) as server:
+        roles = asyncio.run(plan_parley(args, server.url))
+        print(f"parley: {len(roles)} connections, {args.scenario}", file=sys.stderr)
+        runs.append(run_load(server, roles, args, baseline=False, gen_cpus=gen_cpus))
+        print(_summary(runs[-1]))
+    if not args.no_baseline and args.scenario != "reconnect-storm":
+        try:
+            baseline = start_baseline(server_cpu)
+        except (RuntimeError, OSError) as exc:
+            print(f"baseline skipped: {exc} (install parley[bench])", file=sys.stderr)
+        else:
+            try:
+                runs.append(
+                    run_load(baseline, plan_baseline(args), args, baseline=True, gen_cpus=gen_cpus)
+                )
+                print(_summary(runs[-1]))
+            finally:
+                baseline.stop()
+    report: dict[str, Any] = {
+        "scenario": args.scenario,
+        "options": {k: v for k, v in vars(args).items() if k not in ("func", "out")},
+        "machine": {"cpus": os.cpu_count(), "server_cpus": sorted(server_cpu)},
+        "runs": [{k: v for k, v in run.items() if not k.startswith("_")} for run in runs],
+    }
+    if len(runs) == 2 and runs[1]["deliveries_per_s"]:
+        parley, ceiling = runs
+        report["ratio_to_ceiling"] = {
+            "deliveries_per_s": parley["deliveries_per_s"] / ceiling["deliveries_per_s"],
+            "sends_per_s": parley["sends_per_s"] / max(1e-9, ceiling["sends_per_s"]),
+        }
+        if parley["server_cpu_us_per_delivery"] and ceiling["server_cpu_us_per_delivery"]:
+            report["ratio_to_ceiling"]["server_cpu_per_delivery"] = (
+                parley["server_cpu_us_per_delivery"] / ceiling["server_cpu_us_per_delivery"]
+            )
+        print("ratio to ceiling: " + json.dumps(report["ratio_to_ceiling"]))
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = args.out / f"{args.scenario}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}"
+    stem.with_suffix(".json").write_text(json.dumps(report, indent=2))
+    plotted = write_plot(stem.with_suffix(".png"), runs)
+    print(f"wrote {stem}.json" + (f" and {stem}.png" if plotted else ""), file=sys.stderr)
+    failed = any(run["lost"] or run["duplicated"] for run in runs if run["server"] == "parley")
+    return 1 if failed else 0
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``parley bench`` to the CLI."""
+    bench = subparsers.add_parser(
+        "bench", help="load-test a server: fanout, dms, idle, reconnect-storm"
+    )
+    bench.add_argument("scenario", choices=SCENARIOS)
+    bench.add_argument(
+        "--server",
+        help="an existing server's URL (its rate limits must be off); default: start one",
+    )
+    bench.add_argument("--receivers", type=int, default=50, help="fanout: receivers")
+    bench.add_argument("--senders", type=int, default=5, help="fanout: senders")
+    bench.add_argument("--messages", type=int, default=200, help="per sender (or per pair)")
+    bench.add_argument("--size", type=int, default=100, help="message body, bytes")
+    bench.add_argument("--pairs", type=int, default=100, help="dms: direct rooms")
+    bench.add_argument("--connections", type=int, default=2000, help="idle: connections")
+    bench.add_argument("--clients", type=int, default=200, help="reconnect-storm: clients")
+    bench.add_argument(
+        "--storm-after", type=float, default=0.5, help="reconnect-storm: seconds before the drop"
+    )
+    bench.add_argument("--processes", type=int, default=0, help="generator processes")
+    bench.add_argument("--server-cpu", type=int, default=0, help="core index for the server")
+    bench.add_argument("--no-baseline", action="store_true", help="skip the aiohttp ceiling")
+    bench.add_argument("--out", type=Path, default=Path("bench/results"), help="output dir")
+    bench.set_defaults(func=cmd_bench)

@@ -1,0 +1,409 @@
+"""``Live``: one user's real-time connection that survives the network.
+
+* Reconnects with exponential backoff and full jitter (so a thousand clients cut
+  off at once do not come back at once), refreshing the access token when the
+  server says it expired.
+* Tracks, per room, the last ``seq`` handed to the application, and on every
+  reconnect sends ``resume`` with those cursors *as its first frame*, before
+  ``ready`` arrives: the server reads it before any live event can be queued, so
+  the replay comes first and nothing is repeated.
+* Hands each event to the application exactly once, in ``seq`` order per room:
+  a repeat is dropped, a gap (a ``seq`` that skips) is filled from
+  ``GET /rooms/{id}/events`` before the event that revealed it.
+* ``send`` retries with the same ``client_msg_id`` across reconnects until the
+  server acknowledges it; the server stores a repeated id once.
+* A bounded event queue: an application that stops reading stops the socket
+  reader, the server finds the client slow and closes it, and the client resumes
+  where the application is. Memory stays bounded, and nothing is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import random
+import secrets
+from collections.abc import AsyncIterator, Callable
+from typing import Any, Final
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+
+from parley.client._errors import ApiError, AuthError, ClientError, ConnectionLost
+from parley.client._rest import ParleyClient
+from parley.protocol import codec
+from parley.protocol import frames as f
+
+log = logging.getLogger("parley.client")
+
+AUTH_CLOSE_REASONS: Final = frozenset({"unauthorized", "invalid_token", "token_expired"})
+REPAIR_PAGE: Final = 200
+
+
+class Backoff:
+    """Exponential backoff with full jitter: attempt n waits uniformly in
+    ``[0, min(cap, base * 2**n)]`` (AWS architecture blog, "Exponential Backoff
+    And Jitter"), so simultaneous failures spread out instead of retrying in step."""
+
+    def __init__(self, base: float = 0.1, cap: float = 10.0) -> None:
+        self.base = base
+        self.cap = cap
+        self.attempt = 0
+
+    def next_delay(self) -> float:
+        delay = random.uniform(0, min(self.cap, self.base * 2**self.attempt))
+        self.attempt = min(self.attempt + 1, 30)
+        return delay
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
+class Live:
+    """A live connection: ``async with client.live() as live: async for event in
+    live: ...`` (see the module doc). ``cursors`` resumes from a previous session.
+
+    ``on_frame`` receives frames that are not room events or answers (``typing``,
+    ``presence``); ``queue_size`` bounds events received but not yet read.
+    """
+
+    def __init__(
+        self,
+        client: ParleyClient,
+        *,
+        cursors: dict[str, int] | None = None,
+        on_frame: Callable[[dict[str, Any]], None] | None = None,
+        queue_size: int = 10_000,
+        backoff: Backoff | None = None,
+        ping_interval: float | None = 20.0,
+        open_timeout: float = 10.0,
+        max_size: int = 1 << 22,
+    ) -> None:
+        self.client = client
+        self.cursors: dict[str, int] = dict(cursors or {})
+        self.on_frame = on_frame
+        self.user_id: str | None = None
+        self.session_id: str | None = None
+        self.rooms: dict[str, int] = {}
+        self.connects = 0
+        self.duplicates = 0
+        self.gaps_repaired = 0
+        self._backoff = backoff or Backoff()
+        self._ping_interval = ping_interval
+        self._open_timeout = open_timeout
+        self._max_size = max_size
+        self._events: asyncio.Queue[dict[str, Any]] = asyncio.Queue(queue_size)
+        self._pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._ids = itertools.count(1)
+        self._ws: ClientConnection | None = None
+        self._ready = asyncio.Event()
+        self._dead = asyncio.Event()
+        self._fatal: BaseException | None = None
+        self._closed = False
+        self._task: asyncio.Task[None] | None = None
+
+    # lifecycle
+
+    async def __aenter__(self) -> Live:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def start(self) -> None:
+        """Connect, and return once the server said ``ready`` (or raise why not).
+        It retries while the server is unreachable: bound it with ``asyncio.timeout``."""
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="parley-live")
+        await self.wait_ready()
+
+    async def close(self) -> None:
+        """Close the connection for good."""
+        self._closed = True
+        ws = self._ws
+        if ws is not None:
+            with contextlib.suppress(Exception):
+                await ws.close()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        self._fail_pending(ConnectionLost("closed"))
+
+    def _raise_if_dead(self) -> None:
+        if self._dead.is_set() or self._closed:
+            raise self._fatal or ClientError("the live connection is closed")
+
+    async def wait_ready(self) -> None:
+        """Wait until connected and ``ready``; raise the error that ended the client."""
+        while not self._ready.is_set():
+            self._raise_if_dead()
+            ready = asyncio.ensure_future(self._ready.wait())
+            dead = asyncio.ensure_future(self._dead.wait())
+            try:
+                await asyncio.wait({ready, dead}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                ready.cancel()
+                dead.cancel()
+
+    @property
+    def connected(self) -> bool:
+        return self._ready.is_set()
+
+    def drop(self) -> None:
+        """Cut the connection as a network failure would (no close handshake); the
+        client reconnects and resumes. For tests and the benchmark."""
+        ws = self._ws
+        if ws is not None:
+            ws.transport.abort()
+
+    # events
+
+    def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
+        return self
+
+    async def __anext__(self) -> dict[str, Any]:
+        return await self.next_event()
+
+    async def next_event(self) -> dict[str, Any]:
+        """The next room event (an ``Event`` object), in ``seq`` order per room."""
+        if self._events.empty():
+            self._raise_if_dead()
+        get = asyncio.ensure_future(self._events.get())
+        dead = asyncio.ensure_future(self._dead.wait())
+        try:
+            await asyncio.wait({get, dead}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            dead.cancel()
+        if get.done():
+            return get.result()
+        get.cancel()
+        self._raise_if_dead()
+        raise AssertionError("unreachable")
+
+    # requests
+
+    async def send(
+        self,
+        room_id: str,
+        body: str,
+        *,
+        client_msg_id: str | None = None,
+    ) -> dict[str, Any]:
+        """Send a message; the stored ``Message`` once the server acknowledged it.
+        Retried with the same ``client_msg_id`` across reconnects (stored once)
+        until acknowledged: bound the wait with ``asyncio.timeout``."""
+        msg_id = client_msg_id or secrets.token_hex(12)
+        while True:
+            frame = f.Send(room_id=room_id, body=body, client_msg_id=msg_id, id=self._next_id())
+            try:
+                answer = await self._call(frame)
+            except ConnectionLost:
+                continue
+            except ApiError as exc:
+                if exc.code != "rate_limited":
+                    raise
+                await asyncio.sleep(exc.retry_after or 1.0)
+                continue
+            message: dict[str, Any] = answer["message"]
+            return message
+
+    async def ping(self) -> None:
+        """A round trip through the server's frame loop."""
+        await self._call(f.Ping(id=self._next_id()))
+
+    async def typing(self, room_id: str) -> None:
+        """Say the user is typing (dropped when disconnected: it is ephemeral)."""
+        ws = self._ws
+        if ws is not None and self._ready.is_set():
+            with contextlib.suppress(ConnectionClosed):
+                await ws.send(codec.dumps(f.Typing(room_id=room_id)).decode())
+
+    async def mark_read(self, room_id: str, seq: int) -> int:
+        """Move the read cursor forward; the cursor the server kept."""
+        answer = await self._call(f.Read(room_id=room_id, seq=seq, id=self._next_id()))
+        return int(answer["read_seq"])
+
+    def _next_id(self) -> str:
+        return f"c{next(self._ids)}"
+
+    async def _call(self, frame: f.ClientFrame) -> dict[str, Any]:
+        await self.wait_ready()
+        ws = self._ws
+        if ws is None:
+            raise ConnectionLost("not connected")
+        frame_id = str(frame.id)
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._pending[frame_id] = future
+        try:
+            try:
+                await ws.send(codec.dumps(frame).decode())
+            except ConnectionClosed as exc:
+                raise ConnectionLost(str(exc)) from exc
+            return await future
+        finally:
+            self._pending.pop(frame_id, None)
+
+    def _fail_pending(self, exc: ClientError) -> None:
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(exc)
+        self._pending.clear()
+
+    # the connection loop
+
+    async def _run(self) -> None:
+        try:
+            while not self._closed:
+                ws = await self._connect()
+                if ws is None:
+                    await asyncio.sleep(self._backoff.next_delay())
+                    continue
+                await self._session(ws)
+                if not self._closed:
+                    await asyncio.sleep(self._backoff.next_delay())
+        except ClientError as exc:
+            self._fatal = exc
+        except Exception as exc:
+            log.exception("live connection failed")
+            self._fatal = ClientError(f"live connection failed: {exc!r}")
+        finally:
+            self._ready.clear()
+            self._dead.set()
+            self._fail_pending(ConnectionLost("closed"))
+
+    async def _connect(self) -> ClientConnection | None:
+        """Open the socket with a fresh enough token; ``None`` to retry later."""
+        client = self.client
+        if client.access_token is None:
+            raise AuthError(401, "unauthorized", "not logged in")
+        try:
+            return await connect(
+                client.ws_url,
+                additional_headers={"Authorization": f"Bearer {client.access_token}"},
+                compression=None,
+                max_size=self._max_size,
+                ping_interval=self._ping_interval,
+                ping_timeout=self._ping_interval,
+                open_timeout=self._open_timeout,
+                close_timeout=2,
+            )
+        except InvalidStatus as exc:
+            status = exc.response.status_code
+            if status == 401:
+                await client.refresh()  # AuthError when it cannot: fatal
+                return None
+            if status in (400, 403, 404):
+                raise ApiError(status, "refused", f"the server refused the upgrade: {exc}") from exc
+            log.info("upgrade refused (%s); retrying", status)
+            return None
+        except (OSError, TimeoutError, InvalidHandshake) as exc:
+            log.info("cannot connect (%r); retrying", exc)
+            return None
+
+    async def _session(self, ws: ClientConnection) -> None:
+        self._ws = ws
+        self.connects += 1
+        try:
+            if self.cursors:
+                resume = f.Resume(cursors=dict(self.cursors), id=self._next_id())
+                await ws.send(codec.dumps(resume).decode())
+            async for raw in ws:
+                try:
+                    frame = codec.loads(raw)
+                    await self._on_frame(frame)
+                except (KeyError, TypeError, ValueError) as exc:
+                    log.warning("ignored a frame the client does not understand: %r", exc)
+        except ConnectionClosed:
+            pass
+        finally:
+            self._ws = None
+            self._ready.clear()
+            self._fail_pending(ConnectionLost("connection lost"))
+        if ws.close_code == 1008 and ws.close_reason in AUTH_CLOSE_REASONS:
+            await self.client.refresh()
+
+    async def _on_frame(self, frame: dict[str, Any]) -> None:
+        kind = frame.get("type")
+        if kind == "event":
+            await self._on_event(frame["event"])
+        elif kind in ("ack", "pong", "resumed", "read.ok"):
+            self._answer(frame)
+        elif kind == "error":
+            self._on_error(frame)
+        elif kind == "ready":
+            self._on_ready(frame)
+        elif self.on_frame is not None:
+            self.on_frame(frame)
+
+    def _answer(self, frame: dict[str, Any]) -> None:
+        future = self._pending.get(str(frame.get("id")))
+        if future is not None and not future.done():
+            future.set_result(frame)
+
+    def _on_error(self, frame: dict[str, Any]) -> None:
+        error = ApiError(
+            0,
+            str(frame.get("code")),
+            str(frame.get("message")),
+            retry_after=frame.get("retry_after"),
+        )
+        future = self._pending.get(str(frame.get("id")))
+        if future is not None and not future.done():
+            future.set_exception(error)
+        elif self.on_frame is not None:
+            self.on_frame(frame)
+        else:
+            log.warning("server error: %s", error)
+
+    def _on_ready(self, frame: dict[str, Any]) -> None:
+        self.user_id = str(frame["user_id"])
+        self.session_id = str(frame["session_id"])
+        rooms: dict[str, int] = frame["rooms"]
+        self.rooms = rooms
+        for room_id in [r for r in self.cursors if r not in rooms]:
+            del self.cursors[room_id]  # no longer a member
+        for room_id, last_seq in rooms.items():
+            self.cursors.setdefault(room_id, last_seq)
+        self._backoff.reset()
+        self._ready.set()
+
+    async def _on_event(self, event: dict[str, Any]) -> None:
+        room_id: str = event["room_id"]
+        seq: int = event["seq"]
+        cursor = self.cursors.get(room_id, seq - 1)
+        if seq <= cursor:
+            self.duplicates += 1
+            return
+        if seq > cursor + 1:
+            cursor = await self._repair(room_id, cursor, seq)
+        await self._deliver(event)
+
+    async def _deliver(self, event: dict[str, Any]) -> None:
+        room_id: str = event["room_id"]
+        self.cursors[room_id] = event["seq"]
+        await self._events.put(event)
+        if event.get("type") == "member.left" and event.get("user_id") == self.user_id:
+            self.cursors.pop(room_id, None)
+
+    async def _repair(self, room_id: str, cursor: int, seq: int) -> int:
+        """Fill ``cursor+1 .. seq-1`` from the REST log before delivering ``seq``."""
+        self.gaps_repaired += 1
+        try:
+            while cursor < seq - 1:
+                events, more = await self.client.events(
+                    room_id, after_seq=cursor, limit=REPAIR_PAGE
+                )
+                for event in events:
+                    if event["seq"] == cursor + 1 and event["seq"] < seq:
+                        await self._deliver(event)
+                        cursor = event["seq"]
+                if not events or not more:
+                    break
+        except ApiError as exc:
+            log.warning("could not repair room %s after %d: %s", room_id, cursor, exc)
+        return cursor

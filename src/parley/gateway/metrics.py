@@ -1,0 +1,122 @@
+"""``GET /metrics``: Prometheus text format, one ``CollectorRegistry`` per app.
+
+Hot-path counts (deliveries, frames) are plain integers on ``HubStats``, read by a
+custom collector at scrape time: a prometheus-client ``Counter.inc()`` takes a lock,
+which per delivery would cost more than the delivery's own bookkeeping. Histograms
+are observed once per fan-out or per commit, not per recipient.
+
+The store's group commit reports through ``Metrics.observe_commit(seconds, size)``;
+wire it where the store is built (``SqlStore(..., on_commit=hub.metrics.observe_commit)``
+or the equivalent hook the store offers).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, fields
+
+from fastapi import APIRouter, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+_COUNTERS = {
+    "frames_in": "WebSocket frames received from clients.",
+    "frames_out": "Frames written to clients (WebSocket frames and SSE events).",
+    "events": "Room events fanned out by this node.",
+    "deliveries": "Events queued for a local connection by the live fan-out.",
+    "replayed": "Events sent from the store by a replay (resume, gap or join).",
+    "sends": "Messages accepted over the WebSocket (acknowledged).",
+    "send_errors": "WebSocket sends answered with an error frame.",
+    "bad_frames": "Inbound frames answered with an error (malformed, too large, ...).",
+    "queue_drops": "Connections closed because their outbound queue was full.",
+    "stalled": "Connections aborted because their writer made no progress.",
+    "resumes": "resume requests.",
+    "gap_repairs": "Store reads that filled a gap left by the bus.",
+    "bus_errors": "Bus publishes that failed (other nodes repair from the store).",
+}
+
+
+@dataclass(slots=True)
+class HubStats:
+    """Counters the fan-out bumps without locks (one event loop owns them)."""
+
+    frames_in: int = 0
+    frames_out: int = 0
+    events: int = 0
+    deliveries: int = 0
+    replayed: int = 0
+    sends: int = 0
+    send_errors: int = 0
+    bad_frames: int = 0
+    queue_drops: int = 0
+    stalled: int = 0
+    resumes: int = 0
+    gap_repairs: int = 0
+    bus_errors: int = 0
+    connections_ws: int = 0
+    connections_sse: int = 0
+
+
+class _StatsCollector(Collector):
+    def __init__(self, stats: HubStats) -> None:
+        self._stats = stats
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self._stats
+        connections = GaugeMetricFamily(
+            "parley_connections", "Open client connections.", labels=["transport"]
+        )
+        connections.add_metric(["ws"], stats.connections_ws)
+        connections.add_metric(["sse"], stats.connections_sse)
+        yield connections
+        for field in fields(stats):
+            help_text = _COUNTERS.get(field.name)
+            if help_text is not None:
+                yield CounterMetricFamily(
+                    f"parley_{field.name}", help_text, value=getattr(stats, field.name)
+                )
+
+
+class Metrics:
+    """One app's registry: the hub's counters plus latency and batch histograms."""
+
+    def __init__(self, stats: HubStats) -> None:
+        self.registry = CollectorRegistry()
+        self.registry.register(_StatsCollector(stats))
+        self.fanout_seconds = Histogram(
+            "parley_fanout_seconds",
+            "Time to queue one event for every local subscriber.",
+            buckets=(1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1),
+            registry=self.registry,
+        )
+        self.store_commit_seconds = Histogram(
+            "parley_store_commit_seconds",
+            "Duration of one store transaction (a group commit).",
+            buckets=(1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0),
+            registry=self.registry,
+        )
+        self.store_batch_size = Histogram(
+            "parley_store_batch_size",
+            "Writes grouped into one store transaction.",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
+            registry=self.registry,
+        )
+
+    def observe_commit(self, seconds: float, batch_size: int) -> None:
+        """The store's hook: one call per committed transaction."""
+        self.store_commit_seconds.observe(seconds)
+        self.store_batch_size.observe(batch_size)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+router = APIRouter()
+
+
+@router.get("/metrics", tags=["health"], response_class=Response)
+async def metrics(request: Request) -> Response:
+    """Prometheus text format: connections, frames, sends, fan-out and commit latency."""
+    body = request.app.state.runtime.hub.metrics.render()
+    return Response(body, media_type=CONTENT_TYPE_LATEST)

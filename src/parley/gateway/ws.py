@@ -1,0 +1,466 @@
+"""``GET /api/v1/ws``: the WebSocket pump around ``ServerSession`` and the ``Hub``.
+
+A raw ASGI endpoint (not Starlette's ``WebSocket`` wrapper: one dict per frame is
+all the hot path should cost). Per connection:
+
+* the endpoint's own task reads frames and hands each to the sans-I/O session;
+* one writer task drains the connection's bounded queue (``Hub.Connection``), so
+  fan-out never awaits a socket; a full queue closes the connection with 1013;
+* an operations task, started on demand, carries out ``send`` and ``read`` in the
+  order received (a connection's messages are stored in the order it sent them).
+
+Authentication: ``Authorization: Bearer`` on the upgrade (refused with HTTP 401 when
+bad), or a first ``auth`` frame within 10 s (an error frame and close 1008 when bad
+or late). ``Origin`` must be on ``PARLEY_ALLOWED_ORIGINS`` (by default the server's
+own origin: the Origin's host is the Host header); no Origin (not a browser) is
+allowed; others are refused with HTTP 403.
+
+Heartbeats are the server's WebSocket pings, run by uvicorn (``uvicorn_ws_options``:
+ping every ``heartbeat_interval``, close when no pong comes within another one),
+because ASGI gives an application no way to send a ping frame. The hub's sweeper
+adds what uvicorn cannot see: a writer that made no progress for two intervals
+(a peer that stopped reading, or a half-open connection with data in flight) is
+aborted and its resources freed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, Any, Final
+from urllib.parse import urlsplit
+
+from fastapi import APIRouter, FastAPI
+from starlette.routing import WebSocketRoute
+from starlette.types import Receive, Scope, Send
+
+from parley.domain.models import RoomId, UserId
+from parley.errors import ParleyError, RateLimited, Unauthorized
+from parley.gateway.hub import Connection, Hub
+from parley.gateway.ratelimit import RateLimiter
+from parley.protocol import codec
+from parley.protocol import frames as f
+from parley.protocol.session import (
+    AUTH_TIMEOUT,
+    CLOSE_POLICY,
+    CLOSE_TRY_AGAIN,
+    Reply,
+    ServerSession,
+)
+from parley.settings import Settings
+
+if TYPE_CHECKING:
+    from parley.gateway.runtime import Runtime
+
+log = logging.getLogger("parley.ws")
+
+PATH: Final = "/api/v1/ws"
+CLOSE_TIMEOUT: Final = 5.0
+MAX_IN_FLIGHT: Final = 64
+"""Sends and reads of one connection carried out at once: enough for the store to
+group a pipelining client's messages into one commit."""
+MAX_BACKLOG: Final = 256
+_DEFAULT_PORTS: Final = {"http": "80", "https": "443", "ws": "80", "wss": "443"}
+
+
+def uvicorn_ws_options(settings: Settings) -> dict[str, Any]:
+    """The uvicorn WebSocket settings this endpoint is designed for: the sans-I/O
+    implementation, no compression (~300 KiB and most of the CPU per connection,
+    FIELD-NOTES), the frame limit, and pings every ``heartbeat_interval`` with the
+    same time allowed for the pong (silent for two intervals: closed)."""
+    return {
+        "ws": "websockets-sansio",
+        "ws_per_message_deflate": False,
+        "ws_max_size": settings.max_frame_bytes,
+        "ws_ping_interval": settings.heartbeat_interval,
+        "ws_ping_timeout": settings.heartbeat_interval,
+    }
+
+
+def _normal_host(host: str, scheme: str | None = None) -> str:
+    """``host[:port]`` in lower case without the scheme's default port."""
+    host = host.strip().lower().rstrip(".")
+    name, sep, port = host.rpartition(":")
+    if sep and not name.endswith("]") and "]" in port:
+        return host
+    if sep and port.isdigit():
+        defaults = [_DEFAULT_PORTS[scheme]] if scheme in _DEFAULT_PORTS else ["80", "443"]
+        if port in defaults:
+            return name
+    return host
+
+
+def origin_allowed(
+    origin: str | None, host: str | None, allowed: list[str], public_url: str | None = None
+) -> bool:
+    """The ``Origin`` rule: listed origins, or by default the server's own origin
+    (its host equals the ``Host`` header, or ``public_url``'s). No ``Origin``: not
+    a browser, so no cross-site risk to guard against."""
+    if origin is None:
+        return True
+    origin = origin.strip().rstrip("/")
+    if allowed:
+        wanted = origin.lower()
+        return any(a == "*" or a.lower() == wanted for a in allowed)
+    parts = urlsplit(origin)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        return False
+    mine = _normal_host(parts.netloc, parts.scheme)
+    own = set()
+    if host:
+        own.add(_normal_host(host))
+    if public_url:
+        public = urlsplit(public_url)
+        if public.netloc:
+            own.add(_normal_host(public.netloc, public.scheme))
+    return mine in own
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", ()):
+        if key == name:
+            return bytes(value).decode("latin-1")
+    return None
+
+
+def parse_bearer(authorization: str | None) -> str | None:
+    """The token of an ``Authorization: Bearer`` header value, if it is one."""
+    if not authorization:
+        return None
+    kind, _, token = authorization.partition(" ")
+    return token.strip() or None if kind.lower() == "bearer" else None
+
+
+async def _deny(scope: Scope, send: Send, status: int, code: str, message: str) -> None:
+    """Refuse an upgrade with an HTTP answer in the API's error shape, where the
+    server supports the ASGI denial extension (else a bare 403)."""
+    if "websocket.http.response" not in scope.get("extensions", {}):
+        await send({"type": "websocket.close", "code": CLOSE_POLICY})
+        return
+    body = codec.dumps({"error": {"code": code, "message": message}})
+    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+    if status == 401:
+        headers.append((b"www-authenticate", b"Bearer"))
+    await send({"type": "websocket.http.response.start", "status": status, "headers": headers})
+    await send({"type": "websocket.http.response.body", "body": body})
+
+
+class _Pump:
+    """One authenticated WebSocket connection: reader, writer and operations."""
+
+    def __init__(
+        self,
+        rt: Runtime,
+        session: ServerSession,
+        conn: Connection,
+        send: Send,
+        limiter: RateLimiter | None,
+    ) -> None:
+        self.rt = rt
+        self.limiter = limiter
+        self.hub: Hub = rt.hub
+        self.session = session
+        self.conn = conn
+        self.send = send
+        self.aborted = False
+        self.in_flight = 0
+        self.backlog: deque[f.Send | f.Read] = deque()
+        self.task = asyncio.current_task()
+        conn.on_caught_up = self._caught_up
+        conn.on_abort = self._abort
+        self.writer = asyncio.create_task(self._write(), name="parley-ws-writer")
+
+    def _caught_up(self, room_id: str) -> None:
+        for frame in self.session.caught_up(room_id):
+            self.conn.push(frame)
+
+    def _abort(self) -> None:
+        if not self.aborted and self.task is not None:
+            self.aborted = True
+            self.task.cancel()
+
+    async def _write(self) -> None:
+        conn, send, stats = self.conn, self.send, self.hub.stats
+        try:
+            while True:
+                items = await conn.take()
+                if not items:
+                    break
+                conn.writing = True
+                for item in items:
+                    if isinstance(item, bytes):
+                        await send({"type": "websocket.send", "text": item.decode()})
+                    else:
+                        await send(item.ws_message())
+                    conn.sent += 1
+                conn.writing = False
+                stats.frames_out += len(items)
+            close = conn.close_request
+            if close is not None:
+                message = {"type": "websocket.close", "code": close.code, "reason": close.reason}
+                async with asyncio.timeout(CLOSE_TIMEOUT):
+                    await send(message)
+        except TimeoutError:
+            conn.abort()
+        except (OSError, RuntimeError):
+            # The peer is gone (uvicorn raises ClientDisconnected, an OSError) or the
+            # server already closed it (keepalive timeout): the reader sees it too.
+            conn.close(CLOSE_TRY_AGAIN, "gone", flush=False)
+
+    def stop(self) -> None:
+        self.hub.detach(self.conn)
+        self.writer.cancel()
+        self.backlog.clear()
+
+    # frames
+
+    async def handle(self, frame: f.ClientFrame) -> None:
+        conn = self.conn
+        if isinstance(frame, f.Send | f.Read):
+            if self.backlog or self.in_flight >= MAX_IN_FLIGHT:
+                if len(self.backlog) >= MAX_BACKLOG:
+                    conn.push(
+                        f.error_frame("rate_limited", "too many requests in flight", frame.id)
+                    )
+                    return
+                self.backlog.append(frame)
+                return
+            self._start(frame)
+        elif isinstance(frame, f.Ping):
+            conn.push(f.pong_frame(frame.id))
+        elif isinstance(frame, f.Typing):
+            try:
+                await self.hub.typing(conn, frame.room_id)
+            except ParleyError as exc:
+                conn.push(f.error_frame(exc.code, exc.message, frame.id))
+        elif isinstance(frame, f.Resume):
+            rooms = self.hub.resume(conn, dict(frame.cursors))
+            done = self.session.begin_resume(frame.id, rooms)
+            if done is not None:
+                conn.push(done)
+        else:
+            conn.push(
+                f.error_frame("unsupported", f"{type(frame).__name__} is not supported", frame.id)
+            )
+
+    def _start(self, frame: f.Send | f.Read) -> None:
+        """Carry out a send or read. Tasks start in creation order and each reaches
+        the store's write queue before its first suspension, so a connection's
+        messages take their ``seq`` in the order it sent them, while a pipelining
+        client's messages still share commits. An operation is never cancelled
+        half-way: its events must be published once it commits."""
+        self.in_flight += 1
+        op = self._send(frame) if isinstance(frame, f.Send) else self._read(frame)
+        self.hub.spawn(self._finish(op), "parley-ws-op")
+
+    async def _finish(self, op: Awaitable[None]) -> None:
+        try:
+            await op
+        finally:
+            self.in_flight -= 1
+            if self.backlog and self.conn.close_request is None:
+                self._start(self.backlog.popleft())
+
+    async def _send(self, frame: f.Send) -> None:
+        rt, conn, stats = self.rt, self.conn, self.hub.stats
+        try:
+            if self.limiter is not None:
+                await self.limiter.check("send", conn.user_id, limit=60, window=10)
+            result = await rt.chat.send(
+                conn.user_id, RoomId(frame.room_id), frame.body, frame.client_msg_id
+            )
+        except RateLimited as exc:
+            stats.send_errors += 1
+            conn.push(f.error_frame(exc.code, exc.message, frame.id, retry_after=exc.retry_after))
+        except ParleyError as exc:
+            stats.send_errors += 1
+            conn.push(f.error_frame(exc.code, exc.message, frame.id))
+        except Exception:
+            stats.send_errors += 1
+            log.exception("send failed")
+            conn.push(f.error_frame("internal", "internal server error", frame.id))
+        else:
+            stats.sends += 1
+            conn.push(f.ack_frame(frame.id, result.message.public()))
+
+    async def _read(self, frame: f.Read) -> None:
+        try:
+            seq = await self.rt.chat.mark_read(self.conn.user_id, RoomId(frame.room_id), frame.seq)
+        except ParleyError as exc:
+            self.conn.push(f.error_frame(exc.code, exc.message, frame.id))
+        except Exception:
+            log.exception("read failed")
+            self.conn.push(f.error_frame("internal", "internal server error", frame.id))
+        else:
+            if frame.id is not None:
+                self.conn.push(f.read_frame(frame.room_id, seq, frame.id))
+
+
+class WebSocketEndpoint:
+    """The ASGI app mounted at ``/api/v1/ws``."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "websocket":
+            return
+        message = await receive()
+        if message["type"] != "websocket.connect":
+            return
+        rt: Runtime = scope["app"].state.runtime
+        settings = rt.settings
+        if rt.hub.closing:
+            await _deny(scope, send, 503, "unavailable", "the server is shutting down")
+            return
+        origin = _header(scope, b"origin")
+        if not origin_allowed(
+            origin, _header(scope, b"host"), settings.origins, settings.public_url
+        ):
+            await _deny(scope, send, 403, "forbidden_origin", "this origin is not allowed")
+            return
+        user_id: UserId | None = None
+        token = parse_bearer(_header(scope, b"authorization"))
+        if token is not None:
+            try:
+                user_id = rt.tokens.verify_access(token)
+            except Unauthorized as exc:
+                await _deny(scope, send, 401, exc.code, exc.message)
+                return
+        await send({"type": "websocket.accept"})
+        loop = asyncio.get_running_loop()
+        session = ServerSession(
+            max_frame_bytes=settings.max_frame_bytes,
+            frames_per_second=settings.frames_per_second if settings.rate_limits == "on" else None,
+            now=loop.time(),
+            auth_timeout=AUTH_TIMEOUT,
+        )
+        if user_id is None:
+            user_id = await self._authenticate(rt, session, receive, send)
+            if user_id is None:
+                return
+        else:
+            session.authenticated(user_id)
+        await self._run(scope, rt, session, user_id, receive, send)
+
+    async def _authenticate(
+        self, rt: Runtime, session: ServerSession, receive: Receive, send: Send
+    ) -> UserId | None:
+        """Frames before authentication: ``auth`` (or ``ping``) within the deadline."""
+        loop = asyncio.get_running_loop()
+        stats = rt.hub.stats
+        while True:
+            try:
+                async with asyncio.timeout_at(session.auth_deadline):
+                    message = await receive()
+            except TimeoutError:
+                close = session.auth_timed_out(loop.time())
+                if close is not None:
+                    await _send_close(send, close.code, close.reason)
+                    return None
+                continue
+            if message["type"] != "websocket.receive":
+                return None
+            stats.frames_in += 1
+            result = session.receive(_payload(message), loop.time())
+            if isinstance(result, Reply):
+                stats.bad_frames += 1
+                await _send_text(send, result.frame)
+                if result.close is not None:
+                    await _send_close(send, result.close.code, result.close.reason)
+                    return None
+                continue
+            if isinstance(result, f.Ping):
+                await _send_text(send, f.pong_frame(result.id))
+                continue
+            assert isinstance(result, f.Auth)
+            try:
+                user_id = rt.tokens.verify_access(result.token)
+            except Unauthorized as exc:
+                reply = session.auth_failed(exc.code, exc.message, result.id)
+                await _send_text(send, reply.frame)
+                assert reply.close is not None
+                await _send_close(send, reply.close.code, reply.close.reason)
+                return None
+            session.authenticated(user_id)
+            return user_id
+
+    async def _run(
+        self,
+        scope: Scope,
+        rt: Runtime,
+        session: ServerSession,
+        user_id: UserId,
+        receive: Receive,
+        send: Send,
+    ) -> None:
+        hub = rt.hub
+        conn = Connection(hub, user_id, transport="ws")
+        pump = _Pump(rt, session, conn, send, getattr(scope["app"].state, "limiter", None))
+        heartbeat_ms = int(rt.settings.heartbeat_interval * 1000)
+
+        def ready(rooms: dict[str, int]) -> None:
+            conn.push(f.ready_frame(user_id, conn.session_id, heartbeat_ms, rooms))
+
+        loop = asyncio.get_running_loop()
+        stats = hub.stats
+        try:
+            await hub.attach(conn, ready)
+            while True:
+                message = await receive()
+                if message["type"] != "websocket.receive":
+                    break
+                stats.frames_in += 1
+                result = session.receive(_payload(message), loop.time())
+                if isinstance(result, Reply):
+                    stats.bad_frames += 1
+                    conn.push(result.frame)
+                    if result.close is not None:
+                        conn.close(result.close.code, result.close.reason)
+                    continue
+                await pump.handle(result)
+        except asyncio.CancelledError:
+            if not pump.aborted:
+                raise
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+        except ParleyError as exc:
+            log.warning("connection of %s failed: %s", user_id, exc)
+            with contextlib.suppress(Exception):
+                await _send_close(send, CLOSE_TRY_AGAIN, "unavailable; retry later")
+        finally:
+            session.closed()
+            pump.stop()
+
+
+def _payload(message: dict[str, Any] | Any) -> str | bytes:
+    text = message.get("text")
+    if text is not None:
+        return str(text)
+    return bytes(message.get("bytes") or b"")
+
+
+async def _send_text(send: Send, frame: bytes) -> None:
+    await send({"type": "websocket.send", "text": frame.decode()})
+
+
+async def _send_close(send: Send, code: int, reason: str) -> None:
+    await send({"type": "websocket.close", "code": code, "reason": reason})
+
+
+ws_endpoint: Final = WebSocketEndpoint()
+router = APIRouter()
+router.routes.append(WebSocketRoute(PATH, ws_endpoint, name="websocket"))
+
+
+async def drain(app: FastAPI, grace: float = 5.0) -> None:
+    """Close every WebSocket and SSE stream with 1001 (going away) and wait for them.
+
+    For the server's shutdown, *before* uvicorn closes connections itself (with 1012)
+    and long before the store closes: e.g. in a ``uvicorn.Server`` subclass whose
+    ``shutdown()`` awaits this first. ``Runtime.close()`` drains too, later.
+    """
+    runtime = getattr(app.state, "runtime", None)
+    if runtime is not None:
+        await runtime.hub.drain(grace)
