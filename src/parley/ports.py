@@ -283,3 +283,57 @@ class Clock(abc.ABC):
 
     @abc.abstractmethod
     def monotonic(self) -> float: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionPresence:
+    """One live connection's presence entry; ``node_id`` is the node that refreshes
+    it. ``last_active`` is in seconds since the epoch."""
+
+    user_id: UserId
+    conn_id: str
+    node_id: str
+    chosen: str
+    last_active: float
+
+
+class PresenceStore(abc.ABC):
+    """Per-connection presence entries with expiry, shared by the nodes.
+
+    Each node writes and refreshes its own connections' entries (one batched call);
+    an entry not refreshed within its ``ttl`` is gone, so a node that dies without
+    a word takes its users offline within ``ttl`` (plus a reader's poll interval).
+    """
+
+    @abc.abstractmethod
+    async def put(self, entries: Sequence[ConnectionPresence], ttl: float) -> None:
+        """Create or refresh entries, and raise each user's last-active time."""
+
+    @abc.abstractmethod
+    async def remove(self, keys: Sequence[tuple[UserId, str]]) -> None:
+        """Forget entries of connections that closed, by ``(user_id, conn_id)``."""
+
+    @abc.abstractmethod
+    async def get(
+        self, user_ids: Sequence[UserId]
+    ) -> dict[UserId, tuple[list[ConnectionPresence], float | None]]:
+        """Live entries and last-active time of each user, in one call."""
+
+    @abc.abstractmethod
+    async def expired(self, limit: int = 1000) -> list[UserId]:
+        """Delete entries whose ``ttl`` has run out and return their users (each
+        once). Every node calls it periodically; each lapsed entry is reported to
+        exactly one caller, which tells the others: that is how a node that died
+        without a word takes its users offline."""
+
+    async def start(self) -> None:
+        """Connect (backends that need to)."""
+        return None
+
+    async def close(self) -> None:
+        """Disconnect; entries stay until they expire."""
+        return None
+
+    async def ping(self) -> None:
+        """Raise if the backend cannot answer."""
+        return None

@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from parley.protocol.frames import TYPING_EXPIRES_MS
 from parley.testing.server import ServerThread
 from tests.realtime_support import (
     TIMEOUT,
@@ -225,7 +226,14 @@ async def test_typing_reaches_other_members_only_and_is_throttled(node: ServerTh
                 await got_typing.wait()
             for live in (a, b, e):  # a round trip: anything sent before has arrived
                 await live.ping()
-            assert typing == [{"type": "typing", "room_id": room_id, "user_id": uid(alice)}]
+            assert typing == [
+                {
+                    "type": "typing",
+                    "room_id": room_id,
+                    "user_id": uid(alice),
+                    "expires_in_ms": TYPING_EXPIRES_MS,
+                }
+            ]
             assert eve_frames == []
         ws = await ws_connect(node.url, eve.access_token)
         try:

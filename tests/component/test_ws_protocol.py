@@ -218,16 +218,20 @@ def test_hostile_frames_get_error_frames_and_never_break_the_connection(
             break
         answers.append(answer)
     kinds = [a["type"] for a in answers]
-    decodes = isinstance(frame, str) and _is_known_frame(frame)
-    if not decodes:
+    known = _is_known_frame(frame) if isinstance(frame, str) else False
+    # ``None``: deeper than Python's own parser goes, which is no rule of the
+    # protocol; such a frame may be answered either way, as long as it is answered.
+    if known is False:
         assert kinds[:1] == ["error"], (frame, answers)
         assert isinstance(answers[0]["code"], str) and isinstance(answers[0]["message"], str)
 
 
-def _is_known_frame(frame: str) -> bool:
+def _is_known_frame(frame: str) -> bool | None:
     try:
         value = json.loads(frame)
-    except (ValueError, RecursionError):
+    except RecursionError:
+        return None
+    except ValueError:
         return False
     return isinstance(value, dict) and value.get("type") in CLIENT_FRAME_TYPES
 

@@ -92,6 +92,7 @@ def test_server_frames_encode_as_documented() -> None:
         "type": "typing",
         "room_id": "r",
         "user_id": "u",
+        "expires_in_ms": 6000,
     }
 
 

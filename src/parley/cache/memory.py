@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import heapq
 import time
+from collections.abc import Callable, Sequence
 
-from parley.ports import Cache
+from parley.domain.models import UserId
+from parley.ports import Cache, ConnectionPresence, PresenceStore
 
 _SWEEP_EVERY = 1024
 
@@ -65,3 +68,66 @@ class MemoryCache(Cache):
             self._data[key] = (count, time.monotonic() + ttl)
             self._wrote()
         return count
+
+
+class MemoryPresence(PresenceStore):
+    """Presence entries of one process (or of several in-process nodes sharing it).
+
+    Expiry is timed by ``clock`` (epoch seconds; a fake one in tests). Reads filter
+    lapsed entries out; only ``expired`` deletes them, so each lapse is reported to
+    exactly one caller and the nodes learn of it. A heap of expiry times makes that
+    cost the number of lapsed entries, not of all entries.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+        self._entries: dict[UserId, dict[str, tuple[ConnectionPresence, float]]] = {}
+        self._last_active: dict[UserId, float] = {}
+        # (expires, user, conn); stale items (refreshed or removed entries) are
+        # skipped when popped.
+        self._expiry: list[tuple[float, UserId, str]] = []
+
+    async def put(self, entries: Sequence[ConnectionPresence], ttl: float) -> None:
+        expires = self._clock() + ttl
+        for entry in entries:
+            self._entries.setdefault(entry.user_id, {})[entry.conn_id] = (entry, expires)
+            heapq.heappush(self._expiry, (expires, entry.user_id, entry.conn_id))
+            if entry.last_active > self._last_active.get(entry.user_id, 0.0):
+                self._last_active[entry.user_id] = entry.last_active
+
+    async def remove(self, keys: Sequence[tuple[UserId, str]]) -> None:
+        for user_id, conn_id in keys:
+            conns = self._entries.get(user_id)
+            if conns is not None:
+                conns.pop(conn_id, None)
+                if not conns:
+                    del self._entries[user_id]
+
+    async def get(
+        self, user_ids: Sequence[UserId]
+    ) -> dict[UserId, tuple[list[ConnectionPresence], float | None]]:
+        now = self._clock()
+        result: dict[UserId, tuple[list[ConnectionPresence], float | None]] = {}
+        for user_id in user_ids:
+            conns = self._entries.get(user_id, {})
+            live = [entry for entry, expires in conns.values() if expires > now]
+            result[user_id] = (live, self._last_active.get(user_id))
+        return result
+
+    async def expired(self, limit: int = 1000) -> list[UserId]:
+        now = self._clock()
+        heap = self._expiry
+        users: dict[UserId, None] = {}
+        reaped = 0
+        while heap and heap[0][0] <= now and reaped < limit:
+            expires, user_id, conn_id = heapq.heappop(heap)
+            conns = self._entries.get(user_id)
+            current = conns.get(conn_id) if conns is not None else None
+            if conns is None or current is None or current[1] != expires:
+                continue
+            del conns[conn_id]
+            if not conns:
+                del self._entries[user_id]
+            users[user_id] = None
+            reaped += 1
+        return list(users)

@@ -43,6 +43,7 @@ from typing import Any, Final
 from parley.domain.models import Event, RoomId, UserId, new_id
 from parley.errors import NotFound, ParleyError
 from parley.gateway.metrics import HubStats, Metrics
+from parley.gateway.presence import PresenceService
 from parley.ports import Bus, Store
 from parley.protocol.codec import event_frame, loads
 from parley.protocol.events import MEMBER_JOINED, MEMBER_LEFT, decode_head
@@ -74,6 +75,8 @@ DRAIN_TIMEOUT: Final = 5.0
 
 _EVENT: Final = b"E"
 _TYPING: Final = b"T"
+_PRESENCE: Final = b"P"
+PRESENCE_CHANNEL: Final = "presence"
 
 
 class Fanout:
@@ -292,6 +295,8 @@ class Hub:
         self._origin = node_id.encode()
         self._prefix_event = _EVENT + bytes([len(self._origin)]) + self._origin
         self._prefix_typing = _TYPING + bytes([len(self._origin)]) + self._origin
+        self._prefix_presence = _PRESENCE + bytes([len(self._origin)]) + self._origin
+        self.presence: PresenceService | None = None
         self._typing_last: dict[tuple[str, str], float] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._sweeper: asyncio.Task[None] | None = None
@@ -304,6 +309,7 @@ class Hub:
 
     async def start(self) -> None:
         await self.bus.start(self._on_bus)
+        await self.bus.subscribe(PRESENCE_CHANNEL)
         self._sweeper = asyncio.create_task(self._sweep_forever(), name="parley-hub-sweeper")
 
     async def drain(self, grace: float = DRAIN_TIMEOUT) -> None:
@@ -500,6 +506,10 @@ class Hub:
             if fanout.member is not None:
                 await self._ring(f"user.{fanout.member}", data)
 
+    async def ring_presence(self, user_id: str) -> None:
+        """Tell the other nodes that this user's presence may have changed."""
+        await self._ring(PRESENCE_CHANNEL, self._prefix_presence + user_id.encode())
+
     async def _ring(self, channel: str, data: bytes) -> None:
         """Publish on the bus; a failure is logged, never raised: the event is
         committed, and other nodes repair from the store on their next event."""
@@ -521,6 +531,8 @@ class Hub:
             elif kind == _TYPING:
                 frame = loads(payload)
                 self._typing_local(str(frame["room_id"]), str(frame["user_id"]), payload)
+            elif kind == _PRESENCE and self.presence is not None:
+                await self.presence.remote_changed(UserId(payload.decode()))
         except (ValueError, KeyError, TypeError):
             log.warning("dropped a malformed bus message on %s", channel)
 

@@ -10,6 +10,7 @@ from fastapi.security import OAuth2PasswordBearer
 from parley.domain.models import MessageId, Role, RoomId, RoomSummary, UserId, Visibility
 from parley.errors import InvalidInput, NotFound, Unauthorized
 from parley.gateway import schemas as s
+from parley.gateway.presence import format_ts_epoch
 from parley.gateway.ratelimit import RateLimiter
 from parley.gateway.runtime import Runtime
 
@@ -127,6 +128,31 @@ async def get_user(user_id: str, rt: RT, _: Me) -> dict[str, Any]:
     if user is None:
         raise NotFound("user not found")
     return user.public()
+
+
+@router.get("/presence", response_model=s.PresenceOut, tags=["users"])
+async def presence(
+    rt: RT,
+    me: Me,
+    user_ids: Annotated[list[str], Query(min_length=1, max_length=200)],
+) -> dict[str, Any]:
+    """Current presence of users who share a room with the caller, for clients
+    without a socket; ids of others are listed in ``forbidden``, with no status."""
+    visible = await rt.presence.visible_to(me)
+    wanted = [UserId(u) for u in dict.fromkeys(user_ids)]
+    allowed = [u for u in wanted if u in visible]
+    current = await rt.presence.current(allowed)
+    return {
+        "presence": [
+            {
+                "user_id": user,
+                "status": current[user].status,
+                "last_active_at": format_ts_epoch(current[user].last_active),
+            }
+            for user in allowed
+        ],
+        "forbidden": [u for u in wanted if u not in visible],
+    }
 
 
 # rooms

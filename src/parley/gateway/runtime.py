@@ -9,8 +9,9 @@ from pathlib import Path
 from parley.auth.passwords import Passwords
 from parley.auth.tokens import Tokens, load_or_create_key
 from parley.bus import connect_bus
-from parley.cache import connect_cache
+from parley.cache import connect_cache, connect_presence
 from parley.gateway.hub import Hub
+from parley.gateway.presence import PresenceService
 from parley.ports import Bus, Cache, Store
 from parley.service.accounts import Accounts
 from parley.service.chat import ChatService
@@ -28,6 +29,7 @@ class Runtime:
     bus: Bus
     cache: Cache
     hub: Hub
+    presence: PresenceService
     tokens: Tokens
     accounts: Accounts
     chat: ChatService
@@ -50,7 +52,10 @@ class Runtime:
         cache = connect_cache(settings.cache_url)
         await cache.start()
         hub = Hub(bus=bus, store=store, settings=settings, node_id=node_id)
+        presence = PresenceService(connect_presence(settings.cache_url), store, settings, node_id)
+        hub.presence = presence
         await hub.start()
+        presence.start(hub)
         key = (
             bytes.fromhex(settings.secret_key)
             if settings.secret_key
@@ -73,6 +78,7 @@ class Runtime:
             bus=bus,
             cache=cache,
             hub=hub,
+            presence=presence,
             tokens=tokens,
             accounts=Accounts(store, passwords, tokens),
             chat=ChatService(store, hub, max_body_bytes=settings.max_body_bytes),
@@ -81,5 +87,6 @@ class Runtime:
     async def close(self) -> None:
         """Stop taking work, finish queued writes, disconnect."""
         await self.hub.close()
+        await self.presence.close()
         await self.store.close()
         await self.cache.close()

@@ -150,3 +150,14 @@ class Health(BaseModel):
     status: str
     node_id: str | None = None
     checks: dict[str, str] = {}
+
+
+class PresenceEntry(BaseModel):
+    user_id: str
+    status: Literal["online", "idle", "offline"]
+    last_active_at: str | None
+
+
+class PresenceOut(BaseModel):
+    presence: list[PresenceEntry]
+    forbidden: list[str]

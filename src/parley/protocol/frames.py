@@ -179,6 +179,7 @@ class _Error(msgspec.Struct, tag_field="type", tag="error", omit_defaults=True):
 class _Typing(msgspec.Struct, tag_field="type", tag="typing"):
     room_id: str
     user_id: str
+    expires_in_ms: int
 
 
 class _Resumed(msgspec.Struct, tag_field="type", tag="resumed"):
@@ -215,8 +216,13 @@ def error_frame(
     return _encoder.encode(_Error(code, message, frame_id, retry_after))
 
 
+TYPING_EXPIRES_MS: Final = 6000
+"""How long a ``typing`` frame holds without a refresh; clients refresh every 3 s
+while the user types, so one lost frame does not blink the indicator."""
+
+
 def typing_frame(room_id: str, user_id: str) -> bytes:
-    return _encoder.encode(_Typing(room_id, user_id))
+    return _encoder.encode(_Typing(room_id, user_id, TYPING_EXPIRES_MS))
 
 
 def resumed_frame(frame_id: str | int | None) -> bytes:
