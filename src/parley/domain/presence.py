@@ -245,13 +245,14 @@ class Subscriptions:
 
     # delivery
 
-    def answered(self, sub: str, user: str, key: Hashable, now: float) -> bool:
-        """Record that ``sub`` was just sent state ``key`` of ``user`` outside the
-        coalescer (the answer to its subscribe); ``False`` if it no longer watches."""
+    def answered(self, sub: str, user: str, key: Hashable) -> bool:
+        """Record that ``sub`` was sent state ``key`` of ``user`` in answer to its
+        subscribe; ``False`` if it no longer watches. An answer is not an update: it
+        starts no interval, so a change right after it is not held back."""
         sent = self._by_user.get(user, {}).get(sub)
         if sent is None:
             return False
-        sent.at, sent.key = now, key
+        sent.key = key
         return True
 
     def publish(self, user: str, key: Hashable, frame: bytes, now: float) -> list[str]:

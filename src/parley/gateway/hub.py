@@ -43,8 +43,8 @@ from typing import Any, Final
 from parley.domain.models import Event, RoomId, UserId, new_id
 from parley.errors import NotFound, ParleyError
 from parley.gateway.metrics import HubStats, Metrics
-from parley.gateway.presence import PresenceService
 from parley.ports import Bus, Store
+from parley.presence import PresenceService
 from parley.protocol.codec import event_frame, loads
 from parley.protocol.events import MEMBER_JOINED, MEMBER_LEFT, decode_head
 from parley.protocol.frames import typing_frame
@@ -76,7 +76,6 @@ DRAIN_TIMEOUT: Final = 5.0
 _EVENT: Final = b"E"
 _TYPING: Final = b"T"
 _PRESENCE: Final = b"P"
-PRESENCE_CHANNEL: Final = "presence"
 
 
 class Fanout:
@@ -295,7 +294,6 @@ class Hub:
         self._origin = node_id.encode()
         self._prefix_event = _EVENT + bytes([len(self._origin)]) + self._origin
         self._prefix_typing = _TYPING + bytes([len(self._origin)]) + self._origin
-        self._prefix_presence = _PRESENCE + bytes([len(self._origin)]) + self._origin
         self.presence: PresenceService | None = None
         self._typing_last: dict[tuple[str, str], float] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -309,7 +307,6 @@ class Hub:
 
     async def start(self) -> None:
         await self.bus.start(self._on_bus)
-        await self.bus.subscribe(PRESENCE_CHANNEL)
         self._sweeper = asyncio.create_task(self._sweep_forever(), name="parley-hub-sweeper")
 
     async def drain(self, grace: float = DRAIN_TIMEOUT) -> None:
@@ -506,10 +503,6 @@ class Hub:
             if fanout.member is not None:
                 await self._ring(f"user.{fanout.member}", data)
 
-    async def ring_presence(self, user_id: str) -> None:
-        """Tell the other nodes that this user's presence may have changed."""
-        await self._ring(PRESENCE_CHANNEL, self._prefix_presence + user_id.encode())
-
     async def _ring(self, channel: str, data: bytes) -> None:
         """Publish on the bus; a failure is logged, never raised: the event is
         committed, and other nodes repair from the store on their next event."""
@@ -521,6 +514,10 @@ class Hub:
 
     async def _on_bus(self, channel: str, data: bytes) -> None:
         kind = data[:1]
+        if kind == _PRESENCE:
+            if self.presence is not None:
+                self.presence.on_bus(data)
+            return
         size = data[1] if len(data) > 1 else 0
         if data[2 : 2 + size] == self._origin:
             return
@@ -531,8 +528,6 @@ class Hub:
             elif kind == _TYPING:
                 frame = loads(payload)
                 self._typing_local(str(frame["room_id"]), str(frame["user_id"]), payload)
-            elif kind == _PRESENCE and self.presence is not None:
-                await self.presence.remote_changed(UserId(payload.decode()))
         except (ValueError, KeyError, TypeError):
             log.warning("dropped a malformed bus message on %s", channel)
 
@@ -661,6 +656,9 @@ class Hub:
                 conn.caught_up(channel.room_id)
         if not channel.subs:
             channel.idle_since = time.monotonic()
+        if self.presence is not None:
+            # Who may see whose presence follows shared rooms.
+            self.spawn(self.presence.revalidate(user), "parley-presence-revalidate")
 
     # replay (per connection, off the fan-out path)
 

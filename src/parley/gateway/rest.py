@@ -10,7 +10,6 @@ from fastapi.security import OAuth2PasswordBearer
 from parley.domain.models import MessageId, Role, RoomId, RoomSummary, UserId, Visibility
 from parley.errors import InvalidInput, NotFound, Unauthorized
 from parley.gateway import schemas as s
-from parley.gateway.presence import format_ts_epoch
 from parley.gateway.ratelimit import RateLimiter
 from parley.gateway.runtime import Runtime
 
@@ -138,21 +137,7 @@ async def presence(
 ) -> dict[str, Any]:
     """Current presence of users who share a room with the caller, for clients
     without a socket; ids of others are listed in ``forbidden``, with no status."""
-    visible = await rt.presence.visible_to(me)
-    wanted = [UserId(u) for u in dict.fromkeys(user_ids)]
-    allowed = [u for u in wanted if u in visible]
-    current = await rt.presence.current(allowed)
-    return {
-        "presence": [
-            {
-                "user_id": user,
-                "status": current[user].status,
-                "last_active_at": format_ts_epoch(current[user].last_active),
-            }
-            for user in allowed
-        ],
-        "forbidden": [u for u in wanted if u not in visible],
-    }
+    return await rt.presence.lookup(me, user_ids)
 
 
 # rooms

@@ -11,8 +11,8 @@ from parley.auth.tokens import Tokens, load_or_create_key
 from parley.bus import connect_bus
 from parley.cache import connect_cache, connect_presence
 from parley.gateway.hub import Hub
-from parley.gateway.presence import PresenceService
 from parley.ports import Bus, Cache, Store
+from parley.presence import CoMembers, PresenceConfig, PresenceService, SystemClock
 from parley.service.accounts import Accounts
 from parley.service.chat import ChatService
 from parley.settings import Settings
@@ -52,10 +52,20 @@ class Runtime:
         cache = connect_cache(settings.cache_url)
         await cache.start()
         hub = Hub(bus=bus, store=store, settings=settings, node_id=node_id)
-        presence = PresenceService(connect_presence(settings.cache_url), store, settings, node_id)
+        presence_store = connect_presence(settings.cache_url, cache=cache)
+        await presence_store.start()
+        clock = SystemClock()
+        presence = PresenceService(
+            presence_store,
+            bus,
+            clock,
+            PresenceConfig.from_settings(settings),
+            node_id=node_id,
+            visibility=CoMembers.of_store(store, clock),
+        )
         hub.presence = presence
         await hub.start()
-        presence.start(hub)
+        await presence.start()
         key = (
             bytes.fromhex(settings.secret_key)
             if settings.secret_key
@@ -86,7 +96,9 @@ class Runtime:
 
     async def close(self) -> None:
         """Stop taking work, finish queued writes, disconnect."""
-        await self.hub.close()
+        await self.hub.drain()
         await self.presence.close()
+        await self.hub.close()
+        await self.presence.store.close()
         await self.store.close()
         await self.cache.close()

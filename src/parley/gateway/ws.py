@@ -221,7 +221,7 @@ class _Pump:
         conn = self.conn
         if isinstance(frame, f.Send | f.Read):
             if isinstance(frame, f.Send):
-                await self.rt.presence.activity(conn)
+                self.rt.presence.message_sent(conn, frame.room_id)
             if self.backlog or self.in_flight >= MAX_IN_FLIGHT:
                 if len(self.backlog) >= MAX_BACKLOG:
                     conn.push(
@@ -239,14 +239,14 @@ class _Pump:
             except ParleyError as exc:
                 conn.push(f.error_frame(exc.code, exc.message, frame.id))
             else:
-                await self.rt.presence.activity(conn)
+                self.rt.presence.activity(conn)
         elif isinstance(frame, f.PresenceSubscribe):
             for reply in await self.rt.presence.subscribe(conn, frame.user_ids, frame.id):
                 conn.push(reply)
         elif isinstance(frame, f.PresenceUnsubscribe):
             self.rt.presence.unsubscribe(conn, frame.user_ids)
         elif isinstance(frame, f.PresenceSet):
-            await self.rt.presence.activity(conn, frame.status)
+            self.rt.presence.set_status(conn, frame.status)
         elif isinstance(frame, f.Resume):
             rooms = self.hub.resume(conn, dict(frame.cursors))
             done = self.session.begin_resume(frame.id, rooms)
@@ -417,7 +417,7 @@ class WebSocketEndpoint:
         stats = hub.stats
         try:
             await hub.attach(conn, ready)
-            await rt.presence.connected(conn)
+            rt.presence.connected(conn)
             while True:
                 message = await receive()
                 if message["type"] != "websocket.receive":
@@ -444,8 +444,7 @@ class WebSocketEndpoint:
         finally:
             session.closed()
             pump.stop()
-            with contextlib.suppress(Exception):
-                await rt.presence.disconnected(conn)
+            rt.presence.disconnected(conn)
 
 
 def _payload(message: dict[str, Any] | Any) -> str | bytes:
