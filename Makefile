@@ -1,15 +1,16 @@
 # Parley: `make run` starts a node, `make test` runs every check. Both set up what
 # they need from nothing but Python 3.11+ (uv is installed into the user's pip).
 export UV_PYTHON_DOWNLOADS := never
-UV := $(shell command -v uv 2>/dev/null || echo "$(HOME)/.local/bin/uv")
+# uv, if on PATH; else the one pip installs for this Python (`python3 -m uv`).
+UV := $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 PYTEST_ARGS ?=
 
 .PHONY: setup run test lint typecheck unit bench clean browser
 
-$(UV):
-	python3 -m pip install --user --quiet uv || python3 -m pip install --quiet uv
-
-setup: $(UV)
+setup:
+	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || \
+	  python3 -m pip install --quiet uv || python3 -m pip install --quiet --user uv || \
+	  python3 -m pip install --quiet --user --break-system-packages uv
 	$(UV) sync --locked
 
 run: setup
