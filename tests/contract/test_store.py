@@ -578,6 +578,31 @@ async def test_client_msg_id_makes_a_send_idempotent(store: SqlStore) -> None:
     await assert_contiguous(store, room.id)
 
 
+async def test_large_batches_check_membership_and_retries_for_every_send(store: SqlStore) -> None:
+    """More keys than one lookup takes (the store checks keys in chunks)."""
+    owner, bob, stranger = await new_user(store), await new_user(store), await new_user(store)
+    rooms = [await new_room(store, owner, bob) for _ in range(3)]
+
+    def requests() -> list[SendRequest]:
+        return [
+            send(rooms[i % 3], (owner, bob, stranger)[i % 5 % 3], f"m{i}", f"k{i}")
+            for i in range(150)
+        ]
+
+    first = await asyncio.gather(*map(store.send_message, requests()), return_exceptions=True)
+    again = await asyncio.gather(*map(store.send_message, requests()), return_exceptions=True)
+    for i, (one, two) in enumerate(zip(first, again, strict=True)):
+        if i % 5 % 3 == 2:
+            assert isinstance(one, NotFound)
+            assert isinstance(two, NotFound)
+        else:
+            assert not isinstance(one, BaseException)
+            assert not isinstance(two, BaseException)
+            assert (one.created, two.created, two.message) == (True, False, one.message)
+    for room in rooms:
+        await assert_contiguous(store, room.id)
+
+
 async def test_a_non_member_send_fails_alone(store: SqlStore) -> None:
     owner, stranger, banned = await new_user(store), await new_user(store), await new_user(store)
     room = await new_room(store, owner, banned)
@@ -650,8 +675,7 @@ async def test_operations_apply_in_enqueue_order(store: SqlStore) -> None:
 async def test_a_failed_commit_fails_its_batch_and_the_writer_goes_on(store: SqlStore) -> None:
     owner = await new_user(store)
     room = await new_room(store, owner)
-    engine = store._engine
-    assert engine is not None
+    engine = store._sync_engine
     failures = 0
 
     def fail_commit(conn: Any) -> None:
@@ -659,7 +683,7 @@ async def test_a_failed_commit_fails_its_batch_and_the_writer_goes_on(store: Sql
         failures += 1
         raise RuntimeError("disk on fire")
 
-    sa_event.listen(engine.sync_engine, "commit", fail_commit)
+    sa_event.listen(engine, "commit", fail_commit)
     try:
         results = await asyncio.gather(
             *(store.send_message(send(room, owner, f"{i}")) for i in range(5)),
@@ -667,7 +691,7 @@ async def test_a_failed_commit_fails_its_batch_and_the_writer_goes_on(store: Sql
             return_exceptions=True,
         )
     finally:
-        sa_event.remove(engine.sync_engine, "commit", fail_commit)
+        sa_event.remove(engine, "commit", fail_commit)
     assert failures == 1
     assert all(isinstance(r, Unavailable) for r in results)
     after = await store.send_message(send(room, owner, "works"))
@@ -695,6 +719,56 @@ async def test_close_finishes_queued_writes(store_url: str) -> None:
         assert len(log) == 102
     finally:
         await reopened.close()
+
+
+async def test_commit_counters_and_hook(store_url: str) -> None:
+    commits: list[tuple[float, int]] = []
+    store = SqlStore(store_url, on_commit=lambda seconds, size: commits.append((seconds, size)))
+    await store.start()
+    try:
+        owner = await new_user(store)
+        room = await new_room(store, owner)
+        await asyncio.gather(*(store.send_message(send(room, owner, f"{i}")) for i in range(20)))
+        with pytest.raises(NotFound):
+            await store.join_room(RoomId(str(uuid.uuid4())), owner.id)  # fails alone: commits
+        stats = store.stats
+        assert stats.commits == len(commits) >= 4
+        assert stats.committed_ops == sum(size for _, size in commits) == 20 + 3
+        assert (stats.last_commit_seconds, stats.last_batch_size) == commits[-1]
+        assert stats.commit_seconds_total == pytest.approx(sum(s for s, _ in commits))
+        assert all(s > 0 for s, _ in commits)
+        assert stats.failed_batches == 0
+        store.on_commit = None
+        await new_user(store)
+        assert store.stats.commits == len(commits) + 1
+    finally:
+        await store.close()
+
+
+async def test_sqlite_reads_are_single_statements(store: SqlStore, backend: str) -> None:
+    """No BEGIN/ROLLBACK around a one-statement read (WAL gives it a snapshot); a read
+    of several statements takes one deferred transaction."""
+    if backend != "sqlite":
+        pytest.skip("SQLite's reader threads")
+    owner = await new_user(store)
+    room = await new_room(store, owner)
+    sent = await store.send_message(send(room, owner))
+    seen: list[str] = []
+
+    def record(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+        seen.append(statement.split()[0])
+
+    engine = store._sync_engine
+    sa_event.listen(engine, "before_cursor_execute", record)
+    try:
+        await store.get_user(owner.id)
+        await store.list_events(room.id, after_seq=0, limit=10)
+        assert seen == ["SELECT", "SELECT"]
+        seen.clear()
+        assert await store.get_message(room.id, sent.message.id) == sent.message
+        assert seen == ["BEGIN", "SELECT", "SELECT"]  # ROLLBACK is the driver's own call
+    finally:
+        sa_event.remove(engine, "before_cursor_execute", record)
 
 
 # messages

@@ -52,6 +52,7 @@ class Runtime:
         cache = connect_cache(settings.cache_url)
         await cache.start()
         hub = Hub(bus=bus, store=store, settings=settings, node_id=node_id)
+        store.on_commit = hub.metrics.observe_commit
         presence_store = connect_presence(settings.cache_url, cache=cache)
         await presence_store.start()
         clock = SystemClock()

@@ -10,6 +10,6 @@ await store.close()
 from __future__ import annotations
 
 from parley.store.migrations import alembic_config, migrate
-from parley.store.sql import SqlStore
+from parley.store.sql import SqlStore, StoreStats
 
-__all__ = ["SqlStore", "alembic_config", "migrate"]
+__all__ = ["SqlStore", "StoreStats", "alembic_config", "migrate"]
