@@ -73,19 +73,22 @@ async def online_after(ws: ClientConnection, first: dict[str, Any]) -> None:
         state = await recv_presence(ws)
 
 
-async def no_presence_for(ws: ClientConnection, seconds: float) -> list[dict[str, Any]]:
-    """Presence frames that arrive within ``seconds`` (expected: none)."""
-    seen = []
+async def frames_for(ws: ClientConnection, seconds: float) -> list[dict[str, Any]]:
+    """Every frame that arrives within ``seconds``."""
+    frames = []
     deadline = time.monotonic() + seconds
     while (left := deadline - time.monotonic()) > 0:
         try:
             async with asyncio.timeout(left):
-                frame = await recv(ws)
+                frames.append(await recv(ws))
         except TimeoutError:
             break
-        if frame["type"] == "presence":
-            seen.append(frame)
-    return seen
+    return frames
+
+
+async def no_presence_for(ws: ClientConnection, seconds: float) -> list[dict[str, Any]]:
+    """Presence frames that arrive within ``seconds`` (expected: none)."""
+    return [f for f in await frames_for(ws, seconds) if f["type"] == "presence"]
 
 
 async def test_online_on_connect_offline_after_grace(node: ServerThread) -> None:
@@ -256,18 +259,6 @@ async def test_typing_reaches_only_members_and_says_when_it_expires(node: Server
         await send_frame(outsider, type="typing", room_id=room_id, id="t")
         refused = await recv_until(outsider, lambda f: f["type"] == "error")
         assert refused[-1]["id"] == "t"
-        assert not [f for f in await _drain(outsider, 0.5) if f["type"] == "typing"]
+        assert not [f for f in await frames_for(outsider, 0.5) if f["type"] == "typing"]
         for ws in (typist, member, outsider):
             await ws.close()
-
-
-async def _drain(ws: ClientConnection, seconds: float) -> list[dict[str, Any]]:
-    frames = []
-    deadline = time.monotonic() + seconds
-    while (left := deadline - time.monotonic()) > 0:
-        try:
-            async with asyncio.timeout(left):
-                frames.append(await recv(ws))
-        except TimeoutError:
-            break
-    return frames
