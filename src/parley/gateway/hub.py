@@ -68,9 +68,6 @@ REPLAY_PAGE: Final = 200
 CHANNEL_LINGER: Final = 60.0
 """Seconds a room's channel outlives its last local subscriber, so that a burst of
 reconnects (a deploy, a network blip) does not re-read every room's head."""
-TYPING_THROTTLE: Final = 3.0
-"""Seconds between two ``typing`` frames of one user in one room (clients repeat
-them while the user types; Slack uses 3 s too)."""
 DRAIN_TIMEOUT: Final = 5.0
 
 _EVENT: Final = b"E"
@@ -295,7 +292,6 @@ class Hub:
         self._prefix_event = _EVENT + bytes([len(self._origin)]) + self._origin
         self._prefix_typing = _TYPING + bytes([len(self._origin)]) + self._origin
         self.presence: PresenceService | None = None
-        self._typing_last: dict[tuple[str, str], float] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._sweeper: asyncio.Task[None] | None = None
         self._empty = asyncio.Event()
@@ -722,14 +718,13 @@ class Hub:
     # typing (ephemeral: never stored, throttled, members only)
 
     async def typing(self, conn: Connection, room_id: str) -> None:
-        """Tell the room's other members that this user is typing."""
+        """Tell the room's other members that this user is typing, at most once per
+        throttle period (the presence service's typing tracker decides, and counts
+        the frame as activity)."""
         if room_id not in conn.rooms or conn.rooms[room_id].end_seq is not None:
             raise NotFound("room not found")
-        key = (conn.user_id, room_id)
-        now = time.monotonic()
-        if now - self._typing_last.get(key, -TYPING_THROTTLE) < TYPING_THROTTLE:
+        if self.presence is not None and not self.presence.typing(conn, room_id):
             return
-        self._typing_last[key] = now
         frame = typing_frame(room_id, conn.user_id)
         self._typing_local(room_id, conn.user_id, frame)
         await self.bus.publish(f"room.{room_id}", self._prefix_typing + frame)
@@ -754,7 +749,7 @@ class Hub:
                 log.exception("hub sweep failed")
 
     def _sweep(self, now: float) -> None:
-        """Abort stalled writers, close idle channels, forget old typing stamps."""
+        """Abort stalled writers, close idle channels."""
         for conn in list(self.connections):
             if conn.stalled():
                 log.info("aborting a stalled connection of %s", conn.user_id)
@@ -765,6 +760,3 @@ class Hub:
             if idle and now - channel.idle_since > CHANNEL_LINGER:
                 del self.rooms[channel.room_id]
                 self.spawn(self.bus.unsubscribe(f"room.{channel.room_id}"), "parley-bus-unsub")
-        stale = [k for k, t in self._typing_last.items() if now - t > TYPING_THROTTLE]
-        for key in stale:
-            del self._typing_last[key]

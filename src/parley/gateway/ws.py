@@ -238,8 +238,6 @@ class _Pump:
                 await self.hub.typing(conn, frame.room_id)
             except ParleyError as exc:
                 conn.push(f.error_frame(exc.code, exc.message, frame.id))
-            else:
-                self.rt.presence.activity(conn)
         elif isinstance(frame, f.PresenceSubscribe):
             for reply in await self.rt.presence.subscribe(conn, frame.user_ids, frame.id):
                 conn.push(reply)
