@@ -42,6 +42,7 @@ from typing import Any, Final
 
 from parley.domain.models import Event, RoomId, UserId, new_id
 from parley.errors import NotFound, ParleyError
+from parley.gateway.direct import text_frame
 from parley.gateway.metrics import HubStats, Metrics
 from parley.ports import Bus, Store
 from parley.presence import PresenceService
@@ -78,7 +79,7 @@ _PRESENCE: Final = b"P"
 class Fanout:
     """One event on its way to this node's connections, framed once for all of them."""
 
-    __slots__ = ("_frame", "_message", "member", "raw", "room_id", "seq", "type")
+    __slots__ = ("_frame", "_message", "_wire", "member", "raw", "room_id", "seq", "type")
 
     def __init__(self, room_id: str, seq: int, type_: str, raw: bytes, member: str | None) -> None:
         self.room_id = room_id
@@ -88,6 +89,7 @@ class Fanout:
         self.member = member
         self._frame: bytes | None = None
         self._message: dict[str, Any] | None = None
+        self._wire: bytes | None = None
 
     @classmethod
     def of_event(cls, event: Event) -> Fanout:
@@ -109,6 +111,14 @@ class Fanout:
         if frame is None:
             frame = self._frame = event_frame(self.raw)
         return frame
+
+    @property
+    def wire(self) -> bytes:
+        """The ``event`` frame as a whole WebSocket frame, built once."""
+        wire = self._wire
+        if wire is None:
+            wire = self._wire = text_frame(self.frame)
+        return wire
 
     def ws_message(self) -> dict[str, Any]:
         """The ASGI message that sends the ``event`` frame: built on first use and
@@ -146,6 +156,8 @@ class Connection:
         self.writing = False
         self.on_caught_up: Callable[[str], None] | None = None
         self.on_abort: Callable[[], None] | None = None
+        self.flusher: Callable[[], None] | None = None
+        self._dirty = False
         self._queue: deque[Item] = deque()
         self._max = hub.settings.outbound_queue
         self._waiter: asyncio.Future[None] | None = None
@@ -167,12 +179,23 @@ class Connection:
             self.close(CLOSE_TRY_AGAIN, "too slow: outbound queue full", flush=False)
             return False
         queue.append(item)
+        if self.flusher is not None:
+            if not self._dirty:
+                self._dirty = True
+                self.hub.flush_soon(self)
+            return True
         waiter = self._waiter
         if waiter is not None:
             self._waiter = None
             if not waiter.done():
                 waiter.set_result(None)
         return True
+
+    def take_now(self) -> list[Item]:
+        """Everything queued, at once (for a writer that can write synchronously)."""
+        items = list(self._queue)
+        self._queue.clear()
+        return items
 
     async def take(self) -> list[Item]:
         """Everything queued, waiting for at least one item; ``[]`` once closing."""
@@ -200,6 +223,9 @@ class Connection:
         self.close_request = Close(code, reason)
         if not flush:
             self._queue.clear()
+        if self.flusher is not None and not self._dirty:
+            self._dirty = True
+            self.hub.flush_soon(self)
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
@@ -296,6 +322,8 @@ class Hub:
         self._sweeper: asyncio.Task[None] | None = None
         self._empty = asyncio.Event()
         self._empty.set()
+        self._dirty: list[Connection] = []
+        self._flushing: asyncio.Handle | None = None
         if len(self._origin) > 255:
             raise ValueError("node_id: at most 255 bytes")
 
@@ -331,6 +359,27 @@ class Hub:
                 channel.repair.cancel()
         self.rooms.clear()
         await self.bus.close()
+
+    def flush_soon(self, conn: Connection) -> None:
+        """Write ``conn``'s queue once the current callback is done: every frame a
+        fan-out (or a whole commit's fan-outs) queued for it goes in one write."""
+        self._dirty.append(conn)
+        if self._flushing is None:
+            self._flushing = asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flushing = None
+        dirty, self._dirty = self._dirty, []
+        for conn in dirty:
+            conn._dirty = False
+            flusher = conn.flusher
+            if flusher is None:
+                continue
+            try:
+                flusher()
+            except Exception:
+                log.exception("writing to a connection of %s failed", conn.user_id)
+                conn.abort()
 
     def spawn(self, coro: Awaitable[Any], name: str) -> None:
         """Run ``coro`` in the background, held until done; failures are logged."""

@@ -4,8 +4,11 @@ A raw ASGI endpoint (not Starlette's ``WebSocket`` wrapper: one dict per frame i
 all the hot path should cost). Per connection:
 
 * the endpoint's own task reads frames and hands each to the sans-I/O session;
-* one writer task drains the connection's bounded queue (``Hub.Connection``), so
-  fan-out never awaits a socket; a full queue closes the connection with 1013;
+* fan-out never awaits a socket: it queues on the connection's bounded queue
+  (``Hub.Connection``; full: closed with 1013), and the queue is written straight
+  to uvicorn's transport, coalesced into one write, through the direct socket of
+  ``parley.gateway.direct``; where there is none (another ASGI server), a writer
+  task sends it frame by frame over ASGI;
 * an operations task, started on demand, carries out ``send`` and ``read`` in the
   order received (a connection's messages are stored in the order it sent them).
 
@@ -39,7 +42,8 @@ from starlette.types import Receive, Scope, Send
 
 from parley.domain.models import RoomId, UserId
 from parley.errors import ParleyError, RateLimited, Unauthorized
-from parley.gateway.hub import Connection, Hub
+from parley.gateway.direct import EXTENSION, DirectSocket, DirectWebSocketProtocol, text_frame
+from parley.gateway.hub import Connection, Fanout, Hub
 from parley.gateway.ratelimit import RateLimiter
 from parley.protocol import codec
 from parley.protocol import frames as f
@@ -47,6 +51,7 @@ from parley.protocol.session import (
     AUTH_TIMEOUT,
     CLOSE_POLICY,
     CLOSE_TRY_AGAIN,
+    Close,
     Reply,
     ServerSession,
 )
@@ -72,7 +77,7 @@ def uvicorn_ws_options(settings: Settings) -> dict[str, Any]:
     FIELD-NOTES), the frame limit, and pings every ``heartbeat_interval`` with the
     same time allowed for the pong (silent for two intervals: closed)."""
     return {
-        "ws": "websockets-sansio",
+        "ws": DirectWebSocketProtocol,
         "ws_per_message_deflate": False,
         "ws_max_size": settings.max_frame_bytes,
         "ws_ping_interval": settings.heartbeat_interval,
@@ -158,6 +163,7 @@ class _Pump:
         conn: Connection,
         send: Send,
         limiter: RateLimiter | None,
+        direct: DirectSocket | None,
     ) -> None:
         self.rt = rt
         self.limiter = limiter
@@ -169,9 +175,16 @@ class _Pump:
         self.in_flight = 0
         self.backlog: deque[f.Send | f.Read] = deque()
         self.task = asyncio.current_task()
+        self.writer: asyncio.Task[None] | None = None
+        self.closing: asyncio.Task[None] | None = None
         conn.on_caught_up = self._caught_up
         conn.on_abort = self._abort
-        self.writer = asyncio.create_task(self._write(), name="parley-ws-writer")
+        self.direct = direct if direct is not None and direct.usable else None
+        if self.direct is not None:
+            conn.flusher = self.flush
+            self.direct.on_writable(self.flush)
+        else:
+            self.writer = asyncio.create_task(self._write(), name="parley-ws-writer")
 
     def _caught_up(self, room_id: str) -> None:
         for frame in self.session.caught_up(room_id):
@@ -182,7 +195,32 @@ class _Pump:
             self.aborted = True
             self.task.cancel()
 
+    def flush(self) -> None:
+        """The direct path: everything queued, in one write, when the transport
+        takes it; else nothing (``on_writable`` calls again once it drains, and
+        the hub's sweeper aborts a connection that never does)."""
+        direct, conn = self.direct, self.conn
+        assert direct is not None
+        if self.closing is not None:
+            return
+        if direct.gone:
+            conn.take_now()
+            return
+        if not direct.writable:
+            return
+        items = conn.take_now()
+        if items:
+            direct.write(
+                b"".join(i.wire if isinstance(i, Fanout) else text_frame(i) for i in items)
+            )
+            conn.sent += len(items)
+            self.hub.stats.frames_out += len(items)
+        close = conn.close_request
+        if close is not None:
+            self.closing = asyncio.create_task(self._close(close), name="parley-ws-close")
+
     async def _write(self) -> None:
+        """The ASGI path (no direct socket): one ``send`` per frame."""
         conn, send, stats = self.conn, self.send, self.hub.stats
         try:
             while True:
@@ -198,21 +236,33 @@ class _Pump:
                     conn.sent += 1
                 conn.writing = False
                 stats.frames_out += len(items)
-            close = conn.close_request
-            if close is not None:
-                message = {"type": "websocket.close", "code": close.code, "reason": close.reason}
-                async with asyncio.timeout(CLOSE_TIMEOUT):
-                    await send(message)
-        except TimeoutError:
-            conn.abort()
         except (OSError, RuntimeError):
             # The peer is gone (uvicorn raises ClientDisconnected, an OSError) or the
             # server already closed it (keepalive timeout): the reader sees it too.
             conn.close(CLOSE_TRY_AGAIN, "gone", flush=False)
+            return
+        close = conn.close_request
+        if close is not None:
+            await self._close(close)
+
+    async def _close(self, close: Close) -> None:
+        message = {"type": "websocket.close", "code": close.code, "reason": close.reason}
+        try:
+            async with asyncio.timeout(CLOSE_TIMEOUT):
+                await self.send(message)
+        except TimeoutError:
+            self.conn.abort()
+        except (OSError, RuntimeError):
+            pass
 
     def stop(self) -> None:
         self.hub.detach(self.conn)
-        self.writer.cancel()
+        self.conn.flusher = None
+        if self.direct is not None:
+            self.direct.on_writable(None)
+        for task in (self.writer, self.closing):
+            if task is not None:
+                task.cancel()
         self.backlog.clear()
 
     # frames
@@ -405,7 +455,10 @@ class WebSocketEndpoint:
     ) -> None:
         hub = rt.hub
         conn = Connection(hub, user_id, transport="ws")
-        pump = _Pump(rt, session, conn, send, getattr(scope["app"].state, "limiter", None))
+        limiter = getattr(scope["app"].state, "limiter", None)
+        pump = _Pump(
+            rt, session, conn, send, limiter, (scope.get("extensions") or {}).get(EXTENSION)
+        )
         heartbeat_ms = int(rt.settings.heartbeat_interval * 1000)
 
         def ready(rooms: dict[str, int]) -> None:
