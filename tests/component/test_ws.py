@@ -31,10 +31,18 @@ from tests.realtime_support import (
     ws_connect,
 )
 
+WRITE_PATHS = pytest.mark.parametrize("asgi", [False, True], ids=["direct", "asgi"])
 
-@pytest.fixture(scope="module")
-def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
-    with running_server(tmp_path_factory.mktemp("ws"), rate_limits="off") as server:
+
+@pytest.fixture(scope="module", params=[False, True], ids=["direct", "asgi"])
+def node(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[ServerThread]:
+    """A node writing WebSocket frames through the direct socket (``parley serve``)
+    and one writing through plain ASGI ``send`` (any other ASGI server)."""
+    with running_server(
+        tmp_path_factory.mktemp("ws"), rate_limits="off", asgi_websockets=request.param
+    ) as server:
         yield server
 
 
@@ -257,8 +265,11 @@ async def test_read_cursor_over_the_websocket(node: ServerThread) -> None:
         assert summary["read_seq"] == 3
 
 
-async def test_slow_reader_is_closed_and_the_room_keeps_flowing(tmp_path: Path) -> None:
-    with running_server(tmp_path, rate_limits="off", outbound_queue=8) as server:
+@WRITE_PATHS
+async def test_slow_reader_is_closed_and_the_room_keeps_flowing(tmp_path: Path, asgi: bool) -> None:
+    with running_server(
+        tmp_path, rate_limits="off", outbound_queue=8, asgi_websockets=asgi
+    ) as server:
         alice, bob, slow = [await user(server.url, n) for n in ("alice", "bob", "slow")]
         async with closing(alice, bob, slow), httpx.AsyncClient() as http:
             room_id = await room(alice, bob, slow)
@@ -305,3 +316,16 @@ async def test_metrics_count_connections_and_frames(node: ServerThread) -> None:
             assert float(line.split()[1]) >= 1
         assert "parley_fanout_seconds_bucket" in text
         assert "parley_store_commit_seconds" in text
+
+
+async def test_the_node_writes_through_the_path_it_was_given(node: ServerThread) -> None:
+    """``parley serve`` writes frames straight to the transport; an ASGI server
+    without the direct socket gets the same frames through ``send``."""
+    alice = await user(node.url, "alice")
+    async with closing(alice), alice.live():
+        server = node._server
+        assert server is not None
+        hub = server.config.app.state.runtime.hub  # type: ignore[attr-defined]
+        mine = [c for c in hub.connections if c.user_id == uid(alice)]
+        assert mine
+        assert all((c.flusher is None) == node.asgi_websockets for c in mine)

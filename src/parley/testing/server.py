@@ -25,11 +25,16 @@ FAST_TEST_SETTINGS: dict[str, Any] = {
 
 
 class ServerThread:
-    """``with ServerThread(data_dir) as server: server.url`` runs one node."""
+    """``with ServerThread(data_dir) as server: server.url`` runs one node.
 
-    def __init__(self, data_dir: Path, **settings: Any) -> None:
+    ``asgi_websockets=True`` serves WebSockets with uvicorn's plain protocol, as any
+    ASGI server would: the endpoint then writes through ASGI ``send`` instead of
+    the direct socket (both paths are tested)."""
+
+    def __init__(self, data_dir: Path, *, asgi_websockets: bool = False, **settings: Any) -> None:
         values: dict[str, Any] = {"data_dir": data_dir, "port": 0, "log_level": "warning"}
         self.settings = Settings.model_validate(values | FAST_TEST_SETTINGS | settings)
+        self.asgi_websockets = asgi_websockets
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self.port = 0
@@ -45,6 +50,8 @@ class ServerThread:
     def start(self, timeout: float = 20.0) -> ServerThread:
         config = uvicorn_config(self.settings)
         config.loop = "asyncio"
+        if self.asgi_websockets:
+            config.ws = "websockets-sansio"
         server = ParleyServer(config)
         self._server = server
         self._thread = threading.Thread(target=server.run, name="parley-server", daemon=True)
