@@ -12,6 +12,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.middleware.gzip import GZipMiddleware
 from starlette.staticfiles import StaticFiles
+from starlette.types import Receive, Scope, Send
 
 import parley
 from parley.errors import ParleyError
@@ -21,7 +22,9 @@ from parley.gateway.middleware import BodyLimit, SecurityHeaders
 from parley.gateway.ratelimit import RateLimiter
 from parley.gateway.runtime import Runtime
 from parley.gateway.sse import router as sse_router
+from parley.gateway.ws import PATH as WS_PATH
 from parley.gateway.ws import router as ws_router
+from parley.gateway.ws import ws_endpoint
 from parley.settings import Settings
 
 log = logging.getLogger("parley")
@@ -33,6 +36,26 @@ DESCRIPTION = """Parley's public API. Authenticate with `POST /api/v1/auth/token
 (OAuth2 password grant) and send `Authorization: Bearer <access_token>`.
 Real-time: WebSocket at `/api/v1/ws` and Server-Sent Events at
 `/api/v1/events/stream` (frames in `docs/protocol.md`)."""
+
+
+class ParleyApp(FastAPI):
+    """FastAPI, but the WebSocket endpoint is called directly.
+
+    A WebSocket connection lives for hours, and every ASGI middleware and router
+    layer it passes keeps a coroutine frame alive for all that time (~6 KiB per
+    idle connection here); none of them does anything for a raw ASGI endpoint that
+    checks its own Origin and token and answers errors in its own frames. HTTP
+    requests, and any other WebSocket path, take the normal stack."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket" and scope["path"] in (
+            WS_PATH,
+            scope.get("root_path", "") + WS_PATH,
+        ):
+            scope["app"] = self
+            await ws_endpoint(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -49,7 +72,7 @@ def create_app(settings: Settings) -> FastAPI:
         finally:
             await rt.close()
 
-    app = FastAPI(
+    app = ParleyApp(
         title="Parley",
         version=parley.__version__,
         description=DESCRIPTION,

@@ -36,7 +36,6 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Final
 
@@ -158,10 +157,10 @@ class Connection:
         self.on_abort: Callable[[], None] | None = None
         self.flusher: Callable[[], None] | None = None
         self._dirty = False
-        self._queue: deque[Item] = deque()
+        self._queue: list[Item] = []
         self._max = hub.settings.outbound_queue
         self._waiter: asyncio.Future[None] | None = None
-        self._replay_rooms: deque[str] = deque()
+        self._replay_rooms: list[str] = []
         self._replay_task: asyncio.Task[None] | None = None
         self._watch_sent = -1
         self._watch_sweeps = 0
@@ -193,8 +192,7 @@ class Connection:
 
     def take_now(self) -> list[Item]:
         """Everything queued, at once (for a writer that can write synchronously)."""
-        items = list(self._queue)
-        self._queue.clear()
+        items, self._queue = self._queue, []
         return items
 
     async def take(self) -> list[Item]:
@@ -208,8 +206,7 @@ class Connection:
                 await waiter
             finally:
                 self._waiter = None
-        items = list(self._queue)
-        self._queue.clear()
+        items, self._queue = self._queue, []
         return items
 
     @property
@@ -248,7 +245,7 @@ class Connection:
     async def _replay_all(self) -> None:
         try:
             while self._replay_rooms and self.close_request is None:
-                await self.hub._replay(self, self._replay_rooms.popleft())
+                await self.hub._replay(self, self._replay_rooms.pop(0))
         except ParleyError as exc:
             log.warning("replay for %s failed: %s", self.user_id, exc)
             self.close(CLOSE_TRY_AGAIN, "store unavailable; resume later", flush=False)
