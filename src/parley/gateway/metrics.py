@@ -103,6 +103,13 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.resume_seconds = Histogram(
+            "parley_resume_seconds",
+            "From a resume frame to its resumed answer: the replay of every room.",
+            buckets=(1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 2e-2, 5e-2, 0.1, 0.2, 0.5, 1.0, 3.0),
+            registry=self.registry,
+        )
+
     def observe_commit(self, seconds: float, batch_size: int) -> None:
         """The store's hook: one call per committed transaction."""
         self.store_commit_seconds.observe(seconds)

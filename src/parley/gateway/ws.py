@@ -31,7 +31,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import deque
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import urlsplit
@@ -173,7 +172,7 @@ class _Pump:
         self.send = send
         self.aborted = False
         self.in_flight = 0
-        self.backlog: deque[f.Send | f.Read] = deque()
+        self.backlog: list[f.Send | f.Read] = []
         self.task = asyncio.current_task()
         self.writer: asyncio.Task[None] | None = None
         self.closing: asyncio.Task[None] | None = None
@@ -187,8 +186,17 @@ class _Pump:
             self.writer = asyncio.create_task(self._write(), name="parley-ws-writer")
 
     def _caught_up(self, room_id: str) -> None:
-        for frame in self.session.caught_up(room_id):
+        session = self.session
+        for frame in session.caught_up(room_id, asyncio.get_running_loop().time()):
             self.conn.push(frame)
+        self._observe_resumes()
+
+    def _observe_resumes(self) -> None:
+        took = self.session.resume_seconds
+        if took:
+            for seconds in took:
+                self.hub.metrics.resume_seconds.observe(seconds)
+            took.clear()
 
     def _abort(self) -> None:
         if not self.aborted and self.task is not None:
@@ -297,9 +305,11 @@ class _Pump:
             self.rt.presence.set_status(conn, frame.status)
         elif isinstance(frame, f.Resume):
             rooms = self.hub.resume(conn, dict(frame.cursors))
-            done = self.session.begin_resume(frame.id, rooms)
+            now = asyncio.get_running_loop().time()
+            done = self.session.begin_resume(frame.id, rooms, now)
             if done is not None:
                 conn.push(done)
+                self._observe_resumes()
         else:
             conn.push(
                 f.error_frame("unsupported", f"{type(frame).__name__} is not supported", frame.id)
@@ -321,7 +331,7 @@ class _Pump:
         finally:
             self.in_flight -= 1
             if self.backlog and self.conn.close_request is None:
-                self._start(self.backlog.popleft())
+                self._start(self.backlog.pop(0))
 
     async def _send(self, frame: f.Send) -> None:
         rt, conn, stats = self.rt, self.conn, self.hub.stats

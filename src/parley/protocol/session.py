@@ -96,6 +96,7 @@ class TokenBucket:
 class _PendingResume:
     frame_id: str | int | None
     rooms: set[str] = field(default_factory=set)
+    started: float = 0.0
 
 
 class ServerSession:
@@ -124,6 +125,9 @@ class ServerSession:
         self._refused_limit = frames_per_second or 0
         self._refused = 0
         self._resumes: list[_PendingResume] = []
+        self.resume_seconds: list[float] = []
+        """How long each completed ``resume`` took (``now`` given to ``begin_resume``
+        and ``caught_up``); the gateway drains it into a histogram."""
 
     # inbound frames
 
@@ -194,16 +198,19 @@ class ServerSession:
 
     # resume
 
-    def begin_resume(self, frame_id: str | int | None, waiting: Iterable[str]) -> bytes | None:
+    def begin_resume(
+        self, frame_id: str | int | None, waiting: Iterable[str], now: float = 0.0
+    ) -> bytes | None:
         """A ``resume`` whose replay waits for ``waiting`` rooms to catch up; returns
         the ``resumed`` frame at once when there is nothing to wait for."""
-        pending = _PendingResume(frame_id, set(waiting))
+        pending = _PendingResume(frame_id, set(waiting), now)
         if not pending.rooms:
+            self.resume_seconds.append(0.0)
             return resumed_frame(frame_id)
         self._resumes.append(pending)
         return None
 
-    def caught_up(self, room_id: str) -> list[bytes]:
+    def caught_up(self, room_id: str, now: float = 0.0) -> list[bytes]:
         """A room's replay reached the live stream (or the room was left): the
         ``resumed`` frames of every resume that was waiting only for it, in order."""
         done: list[bytes] = []
@@ -216,6 +223,7 @@ class ServerSession:
                 keep.append(pending)
             else:
                 done.append(resumed_frame(pending.frame_id))
+                self.resume_seconds.append(max(0.0, now - pending.started))
         self._resumes = keep
         return done
 
