@@ -4,6 +4,7 @@ compression (it costs ~300 KiB per connection and most of the CPU)."""
 
 from __future__ import annotations
 
+import contextlib
 import signal
 from typing import Any
 
@@ -43,6 +44,19 @@ def uvicorn_config(settings: Settings) -> uvicorn.Config:
     return config
 
 
+def _raise_open_files() -> None:
+    """One open file per connection: take the whole hard limit, not the soft one
+    (often 1,024), so a node's connection count is what the operator allowed."""
+    try:
+        import resource
+    except ImportError:  # not on this platform
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        with contextlib.suppress(OSError, ValueError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 def serve(settings: Settings) -> int:
     """Serve until SIGINT or SIGTERM, then shut down cleanly and exit 0.
 
@@ -52,6 +66,7 @@ def serve(settings: Settings) -> int:
     """
     for stop in (signal.SIGINT, signal.SIGTERM):
         signal.signal(stop, lambda *_: None)
+    _raise_open_files()
     server = ParleyServer(uvicorn_config(settings))
     server.run()
     return 0 if server.started else 1
