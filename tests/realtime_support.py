@@ -158,6 +158,9 @@ class Proxy:
     def __init__(self, target_port: int) -> None:
         self.target_port = target_port
         self.pipes: list[_Pipe] = []
+        self.drop_next = 0
+        """Connections still to be closed as soon as they are accepted, before the
+        WebSocket upgrade, as a server out of file descriptors would."""
         self._server: asyncio.Server | None = None
         self.port = 0
 
@@ -177,6 +180,10 @@ class Proxy:
             await self._server.wait_closed()
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.drop_next > 0:
+            self.drop_next -= 1
+            writer.close()
+            return
         try:
             up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
         except OSError:

@@ -6,10 +6,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from websockets.exceptions import ConnectionClosedError
 
-from parley.client import ApiError, AuthError, Backoff, ParleyClient
+from parley.client import ApiError, AuthError, Backoff, ParleyClient, _live
 from parley.testing.server import ServerThread
 from tests.realtime_support import (
     TIMEOUT,
@@ -59,6 +61,37 @@ async def test_send_retried_across_a_dropped_connection_is_stored_once(
             assert [body_of(e) for e in later] == ["marker"]
         messages, _ = await alice.messages(room_id)
         assert [m["body"] for m in messages] == ["exactly once", "marker"]
+
+
+async def test_a_connection_dropped_mid_handshake_is_retried(
+    node: ServerThread, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server that closes the socket around the upgrade (restarting, out of file
+    descriptors) is a transient failure, not the end of the client: both the way a
+    real proxy drop shows up and the way websockets reports a socket already lost
+    when the handshake starts (a busy client loop sees the EOF first)."""
+    real_connect = _live.connect
+    lost_early = 2
+
+    def connect(*args: Any, **kwargs: Any) -> Any:
+        nonlocal lost_early
+        if lost_early:
+            lost_early -= 1
+            raise ConnectionClosedError(None, None)
+        return real_connect(*args, **kwargs)
+
+    monkeypatch.setattr(_live, "connect", connect)
+    alice = await user(node.url, "alice")
+    async with closing(alice), Proxy(node.port) as proxy:
+        proxy.drop_next = 3
+        live = through(proxy, alice).live(backoff=Backoff(base=0.01, cap=0.05))
+        async with asyncio.timeout(TIMEOUT):
+            await live.start()
+        try:
+            assert live.connected and live.connects == 1
+            assert proxy.drop_next == 0 and lost_early == 0
+        finally:
+            await live.close()
 
 
 async def test_iterating_events_across_reconnects(node: ServerThread) -> None:

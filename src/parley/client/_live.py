@@ -309,7 +309,9 @@ class Live:
                 raise ApiError(status, "refused", f"the server refused the upgrade: {exc}") from exc
             log.info("upgrade refused (%s); retrying", status)
             return None
-        except (OSError, TimeoutError, InvalidHandshake) as exc:
+        except (OSError, TimeoutError, InvalidHandshake, ConnectionClosed) as exc:
+            # ConnectionClosed: the server dropped the socket mid-handshake (it was
+            # restarting, or out of file descriptors): as transient as a refusal.
             log.info("cannot connect (%r); retrying", exc)
             return None
 
