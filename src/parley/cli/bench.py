@@ -5,6 +5,8 @@ Scenarios
     ``dms``              P direct rooms, one sender and one receiver each
     ``idle``             N idle connections: server memory per connection
     ``reconnect-storm``  N clients in one room drop at once and resume
+    ``latency``          R rooms of M members, one sender each, paced to a total rate
+    ``presence``         N users each watching S others, some changing status (``bench_presence``)
 
 By default it starts its own server (``parley serve`` with ``PARLEY_RATE_LIMITS=off``
 and a temp data dir) pinned to one core, and its generator processes pinned to the
@@ -26,6 +28,7 @@ import contextlib
 import json
 import multiprocessing as mp
 import os
+import random
 import secrets
 import socket
 import subprocess
@@ -34,7 +37,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection as Pipe
 from pathlib import Path
@@ -44,7 +47,7 @@ import httpx
 
 from parley.client import Backoff, Live, ParleyClient
 
-SCENARIOS = ("fanout", "dms", "idle", "reconnect-storm")
+SCENARIOS = ("fanout", "dms", "idle", "reconnect-storm", "latency", "presence")
 SETUP_CONCURRENCY = 16
 DRAIN_GRACE = 10.0
 
@@ -64,6 +67,21 @@ def _pin(cpus: set[int]) -> None:
             os.sched_setaffinity(0, cpus)
 
 
+SERVER_FILES = 65536
+"""Open files for the server under test: ``idle`` holds 20,000 connections and more,
+over the hard limit of some machines (raised where the bench may: as root)."""
+
+
+def _server_limits(cpus: set[int]) -> None:
+    _pin(cpus)
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = max(soft, SERVER_FILES)
+    with contextlib.suppress(OSError, ValueError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, max(hard, wanted)))
+
+
 @dataclass
 class ServerProcess:
     """A server subprocess on one core, measured with psutil (``proc`` is ``None``
@@ -79,7 +97,7 @@ class ServerProcess:
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
-            preexec_fn=lambda: _pin(cpu),
+            preexec_fn=lambda: _server_limits(cpu),
         )
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 60
@@ -102,6 +120,14 @@ class ServerProcess:
         process = psutil.Process(self.proc.pid)
         times = process.cpu_times()
         return times.user + times.system, int(process.memory_info().rss)
+
+    def thread_cpu(self) -> dict[int, float]:
+        """CPU seconds so far of each thread (the first is the event loop's)."""
+        import psutil
+
+        if self.proc is None:
+            return {}
+        return {t.id: t.user_time + t.system_time for t in psutil.Process(self.proc.pid).threads()}
 
     def stop(self) -> None:
         if self.proc is None:
@@ -144,6 +170,7 @@ class Role:
     name: str
     expect: int = 0
     messages: int = 0
+    rate: float = 0.0  # sends per second, paced (open loop); 0: closed loop on acks
 
 
 @dataclass
@@ -153,6 +180,7 @@ class Plan:
     size: int
     cpus: set[int]
     roles: list[Role] = field(default_factory=list)
+    hold: float = 0.0
 
 
 async def _register(http: httpx.AsyncClient, url: str, count: int, tag: str) -> list[ParleyClient]:
@@ -206,6 +234,8 @@ async def plan_parley(args: argparse.Namespace, url: str) -> list[Role]:
                     Role("receiver", str(b.access_token), dm, f"r{i}", expect=args.messages)
                 )
             return roles
+        if args.scenario == "latency":
+            return await _plan_latency(http, url, args, tag)
         if args.scenario == "idle":
             per_user = 20
             users = await _register(http, url, max(1, args.connections // per_user), tag)
@@ -223,6 +253,39 @@ async def plan_parley(args: argparse.Namespace, url: str) -> list[Role]:
         ] + [Role("sender", str(users[0].access_token), room, "s0", messages=args.messages)]
 
 
+def _latency_shape(args: argparse.Namespace) -> tuple[float, int]:
+    """Each room's sender: its rate, and how many messages it sends."""
+    rate = args.rate / args.rooms
+    return rate, max(1, round(rate * args.seconds))
+
+
+async def _plan_latency(
+    http: httpx.AsyncClient, url: str, args: argparse.Namespace, tag: str
+) -> list[Role]:
+    """``rooms`` rooms of ``members``: the first member sends, the others receive."""
+    users = await _register(http, url, args.rooms * args.members, tag)
+    rate, messages = _latency_shape(args)
+    semaphore = asyncio.Semaphore(SETUP_CONCURRENCY)
+    roles: list[Role] = []
+
+    async def join(client: ParleyClient, room: str) -> None:
+        async with semaphore:
+            await client.join(room)
+
+    for r in range(args.rooms):
+        group = users[r * args.members : (r + 1) * args.members]
+        room = (await group[0].create_room(f"latency-{tag}-{r}"))["id"]
+        await asyncio.gather(*(join(u, room) for u in group[1:]))
+        roles.append(
+            Role("sender", str(group[0].access_token), room, f"s{r}", messages=messages, rate=rate)
+        )
+        roles.extend(
+            Role("receiver", str(u.access_token), room, f"r{r}x{i}", expect=messages)
+            for i, u in enumerate(group[1:])
+        )
+    return roles
+
+
 def plan_baseline(args: argparse.Namespace) -> list[Role]:
     """The same load for the baseline: rooms are names, there are no users."""
     if args.scenario == "fanout":
@@ -232,6 +295,16 @@ def plan_baseline(args: argparse.Namespace) -> list[Role]:
         ] + [
             Role("sender", "", "main", f"s{i}", messages=args.messages) for i in range(args.senders)
         ]
+    if args.scenario == "latency":
+        rate, messages = _latency_shape(args)
+        roles = []
+        for r in range(args.rooms):
+            roles.append(Role("sender", "", f"room{r}", f"s{r}", messages=messages, rate=rate))
+            roles.extend(
+                Role("receiver", "", f"room{r}", f"r{r}x{i}", expect=messages)
+                for i in range(args.members - 1)
+            )
+        return roles
     if args.scenario == "dms":
         roles = []
         for i in range(args.pairs):
@@ -275,6 +348,24 @@ def _body(role: Role, n: int, size: int) -> str:
     return head + "x" * max(1, size - len(head))
 
 
+async def _paced(role: Role, send: Callable[[int], Coroutine[Any, Any, None]]) -> None:
+    """Open loop: message ``n`` starts at ``n / rate`` (after a random phase, so
+    senders do not all fire at once), whether or not earlier ones were acked."""
+    loop = asyncio.get_running_loop()
+    interval = 1.0 / role.rate
+    start = loop.time() + random.uniform(0, interval)
+    pending: set[asyncio.Task[None]] = set()
+    for n in range(role.messages):
+        delay = start + n * interval - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        task = asyncio.create_task(send(n))
+        pending.add(task)
+        task.add_done_callback(pending.discard)
+    if pending:
+        await asyncio.gather(*pending)
+
+
 class ParleyActor:
     """One role on the SDK."""
 
@@ -293,11 +384,17 @@ class ParleyActor:
         await self.live.start()
 
     async def send_all(self) -> None:
+        if self.role.rate:
+            await _paced(self.role, self._send_one)
+            return
         for n in range(self.role.messages):
-            started = time.time_ns()
-            await self.live.send(self.role.room, _body(self.role, n, self.plan.size))
-            self.rec.ack_ns.append(time.time_ns() - started)
-            self.rec.sent += 1
+            await self._send_one(n)
+
+    async def _send_one(self, n: int) -> None:
+        started = time.time_ns()
+        await self.live.send(self.role.room, _body(self.role, n, self.plan.size))
+        self.rec.ack_ns.append(time.time_ns() - started)
+        self.rec.sent += 1
 
     async def receive_all(self) -> None:
         got = 0
@@ -336,6 +433,9 @@ class BaselineActor:
         self.ws = await connect(url, compression=None, ping_interval=None, max_queue=None)
 
     async def send_all(self) -> None:
+        if self.role.rate:
+            await self._send_paced()
+            return
         reader = asyncio.create_task(self._read_acks())
         for n in range(self.role.messages):
             started = time.time_ns()
@@ -350,6 +450,31 @@ class BaselineActor:
         async for raw in self.ws:
             if json.loads(raw).get("type") == "ack":
                 self.acks.put_nowait(None)
+
+    async def _send_paced(self) -> None:
+        sent_at: dict[int, int] = {}
+        done = asyncio.Event()
+
+        async def acks() -> None:
+            async for raw in self.ws:
+                frame = json.loads(raw)
+                if frame.get("type") == "ack" and frame.get("id") in sent_at:
+                    self.rec.ack_ns.append(time.time_ns() - sent_at.pop(frame["id"]))
+                    self.rec.sent += 1
+                    if self.rec.sent >= self.role.messages:
+                        done.set()
+
+        async def send(n: int) -> None:
+            sent_at[n] = time.time_ns()
+            frame = {"type": "send", "id": n, "body": _body(self.role, n, self.plan.size)}
+            await self.ws.send(json.dumps(frame))
+
+        reader = asyncio.create_task(acks())
+        await _paced(self.role, send)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(DRAIN_GRACE):
+                await done.wait()
+        reader.cancel()
 
     async def receive_all(self) -> None:
         got = 0
@@ -412,6 +537,8 @@ async def _worker(plan: Plan, pipe: Pipe) -> None:
         if storm:
             asyncio.get_running_loop().call_later(command[1], lambda: [a.drop() for a in storm])
         await asyncio.gather(*senders)
+        if plan.hold:
+            await asyncio.sleep(plan.hold)  # idle: what keeping connections costs
         pipe.send(("sent", rec.sent))
         command = await _recv(pipe)
         assert command[0] == "drain"
@@ -476,7 +603,8 @@ def run_load(
     workers = []
     for i, share in enumerate(_split(roles, processes)):
         cpus = {gen_cpus[i % len(gen_cpus)]} if gen_cpus else set()
-        plan = Plan(server.url, baseline, args.size, cpus, share)
+        hold = args.hold if args.scenario == "idle" else 0.0
+        plan = Plan(server.url, baseline, args.size, cpus, share, hold=hold)
         parent, child = ctx.Pipe()
         proc = ctx.Process(target=worker_main, args=(plan, child), daemon=True)
         proc.start()
@@ -487,6 +615,8 @@ def run_load(
             kind, _ = pipe.recv()
             assert kind == "ready"
         cpu0, rss_connected = server.usage()
+        threads0 = server.thread_cpu()
+        resumes0 = None if baseline else _histogram(server.url, "parley_resume_seconds")
         t0 = time.time_ns()
         for _, pipe in workers:
             pipe.send(("go", args.storm_after))
@@ -496,6 +626,9 @@ def run_load(
             pipe.send(("drain", DRAIN_GRACE))
         results = [pipe.recv()[1] for _, pipe in workers]
         cpu1, rss_end = server.usage()
+        threads1 = server.thread_cpu()
+        t_end = time.time_ns()
+        resumes1 = None if baseline else _histogram(server.url, "parley_resume_seconds")
     finally:
         for proc, _ in workers:
             proc.join(30)
@@ -520,6 +653,7 @@ def run_load(
             "p50": _percentile(latency, 50),
             "p90": _percentile(latency, 90),
             "p99": _percentile(latency, 99),
+            "p99.9": _percentile(latency, 99.9),
             "max": latency[-1] / 1e6 if latency else float("nan"),
         },
         "ack_ms": {"p50": _percentile(acks, 50), "p99": _percentile(acks, 99)},
@@ -527,6 +661,9 @@ def run_load(
         "duplicated": sum(r["duplicates"] for r in results),
         "reconnects": sum(r["reconnects"] for r in results),
         "server_cpu_s": server_cpu,
+        "server_resume_ms": _bucket_quantiles(resumes0, resumes1),
+        "server_cpu_percent_of_core": 100 * server_cpu / max(1e-9, (t_end - t0) / 1e9),
+        "server_thread_cpu_s": _thread_split(server, threads0, threads1),
         "server_cpu_us_per_delivery": server_cpu * 1e6 / deliveries if deliveries else None,
         "server_rss_mib": {
             "idle": rss_idle / 2**20,
@@ -540,6 +677,54 @@ def run_load(
         "_latency_ns": latency,
     }
     return figures
+
+
+def _histogram(url: str, name: str) -> dict[float, float] | None:
+    """A histogram's cumulative bucket counts from the server's ``/metrics``."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    try:
+        text = httpx.get(f"{url}/metrics", timeout=10).text
+    except httpx.HTTPError:
+        return None
+    for family in text_string_to_metric_families(text):
+        if family.name == name:
+            return {
+                float(sample.labels["le"]): sample.value
+                for sample in family.samples
+                if sample.name.endswith("_bucket")
+            }
+    return None
+
+
+def _bucket_quantiles(
+    before: dict[float, float] | None, after: dict[float, float] | None
+) -> dict[str, float] | None:
+    """Server-side quantiles of what happened in the window, as bucket bounds: the
+    p99 is at most the ``p99_le_ms`` value."""
+    if not before or not after:
+        return None
+    counts = sorted((le, after[le] - before.get(le, 0.0)) for le in after)
+    total = counts[-1][1]
+    if not total:
+        return None
+
+    def bound(q: float) -> float:
+        return next(le for le, n in counts if n >= q * total) * 1e3
+
+    return {"count": total, "p50_le_ms": bound(0.5), "p99_le_ms": bound(0.99)}
+
+
+def _thread_split(
+    server: ServerProcess, before: dict[int, float], after: dict[int, float]
+) -> dict[str, float]:
+    """Server CPU in the window: the event loop's thread, and all the others (the
+    store's writer and readers, password hashing)."""
+    if server.proc is None or not after:
+        return {}
+    spent = {tid: cpu - before.get(tid, 0.0) for tid, cpu in after.items()}
+    loop = spent.pop(server.proc.pid, 0.0)
+    return {"event_loop": loop, "other_threads": sum(spent.values())}
 
 
 # reporting
@@ -583,11 +768,20 @@ def _summary(run: dict[str, Any]) -> str:
     return (
         f"{run['server']:>8}: {run['sends_per_s']:9.0f} sends/s {run['deliveries_per_s']:10.0f} "
         f"deliveries/s  p50 {lat['p50']:.1f} p90 {lat['p90']:.1f} p99 {lat['p99']:.1f} "
-        f"max {lat['max']:.1f} ms  lost {run['lost']} dup {run['duplicated']}  "
+        f"p99.9 {lat['p99.9']:.1f} max {lat['max']:.1f} ms  "
+        f"lost {run['lost']} dup {run['duplicated']}  "
         f"server CPU {run['server_cpu_s']:.2f} s"
+        f" ({run['server_cpu_percent_of_core']:.1f}% of a core)"
         + (f" ({cpu:.1f} µs/delivery)" if cpu else "")
+        + "".join(f" {k} {v:.2f} s" for k, v in run.get("server_thread_cpu_s", {}).items())
         + f"  RSS {run['server_rss_mib']['end']:.0f} MiB"
         + f"  {run['memory_per_connection_kib']:.1f} KiB/conn"
+        + (
+            f"  server resume p50 ≤ {resume['p50_le_ms']:g} ms p99 ≤ {resume['p99_le_ms']:g} ms"
+            f" ({resume['count']:.0f})"
+            if (resume := run.get("server_resume_ms"))
+            else ""
+        )
     )
 
 
@@ -605,6 +799,10 @@ def _servers(args: argparse.Namespace, server_cpu: set[int]) -> Iterator[ServerP
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    if args.scenario == "presence":
+        from parley.cli import bench_presence
+
+        return bench_presence.run(args)
     cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
     server_cpu = {cpus[args.server_cpu % len(cpus)]} if len(cpus) > 1 else set()
     gen_cpus = [c for c in cpus if c not in server_cpu] if len(cpus) > 1 else []
@@ -656,7 +854,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``parley bench`` to the CLI."""
     bench = subparsers.add_parser(
-        "bench", help="load-test a server: fanout, dms, idle, reconnect-storm"
+        "bench", help="load-test a server: fanout, dms, idle, reconnect-storm, presence"
     )
     bench.add_argument("scenario", choices=SCENARIOS)
     bench.add_argument(
@@ -669,9 +867,30 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     bench.add_argument("--size", type=int, default=100, help="message body, bytes")
     bench.add_argument("--pairs", type=int, default=100, help="dms: direct rooms")
     bench.add_argument("--connections", type=int, default=2000, help="idle: connections")
+    bench.add_argument(
+        "--hold",
+        type=float,
+        default=25.0,
+        help="idle: seconds to hold the connections (server CPU then is the heartbeats')",
+    )
     bench.add_argument("--clients", type=int, default=200, help="reconnect-storm: clients")
     bench.add_argument(
         "--storm-after", type=float, default=0.5, help="reconnect-storm: seconds before the drop"
+    )
+    bench.add_argument("--users", type=int, default=2000, help="presence: connected users")
+    bench.add_argument(
+        "--subscriptions", type=int, default=100, help="presence: users each one watches"
+    )
+    bench.add_argument(
+        "--change-rate", type=float, default=0.1, help="presence: share changing per second"
+    )
+    bench.add_argument(
+        "--seconds", type=float, default=20, help="presence, latency: measured seconds"
+    )
+    bench.add_argument("--rooms", type=int, default=50, help="latency: rooms")
+    bench.add_argument("--members", type=int, default=10, help="latency: members per room")
+    bench.add_argument(
+        "--rate", type=float, default=1000, help="latency: sends per second, all rooms together"
     )
     bench.add_argument("--processes", type=int, default=0, help="generator processes")
     bench.add_argument("--server-cpu", type=int, default=0, help="core index for the server")
