@@ -13,7 +13,7 @@ it without the server's dependencies being imported.
 """
 
 from parley.client._errors import ApiError, AuthError, ClientError, ConnectionLost
-from parley.client._live import Backoff, Live
+from parley.client._live import Backoff, Live, PresenceStatus
 from parley.client._rest import ParleyClient, Tokens
 
 __all__ = [
@@ -24,5 +24,6 @@ __all__ = [
     "ConnectionLost",
     "Live",
     "ParleyClient",
+    "PresenceStatus",
     "Tokens",
 ]

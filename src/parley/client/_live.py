@@ -15,6 +15,11 @@
 * A bounded event queue: an application that stops reading stops the socket
   reader, the server finds the client slow and closes it, and the client resumes
   where the application is. Memory stays bounded, and nothing is lost.
+* Presence: ``presence_subscribe``, ``presence_unsubscribe`` and ``set_presence``
+  are remembered, and on every reconnect (after ``ready``) the subscriptions are
+  sent again and an ``idle`` status is set again, since the server forgets both
+  when a connection ends. ``presence`` holds the latest ``presence`` frame of each
+  watched user; the frames also go to ``on_frame``.
 """
 
 from __future__ import annotations
@@ -25,8 +30,8 @@ import itertools
 import logging
 import random
 import secrets
-from collections.abc import AsyncIterator, Callable
-from typing import Any, Final
+from collections.abc import AsyncIterator, Callable, Iterable
+from typing import Any, Final, Literal
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
@@ -40,6 +45,18 @@ log = logging.getLogger("parley.client")
 
 AUTH_CLOSE_REASONS: Final = frozenset({"unauthorized", "invalid_token", "token_expired"})
 REPAIR_PAGE: Final = 200
+MAX_PRESENCE_SUBSCRIPTIONS: Final = 1000
+"""Users one connection may watch (the server's limit, ``too_many_subscriptions``)."""
+PRESENCE_CHUNK: Final = 250
+"""Most user ids in one ``presence.subscribe`` or ``presence.unsubscribe`` frame: the
+protocol allows 1,000, but 250 ids of the longest allowed length (128) still fit the
+server's default 64 KiB frame limit."""
+
+PresenceStatus = Literal["online", "idle"]
+_SET_FRAMES: Final[dict[str, str]] = {
+    status: codec.dumps(f.PresenceSet(status=status)).decode() for status in ("online", "idle")
+}
+"""The two ``presence.set`` frames, encoded once."""
 
 
 class Backoff:
@@ -66,7 +83,9 @@ class Live:
     live: ...`` (see the module doc). ``cursors`` resumes from a previous session.
 
     ``on_frame`` receives frames that are not room events or answers (``typing``,
-    ``presence``); ``queue_size`` bounds events received but not yet read.
+    ``presence``, unanswered ``error``); ``queue_size`` bounds events received but
+    not yet read. ``presence`` is the latest ``presence`` frame of each user watched
+    through ``presence_subscribe`` (the last known state while disconnected).
     """
 
     def __init__(
@@ -90,6 +109,10 @@ class Live:
         self.connects = 0
         self.duplicates = 0
         self.gaps_repaired = 0
+        self.presence: dict[str, dict[str, Any]] = {}
+        self._watching: dict[str, None] = {}
+        """The users ``presence_subscribe`` asked for, in order (sent again on reconnect)."""
+        self._status: PresenceStatus = "online"
         self._backoff = backoff or Backoff()
         self._ping_interval = ping_interval
         self._open_timeout = open_timeout
@@ -230,6 +253,86 @@ class Live:
             with contextlib.suppress(ConnectionClosed):
                 await ws.send(codec.dumps(f.Typing(room_id=room_id)).decode())
 
+    # presence
+
+    @property
+    def presence_subscriptions(self) -> frozenset[str]:
+        """The users this client watches (and watches again after a reconnect)."""
+        return frozenset(self._watching)
+
+    @property
+    def presence_status(self) -> PresenceStatus:
+        """The status last chosen with ``set_presence`` (``online`` by default)."""
+        return self._status
+
+    async def presence_subscribe(self, user_ids: Iterable[str]) -> None:
+        """Watch these users: their current ``presence`` frame, then one on every
+        change, arrive at ``on_frame`` and in ``presence``. Remembered: sent now if
+        connected, and again after every reconnect (or at the first ``ready`` when
+        called before ``start``). Users who share no room with this user are
+        refused by the server with a ``forbidden`` ``error`` frame naming them
+        (to ``on_frame``) and forgotten here; so is a watched user when the last
+        room shared with them is left. ``ValueError`` when the subscriptions would
+        exceed ``MAX_PRESENCE_SUBSCRIPTIONS`` (nothing is sent then)."""
+        wanted = list(dict.fromkeys(_ids(user_ids)))
+        added = [u for u in wanted if u not in self._watching]
+        if len(self._watching) + len(added) > MAX_PRESENCE_SUBSCRIPTIONS:
+            raise ValueError(
+                f"at most {MAX_PRESENCE_SUBSCRIPTIONS} presence subscriptions per connection"
+            )
+        self._watching.update(dict.fromkeys(added))
+        await self._send_presence(f.PresenceSubscribe, wanted)
+
+    async def presence_unsubscribe(self, user_ids: Iterable[str]) -> None:
+        """Stop watching these users (unknown ids are ignored) and forget their
+        entries in ``presence``. Nothing to send while disconnected: the server ends
+        a connection's subscriptions with it."""
+        gone = list(dict.fromkeys(_ids(user_ids)))
+        for user_id in gone:
+            self._watching.pop(user_id, None)
+            self.presence.pop(user_id, None)
+        await self._send_presence(f.PresenceUnsubscribe, gone)
+
+    async def set_presence(self, status: PresenceStatus) -> None:
+        """``idle``: the user is away; ``online``: back (activity, which also ends
+        an idleness the server inferred). Remembered: sent now if connected, and
+        ``idle`` is set again after every reconnect (a new connection starts
+        ``online``)."""
+        if status not in _SET_FRAMES:
+            raise ValueError(f"status: online or idle, not {status!r}")
+        self._status = status
+        await self._send_now(_SET_FRAMES[status])
+
+    async def _send_presence(
+        self, kind: type[f.PresenceSubscribe] | type[f.PresenceUnsubscribe], user_ids: list[str]
+    ) -> None:
+        for start in range(0, len(user_ids), PRESENCE_CHUNK):
+            frame = kind(user_ids=user_ids[start : start + PRESENCE_CHUNK], id=self._next_id())
+            if not await self._send_now(codec.dumps(frame).decode()):
+                return  # the next session's ``ready`` sends what is remembered
+
+    async def _send_now(self, text: str) -> bool:
+        """Send a frame that needs no answer if connected; ``False`` if not sent."""
+        ws = self._ws
+        if ws is None or not self._ready.is_set():
+            return False
+        try:
+            await ws.send(text)
+        except ConnectionClosed:
+            return False
+        return True
+
+    async def _restore_presence(self) -> None:
+        """After ``ready``: what the server forgot with the previous connection."""
+        await self._send_presence(f.PresenceSubscribe, list(self._watching))
+        if self._status != "online":
+            await self._send_now(_SET_FRAMES[self._status])
+
+    def _on_presence(self, frame: dict[str, Any]) -> None:
+        user_id = str(frame.get("user_id"))
+        if user_id in self._watching:
+            self.presence[user_id] = frame
+
     async def mark_read(self, room_id: str, seq: int) -> int:
         """Move the read cursor forward; the cursor the server kept."""
         answer = await self._call(f.Read(room_id=room_id, seq=seq, id=self._next_id()))
@@ -347,8 +450,12 @@ class Live:
             self._on_error(frame)
         elif kind == "ready":
             self._on_ready(frame)
-        elif self.on_frame is not None:
-            self.on_frame(frame)
+            await self._restore_presence()
+        else:
+            if kind == "presence":
+                self._on_presence(frame)
+            if self.on_frame is not None:
+                self.on_frame(frame)
 
     def _answer(self, frame: dict[str, Any]) -> None:
         future = self._pending.get(str(frame.get("id")))
@@ -362,6 +469,12 @@ class Live:
             str(frame.get("message")),
             retry_after=frame.get("retry_after"),
         )
+        refused = frame.get("user_ids")
+        if error.code == "forbidden" and isinstance(refused, list):
+            # presence the server will not send: refused, or a subscription it ended
+            for user_id in refused:
+                self._watching.pop(str(user_id), None)
+                self.presence.pop(str(user_id), None)
         future = self._pending.get(str(frame.get("id")))
         if future is not None and not future.done():
             future.set_exception(error)
@@ -419,3 +532,9 @@ class Live:
         except ApiError as exc:
             log.warning("could not repair room %s after %d: %s", room_id, cursor, exc)
         return cursor
+
+
+def _ids(user_ids: Iterable[str]) -> list[str]:
+    if isinstance(user_ids, str):
+        raise TypeError("user_ids: an iterable of user ids, not one string")
+    return [str(u) for u in user_ids]
