@@ -5,6 +5,7 @@ visibility, coalescing, typing."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -13,6 +14,7 @@ import httpx
 import pytest
 from websockets.asyncio.client import ClientConnection
 
+from parley.presence import PresenceStats
 from parley.testing.server import ServerThread
 from tests.realtime_support import (
     TIMEOUT,
@@ -244,6 +246,34 @@ async def test_subscriptions_are_bounded(node: ServerThread) -> None:
         frame = await recv_until(ws, lambda f: f["type"] == "error")
         assert frame[-1]["id"] == "big"
         await ws.close()
+
+
+async def metric(node: ServerThread, name: str) -> float:
+    """A sample of ``/metrics``, by its full name."""
+    async with httpx.AsyncClient() as http:
+        text = (await http.get(f"{node.url}/metrics")).text
+    return float(next(x for x in text.splitlines() if x.startswith(name + " ")).split()[1])
+
+
+async def test_metrics_count_presence_updates(node: ServerThread) -> None:
+    async with httpx.AsyncClient() as http:
+        text = (await http.get(f"{node.url}/metrics")).text
+    for field in dataclasses.fields(PresenceStats):  # every counter, with its help
+        assert f"# HELP parley_presence_{field.name}_total " in text
+        assert f"# TYPE parley_presence_{field.name}_total counter" in text
+    alice, bob = await user(node.url, "al"), await user(node.url, "bo")
+    async with closing(alice, bob):
+        await room(alice, bob)
+        device = await connect(node, alice)
+        watcher = await connect(node, bob)
+        [state] = await subscribe(watcher, uid(alice))
+        await online_after(watcher, state)
+        before = await metric(node, "parley_presence_frames_sent_total")
+        await send_frame(device, type="presence.set", status="idle")
+        assert (await recv_presence(watcher))["status"] == "idle"
+        assert await metric(node, "parley_presence_frames_sent_total") >= before + 1
+        await device.close()
+        await watcher.close()
 
 
 async def test_typing_reaches_only_members_and_says_when_it_expires(node: ServerThread) -> None:

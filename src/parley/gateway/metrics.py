@@ -7,7 +7,8 @@ are observed once per fan-out or per commit, not per recipient.
 
 The store's group commit reports through ``Metrics.observe_commit(seconds, size)``;
 wire it where the store is built (``SqlStore(..., on_commit=hub.metrics.observe_commit)``
-or the equivalent hook the store offers).
+or the equivalent hook the store offers). The presence service's ``PresenceStats``
+are read the same way as ``HubStats``, once wired with ``Metrics.watch_presence``.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+from parley.presence import PresenceStats
 
 _COUNTERS = {
     "frames_in": "WebSocket frames received from clients.",
@@ -35,6 +38,21 @@ _COUNTERS = {
     "gap_repairs": "Store reads that filled a gap left by the bus.",
     "bus_errors": "Bus publishes that failed (other nodes repair from the store).",
 }
+
+PRESENCE_COUNTERS = {
+    "frames_sent": (
+        "Presence updates queued for local subscribers on a change of a watched user "
+        "(not the answers to presence.subscribe)."
+    ),
+    "notices_sent": "Presence change notices published on the bus for other nodes.",
+    "notices_heard": "Presence change notices received from other nodes.",
+    "reaped": (
+        "Users whose lapsed presence entries this node removed (closed connections "
+        "after the grace period, connections of a node that died)."
+    ),
+    "tick_errors": "Presence ticks that failed (store or bus unavailable; retried next tick).",
+}
+"""``parley_presence_<field>_total`` for each ``PresenceStats`` field."""
 
 
 @dataclass(slots=True)
@@ -78,6 +96,18 @@ class _StatsCollector(Collector):
                 )
 
 
+class _PresenceCollector(Collector):
+    def __init__(self, stats: PresenceStats) -> None:
+        self._stats = stats
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self._stats
+        for name, help_text in PRESENCE_COUNTERS.items():
+            yield CounterMetricFamily(
+                f"parley_presence_{name}", help_text, value=getattr(stats, name)
+            )
+
+
 class Metrics:
     """One app's registry: the hub's counters plus latency and batch histograms."""
 
@@ -110,6 +140,10 @@ class Metrics:
             registry=self.registry,
         )
 
+    def watch_presence(self, stats: PresenceStats) -> None:
+        """Export the presence service's counters (once per registry)."""
+        self.registry.register(_PresenceCollector(stats))
+
     def observe_commit(self, seconds: float, batch_size: int) -> None:
         """The store's hook: one call per committed transaction."""
         self.store_commit_seconds.observe(seconds)
@@ -124,6 +158,7 @@ router = APIRouter()
 
 @router.get("/metrics", tags=["health"], response_class=Response)
 async def metrics(request: Request) -> Response:
-    """Prometheus text format: connections, frames, sends, fan-out and commit latency."""
+    """Prometheus text format: connections, frames, sends, fan-out and commit latency,
+    presence updates and notices."""
     body = request.app.state.runtime.hub.metrics.render()
     return Response(body, media_type=CONTENT_TYPE_LATEST)

@@ -65,6 +65,7 @@ class Runtime:
             visibility=CoMembers.of_store(store, clock),
         )
         hub.presence = presence
+        hub.metrics.watch_presence(presence.stats)
         await hub.start()
         await presence.start()
         key = (
