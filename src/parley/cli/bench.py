@@ -622,6 +622,7 @@ def run_load(
             pipe.send(("go", args.storm_after))
         sent = sum(pipe.recv()[1] for _, pipe in workers)
         t_sent = time.time_ns()
+        cpu_sent, _ = server.usage()
         for _, pipe in workers:
             pipe.send(("drain", DRAIN_GRACE))
         results = [pipe.recv()[1] for _, pipe in workers]
@@ -663,6 +664,11 @@ def run_load(
         "server_cpu_s": server_cpu,
         "server_resume_ms": _bucket_quantiles(resumes0, resumes1),
         "server_cpu_percent_of_core": 100 * server_cpu / max(1e-9, (t_end - t0) / 1e9),
+        # From go to the last send (idle: the whole hold, heartbeats only, before
+        # the clients close their connections).
+        "server_cpu_percent_while_sending": 100
+        * (cpu_sent - cpu0)
+        / max(1e-9, (t_sent - t0) / 1e9),
         "server_thread_cpu_s": _thread_split(server, threads0, threads1),
         "server_cpu_us_per_delivery": server_cpu * 1e6 / deliveries if deliveries else None,
         "server_rss_mib": {

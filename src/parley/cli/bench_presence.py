@@ -14,7 +14,8 @@ Topology
 Run
     The parent registers the users and builds the rooms (REST, bounded
     concurrency), then worker processes (pinned to the cores the server is not on)
-    open one WebSocket per user on the SDK, send one ``presence.subscribe`` each and
+    open one WebSocket per user on the SDK, subscribe each to its S neighbours
+    (``Live.presence_subscribe``: one ``presence.subscribe`` frame per 250 users) and
     wait until every answer says ``online``. During ``--seconds`` each worker makes
     ``--change-rate`` of its users change status per second (a fresh random sample
     each second, the changes spread evenly over it), alternating ``presence.set``
@@ -56,7 +57,6 @@ from pathlib import Path
 from typing import Any, Final
 
 import httpx
-from websockets.exceptions import ConnectionClosed
 
 from parley.cli.bench import (
     SETUP_CONCURRENCY,
@@ -67,9 +67,7 @@ from parley.cli.bench import (
     _register,
     _servers,
 )
-from parley.client import Backoff, ConnectionLost, Live, ParleyClient
-from parley.protocol import codec
-from parley.protocol import frames as f
+from parley.client import Backoff, ConnectionLost, Live, ParleyClient, PresenceStatus
 
 STATUSES: Final = ("online", "idle", "offline")
 CODE: Final = {s: i for i, s in enumerate(STATUSES)}
@@ -180,21 +178,8 @@ class WorkerPlan:
 # the worker side
 
 
-async def _send_frame(live: Live, text: str) -> None:
-    """Send a raw client frame. Stopgap: the SDK has no public way to send
-    ``presence.subscribe`` or ``presence.set``, so this reaches into ``Live._ws``
-    (as ``Live.typing`` does from the inside)."""
-    ws = live._ws
-    if ws is None or not live.connected:
-        raise ConnectionLost("not connected")
-    await ws.send(text)
-
-
-SET_FRAME: Final = {
-    ONLINE: codec.dumps(f.PresenceSet(status="online")).decode(),
-    IDLE: codec.dumps(f.PresenceSet(status="idle")).decode(),
-}
-"""The two ``presence.set`` frames, encoded once."""
+SET_STATUS: Final[dict[int, PresenceStatus]] = {ONLINE: "online", IDLE: "idle"}
+"""The ``presence.set`` status of each status code."""
 
 
 @dataclass
@@ -267,19 +252,19 @@ class Watcher:
             self.settled.set()
 
     async def subscribe(self) -> None:
-        frame = f.PresenceSubscribe(user_ids=self.user_ids, id=f"s{self.index}")
-        await _send_frame(self.live, codec.dumps(frame).decode())
+        await self.live.presence_subscribe(self.user_ids)
         await self.settled.wait()
 
     async def change(self) -> None:
-        """Flip between idle and online; a change that could not be sent (the
-        connection was lost) is not made, and raises ``ConnectionLost``."""
+        """Flip between idle and online; a change that cannot be sent (the
+        connection is down) is not made, and raises ``ConnectionLost``. (One whose
+        socket dies during the send is made: the SDK sets ``idle`` again when it
+        reconnects.)"""
+        if not self.live.connected:
+            raise ConnectionLost("not connected")
         new = IDLE if self.status == ONLINE else ONLINE
         now = time.time_ns()
-        try:
-            await _send_frame(self.live, SET_FRAME[new])
-        except ConnectionClosed as exc:
-            raise ConnectionLost(str(exc)) from exc
+        await self.live.set_presence(SET_STATUS[new])
         self.status = new
         self.rec.change_user.append(self.index)
         self.rec.change_status.append(new)
