@@ -260,6 +260,32 @@ async def test_idle_by_inactivity_not_moved_by_heartbeats_or_refreshes(cluster: 
     assert back["status"] == "online" and back["last_active_at"] > idle["last_active_at"]
 
 
+async def test_activity_defers_idle_and_idleness_comes_back_after_it(cluster: Cluster) -> None:
+    """Idle transitions are filed by due time, not found by scanning every
+    connection: activity half-way moves the due time, and a connection that went
+    idle and came back is filed again."""
+    node = await cluster.node()
+    device, quiet = FakePeer("alice"), FakePeer("carol")
+    node.connected(device)
+    node.connected(quiet)
+    await cluster.run(1)
+    bob = await watch(node, "bob", "alice", "carol")
+    bob.take()
+    await cluster.run(CONFIG.idle_after / 2)
+    node.activity(device)
+    waited = await cluster.until(lambda: bool(bob.frames), CONFIG.idle_after)
+    assert [(f["user_id"], f["status"]) for f in bob.take()] == [("carol", "idle")]
+    assert CONFIG.idle_after / 2 - 3 <= waited <= CONFIG.idle_after / 2 + 1
+    waited = await cluster.until(lambda: bool(bob.frames), CONFIG.idle_after)
+    assert [(f["user_id"], f["status"]) for f in bob.take()] == [("alice", "idle")]
+    node.activity(device)
+    await cluster.run(CONFIG.coalesce_interval)
+    assert statuses(bob.take()) == ["online"]
+    waited = await cluster.until(lambda: bool(bob.frames), CONFIG.idle_after + 3)
+    assert statuses(bob.take()) == ["idle"]
+    assert CONFIG.idle_after - 3 <= waited <= CONFIG.idle_after + 1
+
+
 async def test_idle_by_choice_until_activity(cluster: Cluster) -> None:
     node = await cluster.node()
     device = FakePeer("alice")

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import logging
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
@@ -117,6 +118,8 @@ class _Local:
     last_active: float
     announced: rules.Chosen
     written_active: float
+    idle_due: float | None = None
+    """When this connection is in ``_idle_heap``: the time it was filed under."""
 
 
 @dataclass(slots=True)
@@ -169,6 +172,7 @@ class PresenceService:
         now = clock.monotonic()
         self._next_refresh = now + config.refresh_interval
         self._next_idle_check = now
+        self._idle_heap: list[tuple[float, str]] = []
         self._ticker: asyncio.Task[None] | None = None
 
     # lifecycle
@@ -218,6 +222,7 @@ class PresenceService:
         self._to_remove.pop(local.conn_id, None)
         self._write(local, self.config.entry_ttl)
         self._changed.add(user_id)
+        self._watch_idle(local, now)
 
     def activity(self, conn: Peer) -> None:
         """Real activity (a send, a typing frame): ends idleness, moves
@@ -229,6 +234,7 @@ class PresenceService:
         local.last_active = max(local.last_active, now)
         local.chosen = rules.ONLINE
         self._settle(local, now)
+        self._watch_idle(local, now)
 
     def set_status(self, conn: Peer, status: str) -> None:
         """``presence.set``: ``online`` is activity; ``idle`` says the user is away
@@ -260,6 +266,32 @@ class PresenceService:
             self._to_write.pop(cid, None)
             self._to_remove[cid] = local.user_id
             self._changed.add(local.user_id)
+
+    def _watch_idle(self, local: _Local, now: float) -> None:
+        """File an online connection under the time it turns idle by itself, unless
+        it is filed already (``last_active`` only grows: the entry comes due early
+        at worst, and is filed again then)."""
+        if local.idle_due is not None:
+            return
+        due = rules.idle_at(
+            rules.ConnState(local.chosen, local.last_active), self.config.idle_after
+        )
+        if due is not None and due > now:
+            local.idle_due = due
+            heapq.heappush(self._idle_heap, (due, local.conn_id))
+
+    def _idle_transitions(self, now: float) -> None:
+        """Settle the connections whose idle time has come, and only those: a tick
+        costs what changes, not what is connected (20,000 idle connections)."""
+        heap = self._idle_heap
+        while heap and heap[0][0] <= now:
+            _, cid = heapq.heappop(heap)
+            local = self._local.get(cid)
+            if local is None:
+                continue
+            local.idle_due = None
+            self._settle(local, now)
+            self._watch_idle(local, now)
 
     def _settle(self, local: _Local, now: float) -> None:
         """After a change of ``local``: write and announce it if its status changed,
@@ -457,8 +489,7 @@ class PresenceService:
         now, mono = self.clock.now(), self.clock.monotonic()
         if mono >= self._next_idle_check:
             self._next_idle_check = mono + min(1.0, self.config.tick_interval)
-            for local in self._local.values():
-                self._settle(local, now)
+            self._idle_transitions(now)
         resync = mono >= self._next_refresh
         if resync:
             self._next_refresh = mono + self.config.refresh_interval
