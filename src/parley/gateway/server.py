@@ -5,6 +5,7 @@ compression (it costs ~300 KiB per connection and most of the CPU)."""
 from __future__ import annotations
 
 import contextlib
+import gc
 import signal
 from typing import Any
 
@@ -15,10 +16,31 @@ from parley.gateway import ws
 from parley.gateway.app import create_app
 from parley.settings import Settings
 
+GC_YOUNG_THRESHOLD = 7_000
+"""Allocations between young collections (CPython's default: 700). A chat node
+allocates a few objects per frame, nearly all short-lived; ten times fewer young
+collections promote fewer in-flight objects into the older generations."""
+
+
+def tune_gc() -> None:
+    """Once the node is up: move everything alive (modules, the app, the ORM's
+    caches: ~130,000 objects) out of the collector's sight, so that a full
+    collection, which ran for ~90 ms here, walks only what the node made since."""
+    gc.collect()
+    gc.freeze()
+    _, older, oldest = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, older, oldest)
+
 
 class ParleyServer(uvicorn.Server):
     """uvicorn, but WebSockets and SSE streams are told 1001 (going away) before
-    uvicorn closes what is left, so clients reconnect elsewhere and resume."""
+    uvicorn closes what is left, so clients reconnect elsewhere and resume; and
+    the collector is tuned once it has started (``tune_gc``)."""
+
+    async def startup(self, sockets: Any = None) -> None:
+        await super().startup(sockets)
+        if self.started:
+            tune_gc()
 
     async def shutdown(self, sockets: Any = None) -> None:
         if isinstance(self.config.app, FastAPI):
