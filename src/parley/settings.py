@@ -44,6 +44,9 @@ class Settings(BaseSettings):
     idle_after: float = Field(300.0, gt=0, description="Presence idle after, seconds.")
     presence_grace: float = Field(10.0, ge=0, description="Offline grace period, seconds.")
     outbound_queue: int = Field(1024, ge=8, description="Frames queued per connection.")
+    replay_cache: int = Field(
+        128, ge=0, description="Recent events kept per active room for resumes (0: off)."
+    )
     max_frame_bytes: int = Field(65536, ge=1024, description="Max inbound WebSocket frame.")
     frames_per_second: int = Field(50, ge=1, description="Inbound frame rate per connection.")
     argon2_time_cost: int = Field(2, ge=1, description="Argon2id passes (OWASP: 2).")

@@ -329,3 +329,39 @@ async def test_the_node_writes_through_the_path_it_was_given(node: ServerThread)
         mine = [c for c in hub.connections if c.user_id == uid(alice)]
         assert mine
         assert all((c.flusher is None) == node.asgi_websockets for c in mine)
+
+
+@pytest.mark.parametrize("cache", [128, 3], ids=["recent-events", "store"])
+async def test_resume_is_served_from_recent_events_or_from_the_store(
+    tmp_path: Path, cache: int
+) -> None:
+    """A resume within the room's recent events shares the live frames and reads
+    nothing; one further back reads the store. Same frames either way."""
+    with running_server(tmp_path, rate_limits="off", replay_cache=cache) as server:
+        alice = await user(server.url, "alice")
+        async with closing(alice), httpx.AsyncClient() as http:
+            room_id = await room(alice)
+            watcher = await ws_connect(server.url, alice.access_token)  # the room is live
+            try:
+                assert (await recv(watcher))["type"] == "ready"
+                seqs = [(await alice.post_message(room_id, f"m{i}"))["seq"] for i in range(10)]
+                await recv_until(watcher, lambda f: f.get("event", {}).get("seq") == seqs[-1])
+                ws = await ws_connect(server.url, alice.access_token)
+                try:
+                    await send_frame(ws, type="resume", id="r", cursors={room_id: seqs[2]})
+                    assert (await recv(ws))["type"] == "ready"
+                    frames = await recv_until(ws, lambda f: f["type"] == "resumed")
+                    events = [f["event"] for f in frames[:-1]]
+                    assert [e["seq"] for e in events] == seqs[3:]
+                    assert [e["message"]["body"] for e in events] == [f"m{i}" for i in range(3, 10)]
+                finally:
+                    await ws.close()
+            finally:
+                await watcher.close()
+            text = (await http.get(f"{server.url}/metrics")).text
+            [served] = [
+                float(line.split()[-1])
+                for line in text.splitlines()
+                if line.startswith("parley_replayed_from_memory_total")
+            ]
+            assert served == (7 if cache == 128 else 0)

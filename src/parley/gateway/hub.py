@@ -34,8 +34,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Final
 
@@ -279,11 +281,14 @@ class Connection:
 class RoomChannel:
     """One room's fan-out on this node (see the module doc)."""
 
-    __slots__ = ("head", "idle_since", "pending", "ready", "repair", "room_id", "subs")
+    __slots__ = ("head", "idle_since", "pending", "ready", "recent", "repair", "room_id", "subs")
 
-    def __init__(self, room_id: str, head: int | None) -> None:
+    def __init__(self, room_id: str, head: int | None, recent: int = 0) -> None:
         self.room_id = room_id
         self.head = head
+        self.recent: deque[Fanout] = deque(maxlen=recent)
+        """The last events fanned out, contiguous up to ``head``: a resume within
+        them is served from memory, with the frames already built."""
         self.subs: dict[Connection, RoomCursor] = {}
         self.pending: dict[int, Fanout] = {}
         self.ready: asyncio.Event | None = None if head is not None else asyncio.Event()
@@ -295,6 +300,16 @@ class RoomChannel:
             assert self.ready is not None
             await self.ready.wait()
         return self.head
+
+
+def _recent(channel: RoomChannel, after: int) -> list[Fanout] | None:
+    """The channel's events after ``after`` (a page at most) when its memory still
+    holds them all; ``None``: read the store."""
+    recent = channel.recent
+    if not recent or recent[0].seq > after + 1 or recent[-1].seq <= after:
+        return None
+    start = after + 1 - recent[0].seq
+    return list(itertools.islice(recent, start, start + REPLAY_PAGE))
 
 
 class Hub:
@@ -489,7 +504,7 @@ class Hub:
     def _open_channel(self, room_id: str, head: int | None) -> RoomChannel:
         """A channel with a known head subscribes in the background; one without
         subscribes in ``_init_channels``, before its head is read."""
-        channel = RoomChannel(room_id, head)
+        channel = RoomChannel(room_id, head, self.settings.replay_cache)
         self.rooms[room_id] = channel
         if head is not None:
             self.spawn(self.bus.subscribe(f"room.{room_id}"), "parley-bus-subscribe")
@@ -657,6 +672,8 @@ class Hub:
         if member is not None and fanout.type == MEMBER_JOINED:
             self._joined(channel, member, seq)
         channel.head = seq
+        if channel.recent.maxlen:
+            channel.recent.append(fanout)
         delivered = 0
         for conn, cursor in channel.subs.items():
             outcome = cursor.live(seq)
@@ -721,7 +738,10 @@ class Hub:
 
     async def _replay_room(self, conn: Connection, room_id: str, cursor: RoomCursor) -> None:
         """Send the room's events from the store until the cursor reaches the live
-        head (or the leave that ends it); live delivery then takes over."""
+        head (or the leave that ends it); live delivery then takes over. Pages come
+        from the channel's recent events when it still holds them (shared frames,
+        no store read), else from the store."""
+        use_memory = True
         while cursor.replaying:
             channel = self.rooms.get(room_id)
             if cursor.end_seq is not None:
@@ -736,26 +756,34 @@ class Hub:
                 return
             if cursor.catch_up(head):
                 return
-            events, _ = await self.store.list_events(
-                RoomId(room_id), after_seq=cursor.seq, limit=REPLAY_PAGE
-            )
+            page = _recent(channel, cursor.seq) if channel is not None and use_memory else None
+            from_memory = page is not None
+            if page is None:
+                events, _ = await self.store.list_events(
+                    RoomId(room_id), after_seq=cursor.seq, limit=REPLAY_PAGE
+                )
+                page = [Fanout.of_event(e) for e in events]
+            else:
+                use_memory = False  # until this page moves the cursor
             if conn.rooms.get(room_id) is not cursor or conn.close_request is not None:
                 return
-            if not events:
+            if not page:
                 log.warning("room %s: store is behind the fan-out head %d", room_id, head)
                 cursor.replaying = False
                 return
-            for event in events:
-                if not cursor.replayed(event.seq):
+            for fanout in page:
+                if not cursor.replayed(fanout.seq):
                     continue
-                conn.push(Fanout.of_event(event))
+                use_memory = True
+                conn.push(fanout)
                 self.stats.replayed += 1
+                self.stats.replayed_from_memory += from_memory
                 if (
-                    event.type == MEMBER_LEFT
+                    fanout.type == MEMBER_LEFT
                     and cursor.end_seq is None
-                    and decode_head(event.raw).user_id == conn.user_id
+                    and fanout.member == conn.user_id
                 ):
-                    cursor.end_seq = event.seq
+                    cursor.end_seq = fanout.seq
                     if channel is not None:
                         channel.subs.pop(conn, None)
                 if cursor.ended:

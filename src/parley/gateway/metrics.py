@@ -28,7 +28,8 @@ _COUNTERS = {
     "frames_out": "Frames written to clients (WebSocket frames and SSE events).",
     "events": "Room events fanned out by this node.",
     "deliveries": "Events queued for a local connection by the live fan-out.",
-    "replayed": "Events sent from the store by a replay (resume, gap or join).",
+    "replayed": "Events sent by a replay (resume, gap or join).",
+    "replayed_from_memory": "Replayed events served from the room's recent events, not the store.",
     "sends": "Messages accepted over the WebSocket (acknowledged).",
     "send_errors": "WebSocket sends answered with an error frame.",
     "bad_frames": "Inbound frames answered with an error (malformed, too large, ...).",
@@ -64,6 +65,7 @@ class HubStats:
     events: int = 0
     deliveries: int = 0
     replayed: int = 0
+    replayed_from_memory: int = 0
     sends: int = 0
     send_errors: int = 0
     bad_frames: int = 0
