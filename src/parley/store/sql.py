@@ -103,7 +103,6 @@ from sqlalchemy import (
     String,
     and_,
     bindparam,
-    case,
     column,
     create_engine,
     delete,
@@ -880,24 +879,11 @@ def _take_seqs(conn: Connection, room_id: str, n: int, now: str) -> int:
 
 
 def _take_seqs_per_room(conn: Connection, counts: Mapping[str, int], now: str) -> dict[str, int]:
-    """``_take_seqs`` for several rooms in one statement (one round trip, however
-    many rooms a batch of sends touches); returns each room's first new seq."""
-    if len(counts) == 1:
-        [(room_id, n)] = counts.items()
-        return {room_id: _take_seqs(conn, room_id, n, now)}
-    rows = conn.execute(
-        update(rooms)
-        .where(rooms.c.id.in_(sorted(counts)))
-        .values(
-            last_seq=rooms.c.last_seq + case(dict(counts), value=rooms.c.id, else_=0),
-            last_event_at=now,
-        )
-        .returning(rooms.c.id, rooms.c.last_seq)
-    )
-    first = {row.id: int(row.last_seq) - counts[row.id] + 1 for row in rows}
-    if len(first) != len(counts):
-        raise NotFound("room not found")
-    return first
+    """``_take_seqs`` for each room a batch of sends touches, in one order (rooms
+    sorted: two writers never lock the same rooms in opposite orders). One compiled
+    statement per room: an ``UPDATE … CASE`` over all of them had to be built and
+    compiled afresh for every batch, ~1 ms, far more than the statements it saved."""
+    return {room_id: _take_seqs(conn, room_id, counts[room_id], now) for room_id in sorted(counts)}
 
 
 def _fold_reactions(conn: Connection, page: Sequence[Message]) -> list[Message]:
