@@ -736,6 +736,17 @@ def _thread_split(
 # reporting
 
 
+def rate_over_time(
+    times_ns: list[int], width: float, scale: float = 1.0
+) -> tuple[list[float], list[float]]:
+    """Events per second in bins of ``width`` seconds, for a plot: (x, y)."""
+    bins = Counter(int(t / 1e9 / width) for t in times_ns if t >= 0)
+    if not bins:
+        return [], []
+    xs = [i * width for i in range(max(bins) + 1)]
+    return xs, [bins.get(i, 0) * scale / width for i in range(len(xs))]
+
+
 def write_plot(path: Path, runs: list[dict[str, Any]]) -> bool:
     try:
         import matplotlib
@@ -751,10 +762,7 @@ def write_plot(path: Path, runs: list[dict[str, Any]]) -> bool:
             hist.hist(lat, bins=60, alpha=0.6, label=run["server"], log=True)
         arrivals = run["_arrivals_ns"]
         if arrivals:
-            width = 0.1
-            bins = Counter(int(a / 1e9 / width) for a in arrivals)
-            xs = [i * width for i in range(max(bins) + 1)]
-            rate.plot(xs, [bins.get(i, 0) / width for i in range(len(xs))], label=run["server"])
+            rate.plot(*rate_over_time(arrivals, 0.1), label=run["server"])
     hist.set_xlabel("end-to-end latency (ms)")
     hist.set_ylabel("deliveries")
     rate.set_xlabel("time since start (s)")

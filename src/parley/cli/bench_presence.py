@@ -50,7 +50,6 @@ import time
 import uuid
 from array import array
 from bisect import bisect_right
-from collections import Counter
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection as Pipe
 from pathlib import Path
@@ -66,6 +65,7 @@ from parley.cli.bench import (
     _recv,
     _register,
     _servers,
+    rate_over_time,
 )
 from parley.client import Backoff, ConnectionLost, Live, ParleyClient, PresenceStatus
 
@@ -739,11 +739,9 @@ def write_plot(path: Path, run: dict[str, Any]) -> bool:
         ("_arrivals_ns", "frames received", 1),
         ("_changes_ns", f"changes × {run['subscriptions']}", run["subscriptions"]),
     ):
-        times = run[key]
+        times = [t for t in run[key] if t >= 0]
         if times:
-            bins = Counter(int(t / 1e9 / width) for t in times if t >= 0)
-            xs = [i * width for i in range(max(bins) + 1)]
-            ys = [bins.get(i, 0) * scale / width for i in range(len(xs))]
+            xs, ys = rate_over_time(times, width, scale)
             rate.plot(xs, ys, label=label, linestyle="-" if scale == 1 else "--")
     rate.set_xlabel("time since start (s)")
     rate.set_ylabel("per second")

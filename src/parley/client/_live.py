@@ -248,10 +248,7 @@ class Live:
 
     async def typing(self, room_id: str) -> None:
         """Say the user is typing (dropped when disconnected: it is ephemeral)."""
-        ws = self._ws
-        if ws is not None and self._ready.is_set():
-            with contextlib.suppress(ConnectionClosed):
-                await ws.send(codec.dumps(f.Typing(room_id=room_id)).decode())
+        await self._send_now(codec.dumps(f.Typing(room_id=room_id)).decode())
 
     # presence
 

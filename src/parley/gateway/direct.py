@@ -121,9 +121,9 @@ class DirectSocket:
         return proto.disconnected or proto.close_sent or proto.conn.state is not State.OPEN
 
     @property
-    def writable(self) -> bool:
-        """Open, and the transport's buffer is under its high-water mark."""
-        return not self.gone and self._proto.writable.is_set()
+    def paused(self) -> bool:
+        """The transport's buffer is over its high-water mark."""
+        return not self._proto.writable.is_set()
 
     def write(self, data: bytes) -> None:
         """Whole frames, in order, between the protocol's own writes."""

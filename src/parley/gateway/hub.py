@@ -180,17 +180,20 @@ class Connection:
             self.close(CLOSE_TRY_AGAIN, "too slow: outbound queue full", flush=False)
             return False
         queue.append(item)
+        self._wake()
+        return True
+
+    def _wake(self) -> None:
+        """Something to write (or a close): a direct writer is flushed once the
+        current callback is done; a writer task is woken."""
         if self.flusher is not None:
             if not self._dirty:
                 self._dirty = True
                 self.hub.flush_soon(self)
-            return True
+            return
         waiter = self._waiter
-        if waiter is not None:
-            self._waiter = None
-            if not waiter.done():
-                waiter.set_result(None)
-        return True
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     def take_now(self) -> list[Item]:
         """Everything queued, at once (for a writer that can write synchronously)."""
@@ -222,12 +225,7 @@ class Connection:
         self.close_request = Close(code, reason)
         if not flush:
             self._queue.clear()
-        if self.flusher is not None and not self._dirty:
-            self._dirty = True
-            self.hub.flush_soon(self)
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        self._wake()
 
     def abort(self) -> None:
         """Give up on the connection at once (its writer is stuck)."""

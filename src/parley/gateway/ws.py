@@ -214,7 +214,7 @@ class _Pump:
         if direct.gone:
             conn.take_now()
             return
-        if not direct.writable:
+        if direct.paused:
             return
         items = conn.take_now()
         if items:
