@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import sqlite3
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -18,6 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import event as sa_event
+from sqlalchemy import make_url
 
 from parley.domain.models import (
     Event,
@@ -698,6 +700,67 @@ async def test_a_failed_commit_fails_its_batch_and_the_writer_goes_on(store: Sql
     assert after.message.seq == room.last_seq + 1
     messages, _ = await store.list_messages(room.id, before_seq=None, after_seq=None, limit=50)
     assert [m.body for m in messages] == ["works"]
+    await assert_contiguous(store, room.id)
+
+
+async def test_a_failed_commit_of_sends_alone_fails_them_and_the_writer_goes_on(
+    store: SqlStore,
+) -> None:
+    """On SQLite a batch made only of sends commits on another path (statements on
+    the event loop, COMMIT in the writer's thread): its failure must fail it the same."""
+    owner = await new_user(store)
+    room = await new_room(store, owner)
+    engine = store._sync_engine
+
+    def fail_commit(conn: Any) -> None:
+        raise RuntimeError("disk on fire")
+
+    sa_event.listen(engine, "commit", fail_commit)
+    try:
+        results = await asyncio.gather(
+            *(store.send_message(send(room, owner, f"{i}")) for i in range(5)),
+            return_exceptions=True,
+        )
+    finally:
+        sa_event.remove(engine, "commit", fail_commit)
+    assert all(isinstance(r, Unavailable) for r in results)
+    after = await asyncio.gather(
+        *(store.send_message(send(room, owner, f"ok {i}")) for i in range(3))
+    )
+    assert [r.message.seq for r in after] == [
+        room.last_seq + 1,
+        room.last_seq + 2,
+        room.last_seq + 3,
+    ]
+    await assert_contiguous(store, room.id)
+
+
+async def test_sends_wait_for_another_process_lock_without_blocking_the_loop(
+    store: SqlStore, store_url: str, backend: str
+) -> None:
+    """Another process (a CLI) holding SQLite's write lock: sends wait for it in the
+    writer's thread, and the event loop keeps running meanwhile."""
+    if backend != "sqlite":
+        pytest.skip("SQLite's write lock")
+    owner = await new_user(store)
+    room = await new_room(store, owner)
+    other = sqlite3.connect(make_url(store_url).database or "", isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        sends = asyncio.gather(*(store.send_message(send(room, owner, f"{i}")) for i in range(5)))
+        loop = asyncio.get_running_loop()
+        longest, last = 0.0, loop.time()
+        for _ in range(30):
+            await asyncio.sleep(0.01)
+            now = loop.time()
+            longest, last = max(longest, now - last), now
+        assert not sends.done()
+        other.execute("COMMIT")
+    finally:
+        other.close()
+    stored = await sends
+    assert longest < 0.2
+    assert [r.message.seq for r in stored] == [room.last_seq + i for i in range(1, 6)]
     await assert_contiguous(store, room.id)
 
 

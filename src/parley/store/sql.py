@@ -6,7 +6,9 @@ One implementation, synchronous, on SQLAlchemy 2 Core
     row locks). SQLite: in threads, each owning one connection of the
     stdlib driver: ONE writer thread that runs a whole group-commit batch (``BEGIN
     IMMEDIATE`` … ``COMMIT`` and its fsync, GIL released) per hop, and a few reader
-    threads. PostgreSQL: through ``AsyncConnection.run_sync`` on asyncpg (SQLAlchemy's
+    threads; a batch made only of sends, the hot path, runs its statements on the
+    event loop and hops to the writer's thread for ``COMMIT`` alone (``_SqliteRunner``
+    says why). PostgreSQL: through ``AsyncConnection.run_sync`` on asyncpg (SQLAlchemy's
     greenlet bridge), one call per batch or read. Core compiles the same statements for
     both and wraps every driver error in one tree, so one contract suite
     (``tests/contract/test_store.py``) covers both. No ORM: rows become frozen domain
@@ -91,6 +93,7 @@ import contextlib
 import functools
 import logging
 import queue
+import sqlite3
 import threading
 import time
 from collections import Counter
@@ -364,16 +367,30 @@ class _Runner(Protocol):
 
     async def write(self, fn: Callable[[Connection], _T]) -> _T: ...
 
+    async def write_batch(self, batch: Sequence[_Op]) -> float:
+        """Run a group-commit batch in one transaction; the seconds it took."""
+
     async def close(self) -> None: ...
 
 
 class _SqliteRunner:
-    """One writer thread, ``readers`` reader threads, one connection each."""
+    """One writer thread, ``readers`` reader threads, one connection each; and one
+    more connection, used on the event loop, for batches made only of sends.
+
+    A batch of sends runs its statements on the loop and only its ``COMMIT`` (the
+    fsync) in the writer's thread. Run whole in the thread, the batch's Python work
+    (~250 µs for a lone send) competed for the GIL with the loop: the thread takes
+    the GIL back after every statement, and each time may wait out a switch interval
+    (5 ms) while the loop is busy, so a few sends in a hundred waited 10–50 ms for a
+    commit of 1 ms (``parley bench latency``, 1,000 sends/s). The loop never waits
+    for the lock: this connection has no busy timeout, and a batch that finds the
+    database locked by another process goes to the thread, which waits for it."""
 
     def __init__(self, url: URL, readers: int) -> None:
         self._engine = _sqlite_engine(url)
         self._writer = _ConnectionThreads(self._engine.connect, 1, "parley-sqlite-writer")
         self._readers = _ConnectionThreads(self._engine.connect, readers, "parley-sqlite-reader")
+        self._sender: Connection | None = None
 
     @property
     def engine(self) -> Engine:
@@ -385,7 +402,41 @@ class _SqliteRunner:
     async def write(self, fn: Callable[[Connection], _T]) -> _T:
         return await self._writer.run(fn)
 
+    async def write_batch(self, batch: Sequence[_Op]) -> float:
+        if any(op.send is None for op in batch):
+            return await self.write(lambda conn: _run_batch(conn, batch))
+        started = time.perf_counter()
+        conn = self._sender_connection()
+        transaction = conn.begin()
+        try:
+            try:
+                _raw_cursor(conn).execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    raise
+                transaction.rollback()
+                return await self.write(lambda c: _run_batch(c, batch))
+            _apply_sends(conn, batch)
+            await self._writer.run(lambda _: transaction.commit())
+        except BaseException:
+            self._sender = None
+            with contextlib.suppress(Exception):
+                transaction.rollback()
+            _discard(conn)
+            raise
+        return time.perf_counter() - started
+
+    def _sender_connection(self) -> Connection:
+        conn = self._sender
+        if conn is None:
+            conn = self._sender = self._engine.connect()
+            _raw_cursor(conn).execute("PRAGMA busy_timeout = 0")
+        return conn
+
     async def close(self) -> None:
+        if self._sender is not None:
+            self._sender.close()
+            self._sender = None
         await self._writer.stop()
         await self._readers.stop()
         self._engine.dispose()
@@ -442,6 +493,9 @@ class _PostgresRunner:
             if conn is not None:
                 await _drop_async(conn)
             raise
+
+    async def write_batch(self, batch: Sequence[_Op]) -> float:
+        return await self.write(lambda conn: _run_batch(conn, batch))
 
     async def close(self) -> None:
         self._closed = True
@@ -966,21 +1020,30 @@ def _run_batch(conn: Connection, batch: Sequence[_Op]) -> float:
         if conn.dialect.name == "sqlite":
             # Take the write lock now, not on the first write: another process's writer
             # makes us wait (busy_timeout) instead of failing with "database is locked".
-            conn.connection.dbapi_connection.cursor().execute("BEGIN IMMEDIATE")  # type: ignore[union-attr]
+            _raw_cursor(conn).execute("BEGIN IMMEDIATE")
         else:
             _lock(conn, batch)
-        index = 0
-        while index < len(batch):
-            if batch[index].send is None:
-                _apply_one(conn, batch[index])
-                index += 1
-                continue
-            end = index
-            while end < len(batch) and batch[end].send is not None:
-                end += 1
-            _apply_sends(conn, batch[index:end])
-            index = end
+        _apply_batch(conn, batch)
     return time.perf_counter() - started
+
+
+def _raw_cursor(conn: Connection) -> Any:
+    return conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+
+
+def _apply_batch(conn: Connection, batch: Sequence[_Op]) -> None:
+    """The batch's operations in order: runs of sends vectorised, the rest one by one."""
+    index = 0
+    while index < len(batch):
+        if batch[index].send is None:
+            _apply_one(conn, batch[index])
+            index += 1
+            continue
+        end = index
+        while end < len(batch) and batch[end].send is not None:
+            end += 1
+        _apply_sends(conn, batch[index:end])
+        index = end
 
 
 def _lock(conn: Connection, batch: Sequence[_Op]) -> None:
@@ -1359,7 +1422,7 @@ class SqlStore(Store):
         committed = False
         seconds = 0.0
         try:
-            seconds = await runner.write(lambda conn: _run_batch(conn, batch))
+            seconds = await runner.write_batch(batch)
             committed = True
         except Exception as exc:
             log.warning("write batch of %d failed: %r", len(batch), exc)
