@@ -311,10 +311,16 @@ async def test_metrics_count_connections_and_frames(node: ServerThread) -> None:
             async with httpx.AsyncClient() as http:
                 text = (await http.get(f"{node.url}/metrics")).text
         assert 'parley_connections{transport="ws"}' in text
-        for name in ("parley_frames_in_total", "parley_sends_total", "parley_deliveries_total"):
+        for name in (
+            "parley_frames_in_total",
+            "parley_sends_total",
+            "parley_deliveries_total",
+            "parley_send_seconds_count",
+        ):
             line = next(x for x in text.splitlines() if x.startswith(name + " "))
             assert float(line.split()[1]) >= 1
         assert "parley_fanout_seconds_bucket" in text
+        assert "parley_loop_lag_seconds_bucket" in text
         assert "parley_store_commit_seconds" in text
 
 

@@ -614,9 +614,11 @@ def run_load(
         for _, pipe in workers:
             kind, _ = pipe.recv()
             assert kind == "ready"
+        resumes0 = None if baseline else _histogram(server.url, "parley_resume_seconds")
+        sends0 = None if baseline else _histogram(server.url, "parley_send_seconds")
+        lags0 = None if baseline else _histogram(server.url, "parley_loop_lag_seconds")
         cpu0, rss_connected = server.usage()
         threads0 = server.thread_cpu()
-        resumes0 = None if baseline else _histogram(server.url, "parley_resume_seconds")
         t0 = time.time_ns()
         for _, pipe in workers:
             pipe.send(("go", args.storm_after))
@@ -630,6 +632,8 @@ def run_load(
         threads1 = server.thread_cpu()
         t_end = time.time_ns()
         resumes1 = None if baseline else _histogram(server.url, "parley_resume_seconds")
+        sends1 = None if baseline else _histogram(server.url, "parley_send_seconds")
+        lags1 = None if baseline else _histogram(server.url, "parley_loop_lag_seconds")
     finally:
         for proc, _ in workers:
             proc.join(30)
@@ -663,6 +667,9 @@ def run_load(
         "reconnects": sum(r["reconnects"] for r in results),
         "server_cpu_s": server_cpu,
         "server_resume_ms": _bucket_quantiles(resumes0, resumes1),
+        # Send frame to ack inside the server: what the client's latency owes to it.
+        "server_send_ms": _bucket_quantiles(sends0, sends1),
+        "server_loop_lag_ms": _bucket_quantiles(lags0, lags1),
         "server_cpu_percent_of_core": 100 * server_cpu / max(1e-9, (t_end - t0) / 1e9),
         # From go to the last send (idle: the whole hold, heartbeats only, before
         # the clients close their connections).
@@ -718,7 +725,12 @@ def _bucket_quantiles(
     def bound(q: float) -> float:
         return next(le for le, n in counts if n >= q * total) * 1e3
 
-    return {"count": total, "p50_le_ms": bound(0.5), "p99_le_ms": bound(0.99)}
+    return {
+        "count": total,
+        "p50_le_ms": bound(0.5),
+        "p99_le_ms": bound(0.99),
+        "max_le_ms": bound(1.0),
+    }
 
 
 def _thread_split(
@@ -794,6 +806,16 @@ def _summary(run: dict[str, Any]) -> str:
             f"  server resume p50 ≤ {resume['p50_le_ms']:g} ms p99 ≤ {resume['p99_le_ms']:g} ms"
             f" ({resume['count']:.0f})"
             if (resume := run.get("server_resume_ms"))
+            else ""
+        )
+        + (
+            f"  server send→ack p50 ≤ {sent['p50_le_ms']:g} ms p99 ≤ {sent['p99_le_ms']:g} ms"
+            if (sent := run.get("server_send_ms"))
+            else ""
+        )
+        + (
+            f"  loop lag p99 ≤ {lag['p99_le_ms']:g} ms max ≤ {lag['max_le_ms']:g} ms"
+            if (lag := run.get("server_loop_lag_ms"))
             else ""
         )
     )

@@ -71,6 +71,8 @@ CHANNEL_LINGER: Final = 60.0
 """Seconds a room's channel outlives its last local subscriber, so that a burst of
 reconnects (a deploy, a network blip) does not re-read every room's head."""
 DRAIN_TIMEOUT: Final = 5.0
+# The event loop's lag is sampled this often (s).
+LAG_PROBE: Final = 0.05
 
 _EVENT: Final = b"E"
 _TYPING: Final = b"T"
@@ -342,6 +344,7 @@ class Hub:
     async def start(self) -> None:
         await self.bus.start(self._on_bus)
         self._sweeper = asyncio.create_task(self._sweep_forever(), name="parley-hub-sweeper")
+        self.spawn(self._watch_lag(), "parley-loop-lag")
 
     async def drain(self, grace: float = DRAIN_TIMEOUT) -> None:
         """Close every connection with 1001 (going away) and wait for them to go;
@@ -810,6 +813,15 @@ class Hub:
                 conn.push(frame)
 
     # housekeeping
+
+    async def _watch_lag(self) -> None:
+        """How late the event loop runs a timer: every frame waits as long, so a
+        stall (a long callback, a full collection) shows here first."""
+        loop = asyncio.get_running_loop()
+        while True:
+            due = loop.time() + LAG_PROBE
+            await asyncio.sleep(LAG_PROBE)
+            self.metrics.loop_lag_seconds.observe(max(0.0, loop.time() - due))
 
     async def _sweep_forever(self) -> None:
         interval = self.settings.heartbeat_interval

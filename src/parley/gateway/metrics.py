@@ -134,7 +134,19 @@ class Metrics:
             buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
             registry=self.registry,
         )
-
+        self.send_seconds = Histogram(
+            "parley_send_seconds",
+            "From a WebSocket send frame to its ack: the wait for the group commit and"
+            " the commit itself (the server's share of a client's latency).",
+            buckets=(5e-4, 1e-3, 2e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 1.0),
+            registry=self.registry,
+        )
+        self.loop_lag_seconds = Histogram(
+            "parley_loop_lag_seconds",
+            "How late the event loop ran a timer (sampled 20 times a second).",
+            buckets=(1e-3, 2e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 1.0),
+            registry=self.registry,
+        )
         self.resume_seconds = Histogram(
             "parley_resume_seconds",
             "From a resume frame to its resumed answer: the replay of every room.",

@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import urlsplit
@@ -335,6 +336,7 @@ class _Pump:
 
     async def _send(self, frame: f.Send) -> None:
         rt, conn, stats = self.rt, self.conn, self.hub.stats
+        started = time.perf_counter()
         try:
             if self.limiter is not None:
                 await self.limiter.check("send", conn.user_id, limit=60, window=10)
@@ -354,6 +356,7 @@ class _Pump:
         else:
             stats.sends += 1
             conn.push(f.ack_frame(frame.id, result.message.public()))
+            self.hub.metrics.send_seconds.observe(time.perf_counter() - started)
 
     async def _read(self, frame: f.Read) -> None:
         try:
