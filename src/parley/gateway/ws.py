@@ -18,10 +18,14 @@ or late). ``Origin`` must be on ``PARLEY_ALLOWED_ORIGINS`` (by default the serve
 own origin: the Origin's host is the Host header); no Origin (not a browser) is
 allowed; others are refused with HTTP 403.
 
-Heartbeats are the server's WebSocket pings, run by uvicorn (``uvicorn_ws_options``:
-ping every ``heartbeat_interval``, close when no pong comes within another one),
-because ASGI gives an application no way to send a ping frame. The hub's sweeper
-adds what uvicorn cannot see: a writer that made no progress for two intervals
+Heartbeats are the server's WebSocket pings, run below ASGI (which gives an
+application no way to send a ping frame): a connection silent for a
+``heartbeat_interval`` is pinged, one silent for two is closed (1011). Under
+``DirectWebSocketProtocol`` one shared timer wheel per event loop does it
+(``parley.gateway.direct.Keepalive``; a connection that talks is never pinged);
+under uvicorn's plain protocol, uvicorn's pings (``uvicorn_ws_options``: ping every
+interval, close when no pong comes within another one). The hub's sweeper adds
+what the pings cannot see: a writer that made no progress for two intervals
 (a peer that stopped reading, or a half-open connection with data in flight) is
 aborted and its resources freed.
 """
