@@ -300,6 +300,16 @@ class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
         if scope is not None and not self.close_sent:
             scope["extensions"][EXTENSION] = DirectSocket(self)
 
+    def on_task_complete(self, task: asyncio.Task[None]) -> None:
+        """The app is done with the connection: take the ``DirectSocket`` out of
+        the scope. It points back at this protocol (protocol, scope, extensions,
+        socket, protocol): a cycle that would keep every closed connection, its
+        transport and its app's state, until a full collection."""
+        super().on_task_complete(task)
+        scope = getattr(self, "scope", None)
+        if scope is not None:
+            scope["extensions"].pop(EXTENSION, None)
+
     def resume_writing(self) -> None:
         super().resume_writing()
         self._writable_again()

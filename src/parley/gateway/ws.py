@@ -269,13 +269,17 @@ class _Pump:
             pass
 
     def stop(self) -> None:
+        """Detach, and let go of everything that points back at this pump (the
+        connection's and the socket's callbacks, the writer and close tasks, whose
+        cancellation tracebacks hold frames of this pump), so that the closed
+        connection is freed by reference counting, not by a full collection."""
         self.hub.detach(self.conn)
-        self.conn.flusher = None
         if self.direct is not None:
             self.direct.on_writable(None)
         for task in (self.writer, self.closing):
             if task is not None:
                 task.cancel()
+        self.writer = self.closing = None
         self.backlog.clear()
 
     # frames

@@ -29,12 +29,21 @@ class ServerThread:
 
     ``asgi_websockets=True`` serves WebSockets with uvicorn's plain protocol, as any
     ASGI server would: the endpoint then writes through ASGI ``send`` instead of
-    the direct socket (both paths are tested)."""
+    the direct socket (both paths are tested). ``loop="uvloop"`` runs it on the
+    event loop ``parley serve`` uses, instead of asyncio's."""
 
-    def __init__(self, data_dir: Path, *, asgi_websockets: bool = False, **settings: Any) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        asgi_websockets: bool = False,
+        loop: str = "asyncio",
+        **settings: Any,
+    ) -> None:
         values: dict[str, Any] = {"data_dir": data_dir, "port": 0, "log_level": "warning"}
         self.settings = Settings.model_validate(values | FAST_TEST_SETTINGS | settings)
         self.asgi_websockets = asgi_websockets
+        self.loop = loop
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self.port = 0
@@ -49,7 +58,7 @@ class ServerThread:
 
     def start(self, timeout: float = 20.0) -> ServerThread:
         config = uvicorn_config(self.settings)
-        config.loop = "asyncio"
+        config.loop = self.loop
         if self.asgi_websockets:
             config.ws = "websockets-sansio"
         server = ParleyServer(config)
