@@ -542,3 +542,31 @@ def test_notice_encoding_round_trips_and_matches_the_hub_envelope() -> None:
     assert decode_notice(encode_notice(b"n", ["solo"])) == (b"n", ["solo"])
     with pytest.raises(ValueError, match="notice"):
         decode_notice(b"E\x01n{}")
+
+
+async def test_entries_are_refreshed_a_share_at_every_tick(cluster: Cluster) -> None:
+    """Each entry is re-written once a refresh interval, spread over the ticks: a
+    node with many connections never re-writes them all in one tick."""
+    node = await cluster.node()
+    peers = [FakePeer(f"u{i}") for i in range(200)]
+    for peer in peers:
+        node.connected(peer)
+    await cluster.run(STEP)
+    written: dict[str, list[float]] = {p.session_id: [] for p in peers}
+    per_tick: list[int] = []
+    store_put = cluster.store.put
+
+    async def put(entries: Sequence[Any], ttl: float) -> None:
+        per_tick.append(len(entries))
+        for entry in entries:
+            written[entry.conn_id].append(cluster.clock.monotonic())
+        await store_put(entries, ttl)
+
+    cluster.store.put = put  # type: ignore[method-assign]
+    await cluster.run(3 * CONFIG.refresh_interval)
+    share = -(-len(peers) * STEP // CONFIG.refresh_interval)
+    assert max(per_tick) <= share + 1
+    for times in written.values():
+        gaps = [b - a for a, b in itertools.pairwise(times)]
+        assert len(times) >= 3
+        assert max(gaps) <= CONFIG.refresh_interval + STEP

@@ -436,6 +436,7 @@ class Hub:
         self.connections.add(conn)
         self._empty.clear()
         self._count(conn.transport, +1)
+        self.refreeze_gc()
         conn.opening = True
         try:
             rooms = {str(r): seq for r, seq in (await self.store.user_room_ids(user)).items()}
@@ -844,9 +845,12 @@ class Hub:
     def refreeze_gc(self) -> None:
         """Once the connections have grown by ``gc_freeze_growth`` since the last
         freeze (or since their low point after it): a full collection, then
-        ``gc.freeze()``. An open connection is ~100 long-lived objects, which the
-        collector would otherwise walk in every full collection, the loop stalled
-        meanwhile (0.4 to 0.8 s with 19,900 open); frozen, they are out of its
+        ``gc.freeze()``. Checked as each connection attaches, so a surge is frozen
+        in steps (a step's collection walks ~1,000 connections' objects, not the
+        19,900 a once-per-sweep check found after a ramp: 0.4 s). An open
+        connection is ~100 long-lived objects, which the collector would otherwise
+        walk in every full collection, the loop stalled meanwhile (0.4 to 0.8 s
+        with 19,900 open); frozen, they are out of its
         sight, and a full collection walks only what came since the last freeze.
         The collection first, so that no garbage already there gets frozen.
 

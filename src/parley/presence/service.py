@@ -12,7 +12,8 @@ Flow (the rules are in ``parley.domain.presence``)::
 Everything the gateway calls per frame is synchronous and O(1); the I/O happens in
 ``tick`` (every ``tick_interval``), in batches: one write of this node's changed
 entries, one reap of lapsed entries, one bus notice, one read of the users whose
-state may have changed. A node re-writes all its entries every heartbeat interval
+state may have changed. A node re-writes each of its entries once a heartbeat interval
+(a share of them at every tick, never all at once)
 and re-reads every watched user then too, which repairs a bus notice it missed.
 
 Bounds (defaults: heartbeat 20 s, grace 10 s, tick 0.5 s, coalescing 1 s)
@@ -32,9 +33,11 @@ Bounds (defaults: heartbeat 20 s, grace 10 s, tick 0.5 s, coalescing 1 s)
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import heapq
 import logging
+import math
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
@@ -171,6 +174,8 @@ class PresenceService:
         self._typing = rules.TypingTracker(throttle=config.typing_throttle, ttl=config.typing_ttl)
         now = clock.monotonic()
         self._next_refresh = now + config.refresh_interval
+        self._refresh_ring: collections.deque[str] = collections.deque()
+        self._last_tick = now
         self._next_idle_check = now
         self._idle_heap: list[tuple[float, str]] = []
         self._ticker: asyncio.Task[None] | None = None
@@ -196,6 +201,7 @@ class PresenceService:
         for local in self._local.values():
             self._write(local, self.config.grace or self.config.tick_interval)
         self._local.clear()
+        self._refresh_ring.clear()
         try:
             await self._flush_writes()
         except Exception:
@@ -219,6 +225,7 @@ class PresenceService:
         user_id = UserId(conn.user_id)
         local = _Local(user_id, conn.session_id, rules.ONLINE, now, rules.ONLINE, now)
         self._local[local.conn_id] = local
+        self._refresh_ring.append(local.conn_id)
         self._to_remove.pop(local.conn_id, None)
         self._write(local, self.config.entry_ttl)
         self._changed.add(user_id)
@@ -493,8 +500,7 @@ class PresenceService:
         resync = mono >= self._next_refresh
         if resync:
             self._next_refresh = mono + self.config.refresh_interval
-            for local in self._local.values():
-                self._write(local, self.config.entry_ttl)
+        self._refresh_some(mono)
         await self._flush_writes()
         lapsed = await self.store.expired(self.config.expire_batch)
         self.stats.reaped += len(lapsed)
@@ -511,6 +517,22 @@ class PresenceService:
         for sub, frame in self._subs.due(self.clock.monotonic()):
             self._send(sub, frame)
         self._typing.sweep(mono)
+
+    def _refresh_some(self, mono: float) -> None:
+        """Re-write the share of this node's entries that the time since the last
+        tick is of the refresh interval, round-robin: each entry once an interval,
+        and never all at once (all at once stalled the loop ~150 ms every 20 s with
+        19,900 connections). Closed connections leave the ring as they come up."""
+        elapsed = min(max(0.0, mono - self._last_tick), self.config.refresh_interval)
+        self._last_tick = mono
+        ring = self._refresh_ring
+        count = math.ceil(len(ring) * elapsed / self.config.refresh_interval)
+        for _ in range(min(count, len(ring))):
+            conn_id = ring.popleft()
+            local = self._local.get(conn_id)
+            if local is not None:
+                self._write(local, self.config.entry_ttl)
+                ring.append(conn_id)
 
     async def _flush_writes(self) -> None:
         """Write the pending entries and removals, grouped by time to live; on a
