@@ -625,6 +625,8 @@ def run_load(
         sent = sum(pipe.recv()[1] for _, pipe in workers)
         t_sent = time.time_ns()
         cpu_sent, _ = server.usage()
+        # While sending (idle: holding), not while the clients disconnect at the end.
+        lags1 = None if baseline else _histogram(server.url, "parley_loop_lag_seconds")
         for _, pipe in workers:
             pipe.send(("drain", DRAIN_GRACE))
         results = [pipe.recv()[1] for _, pipe in workers]
@@ -633,7 +635,6 @@ def run_load(
         t_end = time.time_ns()
         resumes1 = None if baseline else _histogram(server.url, "parley_resume_seconds")
         sends1 = None if baseline else _histogram(server.url, "parley_send_seconds")
-        lags1 = None if baseline else _histogram(server.url, "parley_loop_lag_seconds")
     finally:
         for proc, _ in workers:
             proc.join(30)
