@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import json
 import multiprocessing as mp
 import os
@@ -524,6 +525,11 @@ async def _worker(plan: Plan, pipe: Pipe) -> None:
 
         await asyncio.gather(*(connect(a) for a in actors))
         rec.expected = sum(a.role.expect for a in actors)
+        # No collections while measuring: a full one stalled a generator process for
+        # 50-110 ms (its clients' frames), which read as the server's latency tail.
+        gc.collect()
+        gc.freeze()
+        gc.disable()
         pipe.send(("ready", len(actors)))
         command = await _recv(pipe)
         assert command[0] == "go"
@@ -548,6 +554,7 @@ async def _worker(plan: Plan, pipe: Pipe) -> None:
                     await asyncio.gather(*receivers)
         for task in receivers:
             task.cancel()
+        gc.enable()
         connects = [a.live.connects for a in actors if isinstance(a, ParleyActor)]
         with contextlib.suppress(Exception):
             async with asyncio.timeout(10):
