@@ -648,11 +648,12 @@ def _many(name: str) -> Any:
 class _Raw:
     """A Core statement compiled once per dialect and run on the DBAPI cursor.
 
-    For the send path only: SQLAlchemy's per-execution work (execution context,
-    parameter processing, result wrapping) costs ~50 µs a statement on these
-    machines, more than SQLite takes to run it, and a batch of sends is four
-    statements. The statements here have no type processing to skip (text,
-    integers, bytes), so the driver's own parameters and rows are the same values.
+    For the hot paths only (sends, a connection's rooms): SQLAlchemy's
+    per-execution work (execution context, parameter processing, result wrapping)
+    costs ~50 µs a statement on these machines, more than SQLite takes to run it,
+    and a batch of sends is four statements. The statements here have no type
+    processing to skip (text, integers, bytes), so the driver's own parameters and
+    rows are the same values.
     """
 
     __slots__ = ("_columns", "_compiled", "_stmt")
@@ -782,6 +783,9 @@ _USER_ROOM_SEQS = (
     .select_from(members.join(rooms, rooms.c.id == members.c.room_id))
     .where(members.c.user_id == bindparam("user"), _IS_MEMBER)
 )
+# Every WebSocket connection reads it as it opens: in a reconnect storm, SQLAlchemy's
+# per-execution work on the reader threads held the GIL the event loop waited for.
+_RAW_USER_ROOM_SEQS = _Raw(_USER_ROOM_SEQS)
 _other = members.alias("other")
 _SHARED_ROOM = (
     select(members.c.room_id)
@@ -1772,8 +1776,7 @@ class SqlStore(Store):
 
     async def user_room_ids(self, user_id: UserId) -> dict[RoomId, int]:
         def run(conn: Connection) -> dict[RoomId, int]:
-            rows = conn.execute(_USER_ROOM_SEQS, {"user": user_id}).all()
-            return dict(rows)
+            return dict(_RAW_USER_ROOM_SEQS.execute(conn, {"user": user_id}).fetchall())
 
         return await self._read(run)
 
