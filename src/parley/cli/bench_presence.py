@@ -39,6 +39,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import json
 import math
 import multiprocessing as mp
@@ -347,6 +348,11 @@ async def _worker(plan: WorkerPlan, pipe: Pipe) -> None:
             async with asyncio.timeout(SUBSCRIBE_TIMEOUT):
                 await asyncio.gather(*(subscribe(w) for w in watchers))
         settled = sum(w.settled.is_set() for w in watchers)
+        # No collections while measuring (as in ``parley.cli.bench``): a full one
+        # stalls this process's clients for tens of milliseconds.
+        gc.collect()
+        gc.freeze()
+        gc.disable()
         pipe.send(("subscribed", settled, list(rec.errors)))
         command = await _recv(pipe)
         assert command[0] == "go"
@@ -357,6 +363,7 @@ async def _worker(plan: WorkerPlan, pipe: Pipe) -> None:
         lags = await _changes(plan, watchers, rec, start_ns)
         await asyncio.sleep(max(0.0, start_ns / 1e9 + plan.seconds - time.time()))
         cpu1 = _cpu()
+        gc.enable()
         pipe.send(("changed", len(rec.change_at)))
         last_change = rec.change_at[-1] if rec.change_at else 0
         deadline = time.monotonic() + DRAIN_MAX
