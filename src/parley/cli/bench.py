@@ -767,7 +767,14 @@ def rate_over_time(
     return xs, [bins.get(i, 0) * scale / width for i in range(len(xs))]
 
 
-def write_plot(path: Path, runs: list[dict[str, Any]]) -> bool:
+def plot_two_panels(
+    path: Path,
+    draw: Callable[[Any, Any], None],
+    hist_labels: tuple[str, str],
+    rate_labels: tuple[str, str],
+) -> bool:
+    """A PNG of a histogram beside a rate over time, as every scenario draws them:
+    ``draw(hist, rate)`` fills the two axes. False without matplotlib."""
     try:
         import matplotlib
 
@@ -776,24 +783,34 @@ def write_plot(path: Path, runs: list[dict[str, Any]]) -> bool:
     except ImportError:
         return False
     fig, (hist, rate) = plt.subplots(1, 2, figsize=(12, 4.5))
-    for run in runs:
-        lat = [x / 1e6 for x in run["_latency_ns"]]
-        if lat:
-            hist.hist(lat, bins=60, alpha=0.6, label=run["server"], log=True)
-        arrivals = run["_arrivals_ns"]
-        if arrivals:
-            rate.plot(*rate_over_time(arrivals, 0.1), label=run["server"])
-    hist.set_xlabel("end-to-end latency (ms)")
-    hist.set_ylabel("deliveries")
-    rate.set_xlabel("time since start (s)")
-    rate.set_ylabel("deliveries per second")
-    for axes in (hist, rate):
+    draw(hist, rate)
+    for axes, (xlabel, ylabel) in ((hist, hist_labels), (rate, rate_labels)):
+        axes.set_xlabel(xlabel)
+        axes.set_ylabel(ylabel)
         if axes.get_legend_handles_labels()[0]:
             axes.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return True
+
+
+def write_plot(path: Path, runs: list[dict[str, Any]]) -> bool:
+    def draw(hist: Any, rate: Any) -> None:
+        for run in runs:
+            lat = [x / 1e6 for x in run["_latency_ns"]]
+            if lat:
+                hist.hist(lat, bins=60, alpha=0.6, label=run["server"], log=True)
+            arrivals = run["_arrivals_ns"]
+            if arrivals:
+                rate.plot(*rate_over_time(arrivals, 0.1), label=run["server"])
+
+    return plot_two_panels(
+        path,
+        draw,
+        ("end-to-end latency (ms)", "deliveries"),
+        ("time since start (s)", "deliveries per second"),
+    )
 
 
 def _summary(run: dict[str, Any]) -> str:

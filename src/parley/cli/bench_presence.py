@@ -66,6 +66,7 @@ from parley.cli.bench import (
     _recv,
     _register,
     _servers,
+    plot_two_panels,
     rate_over_time,
 )
 from parley.client import Backoff, ConnectionLost, Live, ParleyClient, PresenceStatus
@@ -728,33 +729,22 @@ def summary(run: dict[str, Any]) -> str:
 
 
 def write_plot(path: Path, run: dict[str, Any]) -> bool:
-    try:
-        import matplotlib
+    def draw(hist: Any, rate: Any) -> None:
+        delays = [x / 1e6 for x in run["_delays_ns"]]
+        if delays:
+            hist.hist(delays, bins=60, log=True)
+        for key, label, scale in (
+            ("_arrivals_ns", "frames received", 1),
+            ("_changes_ns", f"changes × {run['subscriptions']}", run["subscriptions"]),
+        ):
+            times = [t for t in run[key] if t >= 0]
+            if times:
+                xs, ys = rate_over_time(times, 0.5, scale)
+                rate.plot(xs, ys, label=label, linestyle="-" if scale == 1 else "--")
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return False
-    fig, (hist, rate) = plt.subplots(1, 2, figsize=(12, 4.5))
-    delays = [x / 1e6 for x in run["_delays_ns"]]
-    if delays:
-        hist.hist(delays, bins=60, log=True)
-    hist.set_xlabel("change → delivery delay (ms)")
-    hist.set_ylabel("presence frames")
-    width = 0.5
-    for key, label, scale in (
-        ("_arrivals_ns", "frames received", 1),
-        ("_changes_ns", f"changes × {run['subscriptions']}", run["subscriptions"]),
-    ):
-        times = [t for t in run[key] if t >= 0]
-        if times:
-            xs, ys = rate_over_time(times, width, scale)
-            rate.plot(xs, ys, label=label, linestyle="-" if scale == 1 else "--")
-    rate.set_xlabel("time since start (s)")
-    rate.set_ylabel("per second")
-    if rate.get_legend_handles_labels()[0]:
-        rate.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return True
+    return plot_two_panels(
+        path,
+        draw,
+        ("change → delivery delay (ms)", "presence frames"),
+        ("time since start (s)", "per second"),
+    )
