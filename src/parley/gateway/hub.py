@@ -873,7 +873,7 @@ class Hub:
             self._frozen_at = count
 
     def _sweep(self, now: float) -> None:
-        """Abort stalled writers, close idle channels, freeze what is long-lived."""
+        """Abort stalled writers, close idle channels."""
         for conn in list(self.connections):
             if conn.stalled():
                 log.info("aborting a stalled connection of %s", conn.user_id)
@@ -884,4 +884,3 @@ class Hub:
             if idle and now - channel.idle_since > CHANNEL_LINGER:
                 del self.rooms[channel.room_id]
                 self.spawn(self.bus.unsubscribe(f"room.{channel.room_id}"), "parley-bus-unsub")
-        self.refreeze_gc()
