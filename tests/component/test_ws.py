@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from parley.gateway import hub as hub_module
 from parley.protocol.frames import TYPING_EXPIRES_MS
 from parley.testing.server import ServerThread
 from tests.realtime_support import (
@@ -339,10 +340,19 @@ async def test_the_node_writes_through_the_path_it_was_given(node: ServerThread)
 
 @pytest.mark.parametrize("cache", [128, 3], ids=["recent-events", "store"])
 async def test_resume_is_served_from_recent_events_or_from_the_store(
-    tmp_path: Path, cache: int
+    tmp_path: Path, cache: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A resume within the room's recent events shares the live frames and reads
-    nothing; one further back reads the store. Same frames either way."""
+    """A resume within the room's recent events shares the live frames, reads
+    nothing and is answered at once, with no replay task; one further back reads
+    the store in the connection's replay task. Same frames either way."""
+    scheduled: list[str] = []
+    schedule = hub_module.Connection.schedule_replay
+
+    def recording(conn: hub_module.Connection, room_id: str) -> None:
+        scheduled.append(room_id)
+        schedule(conn, room_id)
+
+    monkeypatch.setattr(hub_module.Connection, "schedule_replay", recording)
     with running_server(tmp_path, rate_limits="off", replay_cache=cache) as server:
         alice = await user(server.url, "alice")
         async with closing(alice), httpx.AsyncClient() as http:
@@ -352,6 +362,7 @@ async def test_resume_is_served_from_recent_events_or_from_the_store(
                 assert (await recv(watcher))["type"] == "ready"
                 seqs = [(await alice.post_message(room_id, f"m{i}"))["seq"] for i in range(10)]
                 await recv_until(watcher, lambda f: f.get("event", {}).get("seq") == seqs[-1])
+                scheduled.clear()
                 ws = await ws_connect(server.url, alice.access_token)
                 try:
                     await send_frame(ws, type="resume", id="r", cursors={room_id: seqs[2]})
@@ -360,6 +371,7 @@ async def test_resume_is_served_from_recent_events_or_from_the_store(
                     events = [f["event"] for f in frames[:-1]]
                     assert [e["seq"] for e in events] == seqs[3:]
                     assert [e["message"]["body"] for e in events] == [f"m{i}" for i in range(3, 10)]
+                    assert scheduled == ([] if cache == 128 else [room_id])
                 finally:
                     await ws.close()
             finally:

@@ -498,13 +498,19 @@ class Hub:
             conn.schedule_replay(channel.room_id)
 
     def resume(self, conn: Connection, cursors: dict[str, int]) -> list[str]:
-        """Rewind the named rooms the user is in; the rooms now replaying."""
+        """Rewind the named rooms the user is in; the rooms now replaying. A room
+        whose missed events are all in the channel's memory (the usual short
+        disconnect) is replayed here and now, before the caller's next frame: no
+        task, no store read, so no wait behind a busy loop's other work."""
         rooms = []
         for room_id, seq in cursors.items():
             cursor = conn.rooms.get(room_id)
             if cursor is None or cursor.end_seq is not None:
                 continue
             cursor.rewind(seq)
+            if self._replay_from_memory(conn, room_id, cursor):
+                self._replayed(conn, room_id, cursor)
+                continue
             conn.schedule_replay(room_id)
             rooms.append(room_id)
         self.stats.resumes += 1
@@ -738,14 +744,46 @@ class Hub:
         cursor = conn.rooms.get(room_id)
         if cursor is not None:
             await self._replay_room(conn, room_id, cursor)
-            if cursor.ended and conn.rooms.get(room_id) is cursor:
-                del conn.rooms[room_id]
-                rejoin = conn.deferred_joins.pop(room_id, None)
-                channel = self.rooms.get(room_id)
-                if rejoin is not None and channel is not None:
-                    self._subscribe(conn, channel, RoomCursor(room_id, rejoin - 1))
-                    return
+        self._replayed(conn, room_id, cursor)
+
+    def _replayed(self, conn: Connection, room_id: str, cursor: RoomCursor | None) -> None:
+        """A room's replay is over: forget it if the user left it there (or follow a
+        rejoin made meanwhile), then report it caught up."""
+        if cursor is not None and cursor.ended and conn.rooms.get(room_id) is cursor:
+            del conn.rooms[room_id]
+            rejoin = conn.deferred_joins.pop(room_id, None)
+            channel = self.rooms.get(room_id)
+            if rejoin is not None and channel is not None:
+                self._subscribe(conn, channel, RoomCursor(room_id, rejoin - 1))
+                return
         conn.caught_up(room_id)
+
+    def _replay_from_memory(self, conn: Connection, room_id: str, cursor: RoomCursor) -> bool:
+        """Replay synchronously while the channel's memory holds what the cursor
+        lacks. True: the cursor is live again (or ended); False: the store is
+        needed (or the head is not known yet), and the cursor is still replaying."""
+        channel = self.rooms.get(room_id)
+        while cursor.replaying:
+            if channel is None or conn.close_request is not None:
+                return False
+            if cursor.end_seq is not None:
+                head = cursor.end_seq
+            elif channel.head is None:
+                return False
+            else:
+                head = channel.head
+            if cursor.catch_up(head):
+                return True
+            page = _recent(channel, cursor.seq)
+            if not page:
+                return False
+            before = cursor.seq
+            self._deliver_page(conn, channel, cursor, page, from_memory=True)
+            if cursor.ended:
+                return True
+            if cursor.seq == before:
+                return False
+        return True
 
     async def _replay_room(self, conn: Connection, room_id: str, cursor: RoomCursor) -> None:
         """Send the room's events from the store until the cursor reaches the live
@@ -782,23 +820,41 @@ class Hub:
                 log.warning("room %s: store is behind the fan-out head %d", room_id, head)
                 cursor.replaying = False
                 return
-            for fanout in page:
-                if not cursor.replayed(fanout.seq):
-                    continue
+            before = cursor.seq
+            self._deliver_page(conn, channel, cursor, page, from_memory=from_memory)
+            if cursor.seq != before:
                 use_memory = True
-                conn.push(fanout)
-                self.stats.replayed += 1
-                self.stats.replayed_from_memory += from_memory
-                if (
-                    fanout.type == MEMBER_LEFT
-                    and cursor.end_seq is None
-                    and fanout.member == conn.user_id
-                ):
-                    cursor.end_seq = fanout.seq
-                    if channel is not None:
-                        channel.subs.pop(conn, None)
-                if cursor.ended:
-                    return
+            if cursor.ended:
+                return
+
+    def _deliver_page(
+        self,
+        conn: Connection,
+        channel: RoomChannel | None,
+        cursor: RoomCursor,
+        page: list[Fanout],
+        *,
+        from_memory: bool,
+    ) -> None:
+        """Queue the page's events the cursor takes, in order, up to the user's
+        leave if the page holds it (the channel then stops delivering to them)."""
+        stats = self.stats
+        for fanout in page:
+            if not cursor.replayed(fanout.seq):
+                continue
+            conn.push(fanout)
+            stats.replayed += 1
+            stats.replayed_from_memory += from_memory
+            if (
+                fanout.type == MEMBER_LEFT
+                and cursor.end_seq is None
+                and fanout.member == conn.user_id
+            ):
+                cursor.end_seq = fanout.seq
+                if channel is not None:
+                    channel.subs.pop(conn, None)
+            if cursor.ended:
+                return
 
     # typing (ephemeral: never stored, throttled, members only)
 
