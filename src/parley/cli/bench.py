@@ -380,6 +380,7 @@ class ParleyActor:
         )
         self.seen: set[tuple[str, int]] = set()
         self.done = asyncio.Event()
+        self.dropped_at: float | None = None
 
     async def connect(self) -> None:
         await self.live.start()
@@ -406,10 +407,22 @@ class ParleyActor:
                 before = self.rec.unique
                 self.rec.receipt(self.seen, str(message["body"]))
                 got += self.rec.unique - before
+        if self.role.kind == "storm":
+            # Every message may have arrived before the drop: still wait to be back.
+            while self.back_ns() is None:  # noqa: ASYNC110 (the SDK keeps a time, not an event)
+                await asyncio.sleep(0.01)
         self.done.set()
 
     def drop(self) -> None:
+        self.dropped_at = time.monotonic()
         self.live.drop()
+
+    def back_ns(self) -> int | None:
+        """From the drop to the ``resumed`` answer on the new connection."""
+        resumed = self.live.resumed_at
+        if self.dropped_at is None or resumed is None or resumed < self.dropped_at:
+            return None
+        return int((resumed - self.dropped_at) * 1e9)
 
     async def close(self) -> None:
         await self.live.close()
@@ -540,9 +553,18 @@ async def _worker(plan: Plan, pipe: Pipe) -> None:
         ]
         senders = [a.send_all() for a in actors if a.role.kind == "sender"]
         storm = [a for a in actors if a.role.kind == "storm"]
+        dropped = asyncio.Event()
+
+        def drop() -> None:
+            for actor in storm:
+                actor.drop()
+            dropped.set()
+
         if storm:
-            asyncio.get_running_loop().call_later(command[1], lambda: [a.drop() for a in storm])
+            asyncio.get_running_loop().call_later(command[1], drop)
         await asyncio.gather(*senders)
+        if storm:
+            await dropped.wait()
         if plan.hold:
             await asyncio.sleep(plan.hold)  # idle: what keeping connections costs
         pipe.send(("sent", rec.sent))
@@ -556,6 +578,7 @@ async def _worker(plan: Plan, pipe: Pipe) -> None:
             task.cancel()
         gc.enable()
         connects = [a.live.connects for a in actors if isinstance(a, ParleyActor)]
+        backs = [a.back_ns() for a in storm if isinstance(a, ParleyActor)]
         with contextlib.suppress(Exception):
             async with asyncio.timeout(10):
                 await asyncio.gather(*(a.close() for a in actors), return_exceptions=True)
@@ -572,6 +595,8 @@ async def _worker(plan: Plan, pipe: Pipe) -> None:
                 "duplicates": rec.duplicates,
                 "expected": rec.expected,
                 "reconnects": sum(max(0, c - 1) for c in connects),
+                "back_ns": [b for b in backs if b is not None],
+                "not_back": sum(b is None for b in backs),
                 "cpu_s": times.user + times.system,
             },
         )
@@ -673,6 +698,7 @@ def run_load(
         "lost": expected - deliveries,
         "duplicated": sum(r["duplicates"] for r in results),
         "reconnects": sum(r["reconnects"] for r in results),
+        "client_back_ms": _client_backs(results),
         "server_cpu_s": server_cpu,
         "server_resume_ms": _bucket_quantiles(resumes0, resumes1),
         # Send frame to ack inside the server: what the client's latency owes to it.
@@ -813,6 +839,22 @@ def write_plot(path: Path, runs: list[dict[str, Any]]) -> bool:
     )
 
 
+def _client_backs(results: list[dict[str, Any]]) -> dict[str, float] | None:
+    """reconnect-storm, as the clients saw it: from the drop to ``resumed`` (the
+    SDK's backoff, the new handshake, the replay), and how many never got there."""
+    backs = sorted(x for r in results for x in r.get("back_ns", ()))
+    missing = sum(r.get("not_back", 0) for r in results)
+    if not backs and not missing:
+        return None
+    return {
+        "count": len(backs),
+        "not_back": missing,
+        "p50": _percentile(backs, 50),
+        "p99": _percentile(backs, 99),
+        "max": backs[-1] / 1e6 if backs else float("nan"),
+    }
+
+
 def _summary(run: dict[str, Any]) -> str:
     lat = run["latency_ms"]
     cpu = run["server_cpu_us_per_delivery"]
@@ -831,6 +873,12 @@ def _summary(run: dict[str, Any]) -> str:
             f"  server resume p50 ≤ {resume['p50_le_ms']:g} ms p99 ≤ {resume['p99_le_ms']:g} ms"
             f" ({resume['count']:.0f})"
             if (resume := run.get("server_resume_ms"))
+            else ""
+        )
+        + (
+            f"  clients back (drop→resumed) p50 {back['p50']:.0f} p99 {back['p99']:.0f}"
+            f" max {back['max']:.0f} ms ({back['count']}, {back['not_back']} not back)"
+            if (back := run.get("client_back_ms"))
             else ""
         )
         + (

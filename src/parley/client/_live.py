@@ -30,6 +30,7 @@ import itertools
 import logging
 import random
 import secrets
+import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any, Final, Literal
 
@@ -109,6 +110,9 @@ class Live:
         self.connects = 0
         self.duplicates = 0
         self.gaps_repaired = 0
+        self.resumed_at: float | None = None
+        """``time.monotonic()`` when the server last answered a ``resume`` (sent on
+        every reconnect): every missed event had arrived by then."""
         self.presence: dict[str, dict[str, Any]] = {}
         self._watching: dict[str, None] = {}
         """The users ``presence_subscribe`` asked for, in order (sent again on reconnect)."""
@@ -442,6 +446,8 @@ class Live:
         if kind == "event":
             await self._on_event(frame["event"])
         elif kind in ("ack", "pong", "resumed", "read.ok"):
+            if kind == "resumed":
+                self.resumed_at = time.monotonic()
             self._answer(frame)
         elif kind == "error":
             self._on_error(frame)
