@@ -29,6 +29,7 @@ from parley.domain.models import (
     Room,
     RoomId,
     RoomKind,
+    SendResult,
     User,
     UserId,
     Visibility,
@@ -603,6 +604,22 @@ async def test_large_batches_check_membership_and_retries_for_every_send(store: 
             assert (one.created, two.created, two.message) == (True, False, one.message)
     for room in rooms:
         await assert_contiguous(store, room.id)
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 4, 5, 9])
+async def test_every_batch_size_checks_each_key(store: SqlStore, size: int) -> None:
+    """Batches are checked in padded shapes (the last key repeated): a stranger's
+    send last in the batch is refused, and only it."""
+    owner, stranger = await new_user(store), await new_user(store)
+    room = await new_room(store, owner)
+    senders = [owner] * (size - 1) + [stranger]
+    results = await asyncio.gather(
+        *(store.send_message(send(room, u, f"m{i}", f"k{i}")) for i, u in enumerate(senders)),
+        return_exceptions=True,
+    )
+    assert isinstance(results[-1], NotFound)
+    assert all(isinstance(r, SendResult) and r.created for r in results[:-1])
+    await assert_contiguous(store, room.id)
 
 
 async def test_a_non_member_send_fails_alone(store: SqlStore) -> None:

@@ -853,12 +853,18 @@ _DELETE_REACTION = delete(reactions).where(_reaction_key)
 # go in as a VALUES list left-joined to both tables, which both databases run as one
 # index probe per key and table. (An IN list per column probes every combination: 2,500
 # probes for 50 senders; an OR of the keys makes PostgreSQL scan the whole room: 8.5 ms
-# against 0.9.) Keys go in chunks of at most 64, padded to a multiple of 8 by repeating
-# the last key, so eight statement shapes serve every batch size. The rows are text()
+# against 0.9.) Keys go in chunks of at most 64, padded by repeating the last key to 1,
+# 2, 4 or a multiple of 8, so eleven statement shapes serve every batch size (and a lone
+# send probes once, not eight times). The rows are text()
 # because values() with bind parameters is not cacheable; VALUES names its columns
 # column1, column2, … in both databases.
 _KEYS_PER_QUERY = 64
 _KEY_NAMES = [(f"r{i}", f"u{i}", f"c{i}") for i in range(_KEYS_PER_QUERY)]
+
+
+def _padded(keys: int) -> int:
+    """The statement shape for ``keys`` keys: 1, 2, 4, then a multiple of 8."""
+    return keys if keys in (1, 2) else 4 if keys <= 4 else -(-keys // 8) * 8
 
 
 @functools.cache
@@ -890,7 +896,7 @@ def _check_sends(
     found: dict[str, Message] = {}
     for start in range(0, len(keys), _KEYS_PER_QUERY):
         chunk = keys[start : start + _KEYS_PER_QUERY]
-        size = -(-len(chunk) // 8) * 8
+        size = _padded(len(chunk))
         params: dict[str, str | None] = {}
         for names, key in zip(_KEY_NAMES[:size], chunk, strict=False):
             params.update(zip(names, key, strict=True))
