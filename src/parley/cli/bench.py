@@ -46,6 +46,7 @@ from typing import Any
 
 import httpx
 
+from parley.cli.bench_lean import LeanReceiver
 from parley.client import Backoff, Live, ParleyClient
 
 SCENARIOS = ("fanout", "dms", "idle", "reconnect-storm", "latency", "presence")
@@ -182,6 +183,8 @@ class Plan:
     cpus: set[int]
     roles: list[Role] = field(default_factory=list)
     hold: float = 0.0
+    lean: bool = False
+    """Receivers on ``bench_lean`` instead of the SDK."""
 
 
 async def _register(http: httpx.AsyncClient, url: str, count: int, tag: str) -> list[ParleyClient]:
@@ -367,19 +370,27 @@ async def _paced(role: Role, send: Callable[[int], Coroutine[Any, Any, None]]) -
         await asyncio.gather(*pending)
 
 
-class ParleyActor:
-    """One role on the SDK."""
+class _Actor:
+    """What every kind of actor keeps: its role, the plan, the worker's recorder, and
+    the (sender, n) keys it received."""
 
-    def __init__(self, role: Role, plan: Plan, http: httpx.AsyncClient, rec: Recorder) -> None:
+    def __init__(self, role: Role, plan: Plan, rec: Recorder) -> None:
         self.role = role
         self.plan = plan
         self.rec = rec
+        self.seen: set[tuple[str, int]] = set()
+        self.done = asyncio.Event()
+
+
+class ParleyActor(_Actor):
+    """One role on the SDK."""
+
+    def __init__(self, role: Role, plan: Plan, http: httpx.AsyncClient, rec: Recorder) -> None:
+        super().__init__(role, plan, rec)
         self.client = ParleyClient(plan.url, access_token=role.token, http=http)
         self.live: Live = self.client.live(
             ping_interval=None, queue_size=1 << 20, backoff=Backoff(base=0.2, cap=5.0)
         )
-        self.seen: set[tuple[str, int]] = set()
-        self.done = asyncio.Event()
         self.dropped_at: float | None = None
 
     async def connect(self) -> None:
@@ -428,15 +439,47 @@ class ParleyActor:
         await self.live.close()
 
 
-class BaselineActor:
+class LeanActor(_Actor):
+    """A receiver on ``bench_lean.LeanReceiver`` (``--lean-receivers``), against
+    either server: both send the same ``event`` frames."""
+
+    def __init__(self, role: Role, plan: Plan, rec: Recorder) -> None:
+        super().__init__(role, plan, rec)
+        self.got = 0
+        self.receiver: LeanReceiver | None = None
+
+    async def connect(self) -> None:
+        if self.plan.baseline:
+            path, token = f"/ws?room={self.role.room}", None
+        else:
+            path, token = "/api/v1/ws", self.role.token
+        self.receiver = await LeanReceiver.connect(self.plan.url, path, token, self._body)
+
+    def _body(self, body: str) -> None:
+        before = self.rec.unique
+        self.rec.receipt(self.seen, body)
+        self.got += self.rec.unique - before
+        if self.got >= self.role.expect:
+            self.done.set()
+
+    async def receive_all(self) -> None:
+        await self.done.wait()
+
+    def drop(self) -> None:
+        if self.receiver is not None:
+            self.receiver.abort()
+
+    async def close(self) -> None:
+        if self.receiver is not None:
+            self.rec.errors.extend(self.receiver.errors)
+            await self.receiver.close()
+
+
+class BaselineActor(_Actor):
     """One role against the baseline server, on raw WebSockets."""
 
     def __init__(self, role: Role, plan: Plan, rec: Recorder) -> None:
-        self.role = role
-        self.plan = plan
-        self.rec = rec
-        self.seen: set[tuple[str, int]] = set()
-        self.done = asyncio.Event()
+        super().__init__(role, plan, rec)
         self.ws: Any = None
         self.acks: asyncio.Queue[None] = asyncio.Queue()
 
@@ -526,13 +569,17 @@ async def _worker(plan: Plan, pipe: Pipe) -> None:
     rec = Recorder()
     limits = httpx.Limits(max_connections=64)
     async with httpx.AsyncClient(timeout=60, limits=limits) as http:
-        actors: list[ParleyActor | BaselineActor] = [
-            BaselineActor(r, plan, rec) if plan.baseline else ParleyActor(r, plan, http, rec)
+        actors: list[ParleyActor | BaselineActor | LeanActor] = [
+            LeanActor(r, plan, rec)
+            if plan.lean and r.kind == "receiver"
+            else BaselineActor(r, plan, rec)
+            if plan.baseline
+            else ParleyActor(r, plan, http, rec)
             for r in plan.roles
         ]
         semaphore = asyncio.Semaphore(64)
 
-        async def connect(actor: ParleyActor | BaselineActor) -> None:
+        async def connect(actor: ParleyActor | BaselineActor | LeanActor) -> None:
             async with semaphore:
                 await actor.connect()
 
@@ -546,12 +593,15 @@ async def _worker(plan: Plan, pipe: Pipe) -> None:
         pipe.send(("ready", len(actors)))
         command = await _recv(pipe)
         assert command[0] == "go"
+        go_times, go_wall = os.times(), time.perf_counter()
         receivers = [
             asyncio.create_task(a.receive_all())
             for a in actors
             if a.role.kind in ("receiver", "storm") and a.role.expect
         ]
-        senders = [a.send_all() for a in actors if a.role.kind == "sender"]
+        senders = [
+            a.send_all() for a in actors if a.role.kind == "sender" and not isinstance(a, LeanActor)
+        ]
         storm = [a for a in actors if a.role.kind == "storm"]
         dropped = asyncio.Event()
 
@@ -567,6 +617,11 @@ async def _worker(plan: Plan, pipe: Pipe) -> None:
             await dropped.wait()
         if plan.hold:
             await asyncio.sleep(plan.hold)  # idle: what keeping connections costs
+        sent_times = os.times()
+        sending = (
+            sent_times.user + sent_times.system - go_times.user - go_times.system,
+            time.perf_counter() - go_wall,
+        )
         pipe.send(("sent", rec.sent))
         command = await _recv(pipe)
         assert command[0] == "drain"
@@ -597,7 +652,10 @@ async def _worker(plan: Plan, pipe: Pipe) -> None:
                 "reconnects": sum(max(0, c - 1) for c in connects),
                 "back_ns": [b for b in backs if b is not None],
                 "not_back": sum(b is None for b in backs),
+                "errors": rec.errors,
                 "cpu_s": times.user + times.system,
+                "sending_cpu_s": sending[0],
+                "sending_s": sending[1],
             },
         )
     )
@@ -636,7 +694,9 @@ def run_load(
     for i, share in enumerate(_split(roles, processes)):
         cpus = {gen_cpus[i % len(gen_cpus)]} if gen_cpus else set()
         hold = args.hold if args.scenario == "idle" else 0.0
-        plan = Plan(server.url, baseline, args.size, cpus, share, hold=hold)
+        plan = Plan(
+            server.url, baseline, args.size, cpus, share, hold=hold, lean=args.lean_receivers
+        )
         parent, child = ctx.Pipe()
         proc = ctx.Process(target=worker_main, args=(plan, child), daemon=True)
         proc.start()
@@ -699,6 +759,9 @@ def run_load(
         "duplicated": sum(r["duplicates"] for r in results),
         "reconnects": sum(r["reconnects"] for r in results),
         "client_back_ms": _client_backs(results),
+        # What a correct server never sends (lean receivers check seqs and opcodes).
+        "protocol_errors": sum(len(r["errors"]) for r in results),
+        "protocol_error_samples": [e for r in results for e in r["errors"]][:10],
         "server_cpu_s": server_cpu,
         "server_resume_ms": _bucket_quantiles(resumes0, resumes1),
         # Send frame to ack inside the server: what the client's latency owes to it.
@@ -719,6 +782,11 @@ def run_load(
         },
         "memory_per_connection_kib": (rss_connected - rss_idle) / 1024 / max(1, connections),
         "generator_cpu_s": [r["cpu_s"] for r in results],
+        # Each generator process's share of a core from go to its last ack: where
+        # they share one core, a sum near 100 means the generator was the bottleneck.
+        "generator_cpu_percent_while_sending": [
+            100 * r["sending_cpu_s"] / max(1e-9, r["sending_s"]) for r in results
+        ],
         "duration_s": (t_last - t0) / 1e9,
         "_arrivals_ns": [a - t0 for a in arrivals],
         "_latency_ns": latency,
@@ -863,10 +931,14 @@ def _summary(run: dict[str, Any]) -> str:
         f"deliveries/s  p50 {lat['p50']:.1f} p90 {lat['p90']:.1f} p99 {lat['p99']:.1f} "
         f"p99.9 {lat['p99.9']:.1f} max {lat['max']:.1f} ms  "
         f"lost {run['lost']} dup {run['duplicated']}  "
-        f"server CPU {run['server_cpu_s']:.2f} s"
+        + (f"protocol errors {n}  " if (n := run.get("protocol_errors")) else "")
+        + f"server CPU {run['server_cpu_s']:.2f} s"
         f" ({run['server_cpu_percent_of_core']:.1f}% of a core)"
         + (f" ({cpu:.1f} µs/delivery)" if cpu else "")
         + "".join(f" {k} {v:.2f} s" for k, v in run.get("server_thread_cpu_s", {}).items())
+        + "  generators "
+        + " + ".join(f"{p:.0f}%" for p in run.get("generator_cpu_percent_while_sending", []))
+        + " of a core while sending"
         + f"  RSS {run['server_rss_mib']['end']:.0f} MiB"
         + f"  {run['memory_per_connection_kib']:.1f} KiB/conn"
         + (
@@ -1004,5 +1076,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     bench.add_argument("--processes", type=int, default=0, help="generator processes")
     bench.add_argument("--server-cpu", type=int, default=0, help="core index for the server")
     bench.add_argument("--no-baseline", action="store_true", help="skip the aiohttp ceiling")
+    bench.add_argument(
+        "--lean-receivers",
+        action="store_true",
+        help="receivers parse frames themselves (bench_lean), not on the SDK: ~2 µs a"
+        " frame against ~15-20, so that the generator is not the bottleneck",
+    )
     bench.add_argument("--out", type=Path, default=Path("bench/results"), help="output dir")
     bench.set_defaults(func=cmd_bench)
