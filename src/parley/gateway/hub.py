@@ -172,9 +172,12 @@ class Connection:
 
     # outbound queue
 
-    def push(self, item: Item) -> bool:
+    def push(self, item: Item, *, urgent: bool = False) -> bool:
         """Queue a frame for the writer; ``False`` (and the connection closes with
-        1013) when the queue is full: the client reads too slowly."""
+        1013) when the queue is full: the client reads too slowly. ``urgent``: this
+        connection is written before the others this turn (an ack unblocks its
+        sender, whose next send waits for it, while a fan-out's events wait on
+        nothing)."""
         if self.close_request is not None:
             return True
         queue = self._queue
@@ -183,14 +186,17 @@ class Connection:
             self.close(CLOSE_TRY_AGAIN, "too slow: outbound queue full", flush=False)
             return False
         queue.append(item)
-        self._wake()
+        self._wake(urgent)
         return True
 
-    def _wake(self) -> None:
+    def _wake(self, urgent: bool = False) -> None:
         """Something to write (or a close): a direct writer is flushed once the
         current callback is done; a writer task is woken."""
         if self.flusher is not None:
-            if not self._dirty:
+            if urgent:
+                self._dirty = True
+                self.hub.flush_soon(self, urgent=True)
+            elif not self._dirty:
                 self._dirty = True
                 self.hub.flush_soon(self)
             return
@@ -340,6 +346,7 @@ class Hub:
         self._empty = asyncio.Event()
         self._empty.set()
         self._dirty: list[Connection] = []
+        self._urgent: list[Connection] = []
         self._flushing: asyncio.Handle | None = None
         self.gc_freeze_growth: int | None = None
         """Connections gained between two ``gc.freeze()`` calls (``refreeze_gc``);
@@ -382,16 +389,19 @@ class Hub:
         self.rooms.clear()
         await self.bus.close()
 
-    def flush_soon(self, conn: Connection) -> None:
+    def flush_soon(self, conn: Connection, *, urgent: bool = False) -> None:
         """Write ``conn``'s queue once the current callback is done: every frame a
-        fan-out (or a whole commit's fan-outs) queued for it goes in one write."""
-        self._dirty.append(conn)
+        fan-out (or a whole commit's fan-outs) queued for it goes in one write.
+        ``urgent`` connections are written first (one on both lists is written
+        once: the second time its queue is empty)."""
+        (self._urgent if urgent else self._dirty).append(conn)
         if self._flushing is None:
             self._flushing = asyncio.get_running_loop().call_soon(self._flush)
 
     def _flush(self) -> None:
         self._flushing = None
-        dirty, self._dirty = self._dirty, []
+        dirty = self._urgent + self._dirty if self._urgent else self._dirty
+        self._urgent, self._dirty = [], []
         for conn in dirty:
             conn._dirty = False
             flusher = conn.flusher

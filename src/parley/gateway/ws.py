@@ -363,7 +363,7 @@ class _Pump:
             conn.push(f.error_frame("internal", "internal server error", frame.id))
         else:
             stats.sends += 1
-            conn.push(f.ack_frame(frame.id, result.message.public()))
+            conn.push(f.ack_frame(frame.id, result.message.public()), urgent=True)
             self.hub.metrics.send_seconds.observe(time.perf_counter() - started)
 
     async def _read(self, frame: f.Read) -> None:
