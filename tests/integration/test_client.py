@@ -209,3 +209,25 @@ def test_backoff_grows_with_full_jitter_and_resets() -> None:
     assert all(0 <= d <= b for d, b in zip(delays, bounds, strict=True))
     backoff.reset()
     assert backoff.next_delay() <= 0.1
+
+
+async def test_a_live_event_ahead_of_the_resume_waits_for_its_replay(node: ServerThread) -> None:
+    """An event that arrives before the server read a late ``resume`` skips ahead
+    of the cursor: the replay the resume asked for re-sends it, so no REST repair."""
+    alice = await user(node.url, "alice")
+    async with closing(alice):
+        room_id = await room(alice)
+        for i in range(5):
+            await alice.post_message(room_id, f"m{i}")
+        events, _ = await alice.events(room_id)
+        live = alice.live(cursors={room_id: 3})
+        live._resuming = ("c1", {room_id})  # what _session sets as it sends the resume
+        await live._on_frame({"type": "event", "event": events[6]})  # seq 7, live
+        assert (live.gaps_repaired, live.cursors[room_id]) == (0, 3)
+        for event in events[3:7]:  # the replay: 4 .. 7
+            await live._on_frame({"type": "event", "event": event})
+        await live._on_frame({"type": "resumed", "id": "c1"})
+        assert live._resuming is None
+        got = [await live.next_event() for _ in range(4)]
+        assert [e["seq"] for e in got] == [4, 5, 6, 7]
+        assert (live.gaps_repaired, live.duplicates) == (0, 0)

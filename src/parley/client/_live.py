@@ -5,11 +5,13 @@
   server says it expired.
 * Tracks, per room, the last ``seq`` handed to the application, and on every
   reconnect sends ``resume`` with those cursors *as its first frame*, before
-  ``ready`` arrives: the server reads it before any live event can be queued, so
-  the replay comes first and nothing is repeated.
+  ``ready`` arrives: the server usually reads it before any live event is
+  queued, so the replay comes first and nothing is repeated.
 * Hands each event to the application exactly once, in ``seq`` order per room:
   a repeat is dropped, a gap (a ``seq`` that skips) is filled from
-  ``GET /rooms/{id}/events`` before the event that revealed it.
+  ``GET /rooms/{id}/events`` before the event that revealed it. Except while
+  the ``resume`` is unanswered: a live event that outran it (a busy client sent
+  it late) is dropped, since the resume rewinds the room and replays it.
 * ``send`` retries with the same ``client_msg_id`` across reconnects until the
   server acknowledges it; the server stores a repeated id once.
 * A bounded event queue: an application that stops reading stops the socket
@@ -110,6 +112,8 @@ class Live:
         self.connects = 0
         self.duplicates = 0
         self.gaps_repaired = 0
+        self._resuming: tuple[str, set[str]] | None = None
+        """The unanswered ``resume`` of this connection: its id and rooms."""
         self.resumed_at: float | None = None
         """``time.monotonic()`` when the server last answered a ``resume`` (sent on
         every reconnect): every missed event had arrived by then."""
@@ -425,6 +429,7 @@ class Live:
         try:
             if self.cursors:
                 resume = f.Resume(cursors=dict(self.cursors), id=self._next_id())
+                self._resuming = (str(resume.id), set(self.cursors))
                 await ws.send(codec.dumps(resume).decode())
             async for raw in ws:
                 try:
@@ -436,6 +441,7 @@ class Live:
             pass
         finally:
             self._ws = None
+            self._resuming = None
             self._ready.clear()
             self._fail_pending(ConnectionLost("connection lost"))
         if ws.close_code == 1008 and ws.close_reason in AUTH_CLOSE_REASONS:
@@ -448,6 +454,7 @@ class Live:
         elif kind in ("ack", "pong", "resumed", "read.ok"):
             if kind == "resumed":
                 self.resumed_at = time.monotonic()
+                self._resume_answered(frame)
             self._answer(frame)
         elif kind == "error":
             self._on_error(frame)
@@ -465,7 +472,12 @@ class Live:
         if future is not None and not future.done():
             future.set_result(frame)
 
+    def _resume_answered(self, frame: dict[str, Any]) -> None:
+        if self._resuming is not None and str(frame.get("id")) == self._resuming[0]:
+            self._resuming = None
+
     def _on_error(self, frame: dict[str, Any]) -> None:
+        self._resume_answered(frame)
         error = ApiError(
             0,
             str(frame.get("code")),
@@ -506,6 +518,11 @@ class Live:
             self.duplicates += 1
             return
         if seq > cursor + 1:
+            resuming = self._resuming
+            if resuming is not None and room_id in resuming[1]:
+                # Live before the server read our resume (it was late): the resume
+                # rewinds the room to our cursor and replays this event too.
+                return
             cursor = await self._repair(room_id, cursor, seq)
         await self._deliver(event)
 
