@@ -306,9 +306,10 @@ class RoomChannel:
         self.repair: asyncio.Task[None] | None = None
         self.idle_since = time.monotonic()
 
-    async def wait_head(self) -> int:
-        while self.head is None:
-            assert self.ready is not None
+    async def wait_head(self) -> int | None:
+        """The head, once read; None if the channel was dropped before that (its
+        ``ready`` is set then too, and stays set: waiting again would spin)."""
+        if self.head is None and self.ready is not None:
             await self.ready.wait()
         return self.head
 
@@ -774,7 +775,11 @@ class Hub:
         needed (or the head is not known yet), and the cursor is still replaying."""
         channel = self.rooms.get(room_id)
         while cursor.replaying:
-            if channel is None or conn.close_request is not None:
+            if (
+                channel is None
+                or conn.close_request is not None
+                or conn.rooms.get(room_id) is not cursor
+            ):
                 return False
             if cursor.end_seq is not None:
                 head = cursor.end_seq
@@ -796,46 +801,35 @@ class Hub:
         return True
 
     async def _replay_room(self, conn: Connection, room_id: str, cursor: RoomCursor) -> None:
-        """Send the room's events from the store until the cursor reaches the live
-        head (or the leave that ends it); live delivery then takes over. Pages come
-        from the channel's recent events when it still holds them (shared frames,
-        no store read), else from the store."""
-        use_memory = True
-        while cursor.replaying:
+        """Send the room's events until the cursor reaches the live head (or the
+        leave that ends it); live delivery then takes over. Pages come from the
+        channel's recent events while it holds them (``_replay_from_memory``: shared
+        frames, no store read), else from the store."""
+        while not self._replay_from_memory(conn, room_id, cursor):
+            if conn.rooms.get(room_id) is not cursor or conn.close_request is not None:
+                return
             channel = self.rooms.get(room_id)
             if cursor.end_seq is not None:
                 head = cursor.end_seq
             elif channel is None:
                 return
-            else:
-                head = await channel.wait_head()
-                if channel.head is None:
+            elif channel.head is None:
+                if await channel.wait_head() is None:
                     return
-            if conn.rooms.get(room_id) is not cursor:
-                return
-            if cursor.catch_up(head):
-                return
-            page = _recent(channel, cursor.seq) if channel is not None and use_memory else None
-            from_memory = page is not None
-            if page is None:
-                events, _ = await self.store.list_events(
-                    RoomId(room_id), after_seq=cursor.seq, limit=REPLAY_PAGE
-                )
-                page = [Fanout.of_event(e) for e in events]
+                continue
             else:
-                use_memory = False  # until this page moves the cursor
+                head = channel.head
+            events, _ = await self.store.list_events(
+                RoomId(room_id), after_seq=cursor.seq, limit=REPLAY_PAGE
+            )
             if conn.rooms.get(room_id) is not cursor or conn.close_request is not None:
                 return
-            if not page:
+            if not events:
                 log.warning("room %s: store is behind the fan-out head %d", room_id, head)
                 cursor.replaying = False
                 return
-            before = cursor.seq
-            self._deliver_page(conn, channel, cursor, page, from_memory=from_memory)
-            if cursor.seq != before:
-                use_memory = True
-            if cursor.ended:
-                return
+            page = [Fanout.of_event(e) for e in events]
+            self._deliver_page(conn, channel, cursor, page, from_memory=False)
 
     def _deliver_page(
         self,
