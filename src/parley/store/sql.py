@@ -677,14 +677,14 @@ class _Raw:
     def execute(self, conn: Connection, params: Mapping[str, Any]) -> Any:
         """Run with one set of parameters; the DBAPI cursor, for its rows."""
         sql, names, defaults = self._plan(conn)
-        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        cursor = _raw_cursor(conn)
         values = defaults | dict(params) if defaults else params
         cursor.execute(sql, tuple([values[n] for n in names]))
         return cursor
 
     def executemany(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
         sql, names, _ = self._plan(conn)
-        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        cursor = _raw_cursor(conn)
         cursor.executemany(sql, [tuple([row[n] for n in names]) for row in rows])
         cursor.close()
 
