@@ -120,15 +120,21 @@ async def test_iterating_events_across_reconnects(node: ServerThread) -> None:
             assert live.duplicates >= 0 and live.connects >= 2
 
 
+async def room_of_five(alice: ParleyClient) -> tuple[str, list[dict[str, Any]]]:
+    """A new room with five messages: its id and its events (creation, join, m0..m4)."""
+    room_id = await room(alice)
+    for i in range(5):
+        await alice.post_message(room_id, f"m{i}")
+    events, _ = await alice.events(room_id)
+    return room_id, events
+
+
 async def test_gap_is_repaired_from_the_rest_log(node: ServerThread) -> None:
     """A seq that skips (a frame the client never got) is filled from REST before
     the event that revealed it. Driven frame by frame: a real server never skips."""
     alice = await user(node.url, "alice")
     async with closing(alice):
-        room_id = await room(alice)
-        for i in range(5):
-            await alice.post_message(room_id, f"m{i}")
-        events, _ = await alice.events(room_id)
+        room_id, events = await room_of_five(alice)
         live = alice.live(cursors={room_id: 3})
         await live._on_frame(
             {"type": "ready", "user_id": "u", "session_id": "s", "rooms": {room_id: 7}}
@@ -216,10 +222,7 @@ async def test_a_live_event_ahead_of_the_resume_waits_for_its_replay(node: Serve
     of the cursor: the replay the resume asked for re-sends it, so no REST repair."""
     alice = await user(node.url, "alice")
     async with closing(alice):
-        room_id = await room(alice)
-        for i in range(5):
-            await alice.post_message(room_id, f"m{i}")
-        events, _ = await alice.events(room_id)
+        room_id, events = await room_of_five(alice)
         live = alice.live(cursors={room_id: 3})
         live._resuming = ("c1", {room_id})  # what _session sets as it sends the resume
         await live._on_frame({"type": "event", "event": events[6]})  # seq 7, live

@@ -334,17 +334,19 @@ class Recorder:
         self.expected = 0
         self.errors: list[str] = []
 
-    def receipt(self, seen: set[tuple[str, int]], body: str) -> None:
+    def receipt(self, seen: set[tuple[str, int]], body: str) -> bool:
+        """Record a received message body; False when ``seen`` had it already."""
         now = time.time_ns()
         stamp, sender, n, _ = body.split(" ", 3)
         key = (sender, int(n))
         if key in seen:
             self.duplicates += 1
-            return
+            return False
         seen.add(key)
         self.unique += 1
         self.latency_ns.append(now - int(stamp))
         self.arrivals_ns.append(now)
+        return True
 
 
 def _body(role: Role, n: int, size: int) -> str:
@@ -415,9 +417,7 @@ class ParleyActor(_Actor):
             event = await self.live.next_event()
             message = event.get("message")
             if event.get("type") == "message.created" and isinstance(message, dict):
-                before = self.rec.unique
-                self.rec.receipt(self.seen, str(message["body"]))
-                got += self.rec.unique - before
+                got += self.rec.receipt(self.seen, str(message["body"]))
         if self.role.kind == "storm":
             # Every message may have arrived before the drop: still wait to be back.
             while self.back_ns() is None:  # noqa: ASYNC110 (the SDK keeps a time, not an event)
@@ -456,9 +456,7 @@ class LeanActor(_Actor):
         self.receiver = await LeanReceiver.connect(self.plan.url, path, token, self._body)
 
     def _body(self, body: str) -> None:
-        before = self.rec.unique
-        self.rec.receipt(self.seen, body)
-        self.got += self.rec.unique - before
+        self.got += self.rec.receipt(self.seen, body)
         if self.got >= self.role.expect:
             self.done.set()
 
@@ -539,9 +537,7 @@ class BaselineActor(_Actor):
             frame = json.loads(raw)
             if frame.get("type") != "event":
                 continue
-            before = self.rec.unique
-            self.rec.receipt(self.seen, frame["event"]["message"]["body"])
-            got += self.rec.unique - before
+            got += self.rec.receipt(self.seen, frame["event"]["message"]["body"])
             if got >= self.role.expect:
                 break
         self.done.set()
@@ -551,6 +547,15 @@ class BaselineActor(_Actor):
 
     async def close(self) -> None:
         await self.ws.close()
+
+
+def pause_gc() -> None:
+    """No collections while measuring (``gc.enable()`` after): a full one stalled
+    a generator process for 50-110 ms (its clients' frames), which read as the
+    server's latency tail. What lives now is frozen out of the next one's sight."""
+    gc.collect()
+    gc.freeze()
+    gc.disable()
 
 
 def worker_main(plan: Plan, pipe: Pipe) -> None:
@@ -585,11 +590,7 @@ async def _worker(plan: Plan, pipe: Pipe) -> None:
 
         await asyncio.gather(*(connect(a) for a in actors))
         rec.expected = sum(a.role.expect for a in actors)
-        # No collections while measuring: a full one stalled a generator process for
-        # 50-110 ms (its clients' frames), which read as the server's latency tail.
-        gc.collect()
-        gc.freeze()
-        gc.disable()
+        pause_gc()
         pipe.send(("ready", len(actors)))
         command = await _recv(pipe)
         assert command[0] == "go"

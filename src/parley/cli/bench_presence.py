@@ -66,6 +66,7 @@ from parley.cli.bench import (
     _recv,
     _register,
     _servers,
+    pause_gc,
     plot_two_panels,
     rate_over_time,
 )
@@ -349,11 +350,7 @@ async def _worker(plan: WorkerPlan, pipe: Pipe) -> None:
             async with asyncio.timeout(SUBSCRIBE_TIMEOUT):
                 await asyncio.gather(*(subscribe(w) for w in watchers))
         settled = sum(w.settled.is_set() for w in watchers)
-        # No collections while measuring (as in ``parley.cli.bench``): a full one
-        # stalls this process's clients for tens of milliseconds.
-        gc.collect()
-        gc.freeze()
-        gc.disable()
+        pause_gc()
         pipe.send(("subscribed", settled, list(rec.errors)))
         command = await _recv(pipe)
         assert command[0] == "go"
