@@ -1,0 +1,31 @@
+"""Ids and timestamps: the text clients see, produced by the fast paths."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+from parley.domain.models import format_ts, new_id, utc_now
+
+
+def test_new_id_is_a_random_uuid4_in_canonical_text() -> None:
+    ids = [new_id() for _ in range(2000)]
+    assert len(set(ids)) == len(ids)
+    for text in ids:
+        parsed = uuid.UUID(text)
+        assert str(parsed) == text
+        assert parsed.version == 4
+        assert parsed.variant == uuid.RFC_4122
+    # every variant digit and every hex digit turns up: the bytes are not fixed
+    assert {text[19] for text in ids} == set("89ab")
+    assert set("".join(ids).replace("-", "")) == set("0123456789abcdef")
+
+
+def test_utc_now_is_format_ts_of_the_current_time() -> None:
+    before = datetime.now(UTC)
+    now = utc_now()
+    after = datetime.now(UTC)
+    assert format_ts(before) <= now <= format_ts(after)
+    parsed = datetime.strptime(now, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+    assert format_ts(parsed) == now
+    assert after - parsed < timedelta(seconds=1)
