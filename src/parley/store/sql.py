@@ -96,7 +96,6 @@ import queue
 import sqlite3
 import threading
 import time
-from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -1133,7 +1132,10 @@ def _apply_sends(conn: Connection, ops: Sequence[_Op]) -> None:
         return
 
     now = utc_now()
-    counts: Counter[str] = Counter(op.send.room_id for op in fresh if op.send is not None)
+    counts: dict[str, int] = {}
+    for op in fresh:
+        assert op.send is not None
+        counts[op.send.room_id] = counts.get(op.send.room_id, 0) + 1
     next_seq = _take_seqs_per_room(conn, counts, now)
     message_rows: list[dict[str, Any]] = []
     new_events: list[Event] = []
