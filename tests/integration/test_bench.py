@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 PARLEY = [sys.executable, "-m", "parley.cli.main", "bench"]
 
 
@@ -37,6 +39,12 @@ def test_fanout_with_lean_receivers_against_parley_and_the_ceiling(tmp_path: Pat
         assert run["deliveries"] == 3 * 40
         assert (run["lost"], run["duplicated"], run["protocol_errors"]) == (0, 0, 0)
         assert len(run["generator_cpu_percent_while_sending"]) == 1
+    assert set(report["ratio_to_ceiling"]) >= {"sends_per_s", "deliveries_per_s"}
+    if runs["parley"]["server_cpu_s"] and runs["baseline"]["server_cpu_s"]:
+        per_send = {name: run["server_cpu_s"] * 1e6 / 40 for name, run in runs.items()}
+        assert report["server_cpu_us_per_send_over_ceiling"] == pytest.approx(
+            per_send["parley"] - per_send["baseline"]
+        )
 
 
 def test_reconnect_storm_brings_every_client_back(tmp_path: Path) -> None:
