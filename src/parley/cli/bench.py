@@ -936,7 +936,8 @@ def _summary(run: dict[str, Any]) -> str:
         f"lost {run['lost']} dup {run['duplicated']}  "
         + (f"protocol errors {n}  " if (n := run.get("protocol_errors")) else "")
         + f"server CPU {run['server_cpu_s']:.2f} s"
-        f" ({run['server_cpu_percent_of_core']:.1f}% of a core)"
+        f" ({run['server_cpu_percent_of_core']:.1f}% of a core;"
+        f" {run['server_cpu_percent_while_sending']:.1f}% while sending or holding)"
         + (f" ({cpu:.1f} µs/delivery)" if cpu else "")
         + (f" ({per_send:.0f} µs/send)" if (per_send := run.get("server_cpu_us_per_send")) else "")
         + "".join(f" {k} {v:.2f} s" for k, v in run.get("server_thread_cpu_s", {}).items())
