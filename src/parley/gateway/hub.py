@@ -324,6 +324,14 @@ def _recent(channel: RoomChannel, after: int) -> list[Fanout] | None:
     return list(itertools.islice(recent, start, start + REPLAY_PAGE))
 
 
+def _replay_head(cursor: RoomCursor, channel: RoomChannel | None) -> int | None:
+    """Where a replay stops: the user's leave, else the channel's live head; None
+    while the head is not known (or there is no channel)."""
+    if cursor.end_seq is not None:
+        return cursor.end_seq
+    return channel.head if channel is not None else None
+
+
 class Hub:
     """Implements ``parley.service.notify.Notifier``; owns every local connection."""
 
@@ -781,12 +789,9 @@ class Hub:
                 or conn.rooms.get(room_id) is not cursor
             ):
                 return False
-            if cursor.end_seq is not None:
-                head = cursor.end_seq
-            elif channel.head is None:
+            head = _replay_head(cursor, channel)
+            if head is None:
                 return False
-            else:
-                head = channel.head
             if cursor.catch_up(head):
                 return True
             page = _recent(channel, cursor.seq)
@@ -809,16 +814,11 @@ class Hub:
             if conn.rooms.get(room_id) is not cursor or conn.close_request is not None:
                 return
             channel = self.rooms.get(room_id)
-            if cursor.end_seq is not None:
-                head = cursor.end_seq
-            elif channel is None:
-                return
-            elif channel.head is None:
-                if await channel.wait_head() is None:
+            head = _replay_head(cursor, channel)
+            if head is None:
+                if channel is None or await channel.wait_head() is None:
                     return
                 continue
-            else:
-                head = channel.head
             events, _ = await self.store.list_events(
                 RoomId(room_id), after_seq=cursor.seq, limit=REPLAY_PAGE
             )
