@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import os
 import secrets
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
 import msgspec
+from websockets.frames import Frame, Opcode
 
 
 class _Message(msgspec.Struct):
@@ -43,14 +43,11 @@ class _Frame(msgspec.Struct):
 
 _decode = msgspec.json.Decoder(_Frame).decode
 
-_TEXT, _CLOSE, _PING = 0x1, 0x8, 0x9
 
-
-def _masked(opcode: int, payload: bytes) -> bytes:
-    """A client frame (clients must mask), for the pong and the close."""
-    mask = os.urandom(4)
-    body = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-    return bytes((0x80 | opcode, 0x80 | len(payload))) + mask + body
+def _masked(opcode: Opcode, payload: bytes) -> bytes:
+    """A client frame (clients must mask), for the pong and the close: rare, so the
+    websockets library builds it."""
+    return Frame(opcode, payload).serialize(mask=True)
 
 
 class LeanReceiver(asyncio.Protocol):
@@ -145,13 +142,13 @@ class LeanReceiver(asyncio.Protocol):
                 break
             payload = data[start + head : end]
             start = end
-            if opcode == _TEXT:
+            if opcode == Opcode.TEXT:
                 self._text(payload)
-            elif opcode == _PING:
-                self._write(_masked(0xA, payload))
-            elif opcode == _CLOSE:
-                self._write(_masked(_CLOSE, payload[:2]))
-            elif opcode != 0xA:
+            elif opcode == Opcode.PING:
+                self._write(_masked(Opcode.PONG, payload))
+            elif opcode == Opcode.CLOSE:
+                self._write(_masked(Opcode.CLOSE, payload[:2]))
+            elif opcode != Opcode.PONG:
                 self.errors.append(f"unexpected opcode {opcode}")
         return start
 
@@ -177,7 +174,7 @@ class LeanReceiver(asyncio.Protocol):
 
     async def close(self) -> None:
         """A close frame, then wait (briefly) for the server to close the socket."""
-        self._write(_masked(_CLOSE, (1000).to_bytes(2, "big")))
+        self._write(_masked(Opcode.CLOSE, (1000).to_bytes(2, "big")))
         try:
             async with asyncio.timeout(2):
                 await asyncio.shield(self.closed)
