@@ -39,6 +39,12 @@ def test_fanout_with_lean_receivers_against_parley_and_the_ceiling(tmp_path: Pat
         assert run["deliveries"] == 3 * 40
         assert (run["lost"], run["duplicated"], run["protocol_errors"]) == (0, 0, 0)
         assert len(run["generator_cpu_percent_while_sending"]) == 1
+    # the server's commits and its disk, probed beside the load (the ceiling has neither)
+    assert runs["parley"]["server_commit_ms"]["count"] >= 1
+    disk = runs["parley"]["disk_fsync_ms"]
+    assert disk["count"] >= 1 and 0 < disk["p50"] <= disk["p99"] <= disk["max"]
+    assert runs["baseline"]["server_commit_ms"] is None
+    assert runs["baseline"]["disk_fsync_ms"] is None
     assert set(report["ratio_to_ceiling"]) >= {"sends_per_s", "deliveries_per_s"}
     if runs["parley"]["server_cpu_s"] and runs["baseline"]["server_cpu_s"]:
         per_send = {name: run["server_cpu_s"] * 1e6 / 40 for name, run in runs.items()}

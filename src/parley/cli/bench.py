@@ -15,7 +15,9 @@ Each message body carries its send time, so a receipt gives the end-to-end laten
 bodies are keyed (sender, n), so losses and duplicates are counted, not guessed.
 It reports sends/s, deliveries/s, latency p50/p90/p99/max, lost and duplicated,
 server RSS and CPU (psutil), and the generators' own CPU (to show who was the
-bottleneck); then runs the same load against a minimal aiohttp broadcast server
+bottleneck); the server's commit times, and the fsync times of its disk probed
+beside the load (``DiskProbe``: a stalling disk shows in the latency tail);
+then runs the same load against a minimal aiohttp broadcast server
 (``bench_baseline``: no auth, no storage) and reports Parley as a ratio of it.
 Results go to ``--out`` as JSON and a PNG (latency histogram, deliveries over time).
 """
@@ -35,11 +37,13 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from multiprocessing.connection import Connection as Pipe
 from pathlib import Path
 from typing import Any
@@ -91,6 +95,8 @@ class ServerProcess:
 
     url: str
     proc: subprocess.Popen[bytes] | None
+    data_dir: Path | None = None
+    """Where its database lives, when the benchmark started it (for ``DiskProbe``)."""
 
     @classmethod
     def start(cls, argv: list[str], env: dict[str, str], port: int, cpu: set[int]) -> ServerProcess:
@@ -152,7 +158,9 @@ def start_parley(data_dir: Path, cpu: set[int]) -> ServerProcess:
         "PARLEY_ARGON2_MEMORY_KIB": "1024",
         "PARLEY_OUTBOUND_QUEUE": "4096",
     }
-    return ServerProcess.start([sys.executable, "-m", "parley.cli.main", "serve"], env, port, cpu)
+    server = ServerProcess.start([sys.executable, "-m", "parley.cli.main", "serve"], env, port, cpu)
+    server.data_dir = data_dir
+    return server
 
 
 def start_baseline(cpu: set[int]) -> ServerProcess:
@@ -328,14 +336,21 @@ class Recorder:
         self.latency_ns: list[int] = []
         self.arrivals_ns: list[int] = []
         self.ack_ns: list[int] = []
+        self.to_store_ns: list[int] = []
+        self.from_store_ns: list[int] = []
         self.sent = 0
         self.unique = 0
         self.duplicates = 0
         self.expected = 0
         self.errors: list[str] = []
 
-    def receipt(self, seen: set[tuple[str, int]], body: str) -> bool:
-        """Record a received message body; False when ``seen`` had it already."""
+    def receipt(self, seen: set[tuple[str, int]], body: str, stored_at: str | None = None) -> bool:
+        """Record a received message body; False when ``seen`` had it already.
+
+        ``stored_at``, the message's ``created_at`` (the server's clock, the same
+        machine's, as the store took it up, before its commit), splits the latency in
+        two: the way in (the sender, its connection, the server's reading and the wait
+        for a commit) and the way out (the commit, the fan-out, the receiver)."""
         now = time.time_ns()
         stamp, sender, n, _ = body.split(" ", 3)
         key = (sender, int(n))
@@ -344,8 +359,14 @@ class Recorder:
             return False
         seen.add(key)
         self.unique += 1
-        self.latency_ns.append(now - int(stamp))
+        sent = int(stamp)
+        self.latency_ns.append(now - sent)
         self.arrivals_ns.append(now)
+        if stored_at is not None:
+            stored = datetime.fromisoformat(stored_at).timestamp()
+            stored_ns = int(stored * 1e9)
+            self.to_store_ns.append(stored_ns - sent)
+            self.from_store_ns.append(now - stored_ns)
         return True
 
 
@@ -417,7 +438,12 @@ class ParleyActor(_Actor):
             event = await self.live.next_event()
             message = event.get("message")
             if event.get("type") == "message.created" and isinstance(message, dict):
-                got += self.rec.receipt(self.seen, str(message["body"]))
+                stored_at = message.get("created_at")
+                got += self.rec.receipt(
+                    self.seen,
+                    str(message["body"]),
+                    stored_at if isinstance(stored_at, str) else None,
+                )
         if self.role.kind == "storm":
             # Every message may have arrived before the drop: still wait to be back.
             while self.back_ns() is None:  # noqa: ASYNC110 (the SDK keeps a time, not an event)
@@ -646,6 +672,8 @@ async def _worker(plan: Plan, pipe: Pipe) -> None:
                 "latency_ns": rec.latency_ns,
                 "arrivals_ns": rec.arrivals_ns,
                 "ack_ns": rec.ack_ns,
+                "to_store_ns": rec.to_store_ns,
+                "from_store_ns": rec.from_store_ns,
                 "sent": rec.sent,
                 "unique": rec.unique,
                 "duplicates": rec.duplicates,
@@ -680,6 +708,55 @@ def _percentile(sorted_values: list[int], p: float) -> float:
     return sorted_values[index] / 1e6
 
 
+class DiskProbe:
+    """An fsync'd 4 KiB write every ``interval`` on the server's disk, timed, beside
+    the load: the disk's own stalls. An acknowledged send waits for its commit's
+    fsync, so a disk that stalls for 300 ms puts 300 ms into the latency tail
+    whatever the server does; the probe tells such a run from a slow server."""
+
+    def __init__(self, directory: Path, interval: float = 0.02) -> None:
+        self.path = directory / f"disk-probe-{uuid.uuid4().hex[:8]}"
+        self.interval = interval
+        self.seconds: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="parley-bench-disk", daemon=True)
+
+    def start(self) -> DiskProbe:
+        self._thread.start()
+        return self
+
+    def stop(self) -> dict[str, float] | None:
+        """Stop; the fsync latencies seen (ms): p50, p99, max, and how many took
+        over 50 ms."""
+        self._stop.set()
+        self._thread.join()
+        done = sorted(self.seconds)
+        if not done:
+            return None
+        return {
+            "count": len(done),
+            "p50": done[len(done) // 2] * 1e3,
+            "p99": done[min(len(done) - 1, int(len(done) * 0.99))] * 1e3,
+            "max": done[-1] * 1e3,
+            "over_50ms": sum(1 for x in done if x > 0.05),
+        }
+
+    def _run(self) -> None:
+        page = os.urandom(4096)
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            while True:
+                started = time.perf_counter()
+                os.pwrite(fd, page, 0)
+                os.fdatasync(fd)
+                self.seconds.append(time.perf_counter() - started)
+                if self._stop.wait(self.interval):
+                    break
+        finally:
+            os.close(fd)
+            self.path.unlink(missing_ok=True)
+
+
 def run_load(
     server: ServerProcess,
     roles: list[Role],
@@ -710,6 +787,8 @@ def run_load(
         resumes0 = None if baseline else _histogram(server.url, "parley_resume_seconds")
         sends0 = None if baseline else _histogram(server.url, "parley_send_seconds")
         lags0 = None if baseline else _histogram(server.url, "parley_loop_lag_seconds")
+        commits0 = None if baseline else _histogram(server.url, "parley_store_commit_seconds")
+        probe = DiskProbe(server.data_dir).start() if server.data_dir is not None else None
         cpu0, rss_connected = server.usage()
         threads0 = server.thread_cpu()
         t0 = time.time_ns()
@@ -720,6 +799,8 @@ def run_load(
         cpu_sent, _ = server.usage()
         # While sending (idle: holding), not while the clients disconnect at the end.
         lags1 = None if baseline else _histogram(server.url, "parley_loop_lag_seconds")
+        commits1 = None if baseline else _histogram(server.url, "parley_store_commit_seconds")
+        disk = probe.stop() if probe is not None else None
         for _, pipe in workers:
             pipe.send(("drain", DRAIN_GRACE))
         results = [pipe.recv()[1] for _, pipe in workers]
@@ -736,6 +817,8 @@ def run_load(
     latency = sorted(x for r in results for x in r["latency_ns"])
     arrivals = sorted(x for r in results for x in r["arrivals_ns"])
     acks = sorted(x for r in results for x in r["ack_ns"])
+    to_store = sorted(x for r in results for x in r["to_store_ns"])
+    from_store = sorted(x for r in results for x in r["from_store_ns"])
     deliveries = len(latency)
     t_last = arrivals[-1] if arrivals else t_sent
     expected = sum(r["expected"] for r in results)
@@ -756,6 +839,13 @@ def run_load(
             "max": latency[-1] / 1e6 if latency else float("nan"),
         },
         "ack_ms": {"p50": _percentile(acks, 50), "p99": _percentile(acks, 99)},
+        # The latency split at the server's created_at (SDK receivers only).
+        "latency_split_ms": {
+            "to_store": {"p50": _percentile(to_store, 50), "p99": _percentile(to_store, 99)},
+            "from_store": {"p50": _percentile(from_store, 50), "p99": _percentile(from_store, 99)},
+        }
+        if to_store
+        else None,
         "lost": expected - deliveries,
         "duplicated": sum(r["duplicates"] for r in results),
         "reconnects": sum(r["reconnects"] for r in results),
@@ -768,6 +858,11 @@ def run_load(
         # Send frame to ack inside the server: what the client's latency owes to it.
         "server_send_ms": _bucket_quantiles(sends0, sends1),
         "server_loop_lag_ms": _bucket_quantiles(lags0, lags1),
+        # Each group commit's transaction, its fsync included, while sending.
+        "server_commit_ms": _bucket_quantiles(commits0, commits1),
+        # The disk under the server's database, probed while sending: its stalls are
+        # the floor of the latency tail of a durable ack.
+        "disk_fsync_ms": disk,
         "server_cpu_percent_of_core": 100 * server_cpu / max(1e-9, (t_end - t0) / 1e9),
         # From go to the last send (idle: the whole hold, heartbeats only, before
         # the clients close their connections).
@@ -966,6 +1061,24 @@ def _summary(run: dict[str, Any]) -> str:
         + (
             f"  loop lag p99 ≤ {lag['p99_le_ms']:g} ms max ≤ {lag['max_le_ms']:g} ms"
             if (lag := run.get("server_loop_lag_ms"))
+            else ""
+        )
+        + (
+            f"  latency to the store p50 {split['to_store']['p50']:.1f} p99"
+            f" {split['to_store']['p99']:.1f}, from it p50 {split['from_store']['p50']:.1f}"
+            f" p99 {split['from_store']['p99']:.1f} ms"
+            if (split := run.get("latency_split_ms"))
+            else ""
+        )
+        + (
+            f"  commits p99 ≤ {commit['p99_le_ms']:g} ms max ≤ {commit['max_le_ms']:g} ms"
+            if (commit := run.get("server_commit_ms"))
+            else ""
+        )
+        + (
+            f"  disk fsync p99 {disk['p99']:.1f} max {disk['max']:.0f} ms"
+            f" ({disk['over_50ms']} over 50 ms)"
+            if (disk := run.get("disk_fsync_ms"))
             else ""
         )
     )
