@@ -743,7 +743,11 @@ class DiskProbe:
 
     def _run(self) -> None:
         page = os.urandom(4096)
-        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600)
+        except OSError as exc:
+            print(f"disk probe skipped: {exc}", file=sys.stderr)
+            return
         try:
             while True:
                 started = time.perf_counter()
@@ -752,6 +756,8 @@ class DiskProbe:
                 self.seconds.append(time.perf_counter() - started)
                 if self._stop.wait(self.interval):
                     break
+        except OSError as exc:  # a full disk, say: the figures so far stand
+            print(f"disk probe stopped: {exc}", file=sys.stderr)
         finally:
             os.close(fd)
             self.path.unlink(missing_ok=True)
