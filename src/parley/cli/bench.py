@@ -1027,6 +1027,14 @@ def _client_backs(results: list[dict[str, Any]]) -> dict[str, float] | None:
     }
 
 
+def _bounds(label: str, quantiles: dict[str, float] | None, *which: str) -> str:
+    """Server-side quantiles as their bucket bounds (``_bucket_quantiles``), or
+    nothing when the server reported none."""
+    if not quantiles:
+        return ""
+    return f"  {label} " + " ".join(f"{q} ≤ {quantiles[f'{q}_le_ms']:g} ms" for q in which)
+
+
 def _summary(run: dict[str, Any]) -> str:
     lat = run["latency_ms"]
     cpu = run["server_cpu_us_per_delivery"]
@@ -1059,16 +1067,8 @@ def _summary(run: dict[str, Any]) -> str:
             if (back := run.get("client_back_ms"))
             else ""
         )
-        + (
-            f"  server send→ack p50 ≤ {sent['p50_le_ms']:g} ms p99 ≤ {sent['p99_le_ms']:g} ms"
-            if (sent := run.get("server_send_ms"))
-            else ""
-        )
-        + (
-            f"  loop lag p99 ≤ {lag['p99_le_ms']:g} ms max ≤ {lag['max_le_ms']:g} ms"
-            if (lag := run.get("server_loop_lag_ms"))
-            else ""
-        )
+        + _bounds("server send→ack", run.get("server_send_ms"), "p50", "p99")
+        + _bounds("loop lag", run.get("server_loop_lag_ms"), "p99", "max")
         + (
             f"  latency to the store p50 {split['to_store']['p50']:.1f} p99"
             f" {split['to_store']['p99']:.1f}, from it p50 {split['from_store']['p50']:.1f}"
@@ -1076,11 +1076,7 @@ def _summary(run: dict[str, Any]) -> str:
             if (split := run.get("latency_split_ms"))
             else ""
         )
-        + (
-            f"  commits p99 ≤ {commit['p99_le_ms']:g} ms max ≤ {commit['max_le_ms']:g} ms"
-            if (commit := run.get("server_commit_ms"))
-            else ""
-        )
+        + _bounds("commits", run.get("server_commit_ms"), "p99", "max")
         + (
             f"  disk fsync p99 {disk['p99']:.1f} max {disk['max']:.0f} ms"
             f" ({disk['over_50ms']} over 50 ms)"
