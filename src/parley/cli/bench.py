@@ -785,6 +785,7 @@ def run_load(
         proc = ctx.Process(target=worker_main, args=(plan, child), daemon=True)
         proc.start()
         workers.append((proc, parent))
+    probe: DiskProbe | None = None
     try:
         _, rss_idle = server.usage()
         for _, pipe in workers:
@@ -816,6 +817,8 @@ def run_load(
         resumes1 = None if baseline else _histogram(server.url, "parley_resume_seconds")
         sends1 = None if baseline else _histogram(server.url, "parley_send_seconds")
     finally:
+        if probe is not None:
+            probe.stop()
         for proc, _ in workers:
             proc.join(30)
             if proc.is_alive():
