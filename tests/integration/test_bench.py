@@ -39,6 +39,9 @@ def test_fanout_with_lean_receivers_against_parley_and_the_ceiling(tmp_path: Pat
         assert run["deliveries"] == 3 * 40
         assert (run["lost"], run["duplicated"], run["protocol_errors"]) == (0, 0, 0)
         assert len(run["generator_cpu_percent_while_sending"]) == 1
+        [lag] = run["generator_loop_lag_ms"]  # None: sent in under 10 ms, never sampled
+        assert lag is None or 0 <= lag["p99"] <= lag["max"]
+    assert runs["parley"]["sdk_gaps_repaired"] == 0
     # the server's commits and its disk, probed beside the load (the ceiling has neither)
     assert runs["parley"]["server_commit_ms"]["count"] >= 1
     disk = runs["parley"]["disk_fsync_ms"]
@@ -65,3 +68,6 @@ def test_reconnect_storm_brings_every_client_back(tmp_path: Path) -> None:
     assert (back["count"], back["not_back"]) == (10, 0)
     assert 0 < back["p50"] <= back["max"]
     assert run["server_resume_ms"]["count"] == 10
+    # sending lasted past the drop (0.2 s): the generator's loop lag was sampled
+    [lag] = run["generator_loop_lag_ms"]
+    assert 0 <= lag["p99"] <= lag["max"]

@@ -592,6 +592,17 @@ def worker_main(plan: Plan, pipe: Pipe) -> None:
     uvloop.run(_worker(plan, pipe))
 
 
+async def _loop_lag(lags: list[float], every: float = 0.01) -> None:
+    """How late this generator's loop runs a timer, while sending: a generator
+    that stalls (its core taken, a long callback) delays every receipt and send
+    in it, and that reads as the server's latency."""
+    loop = asyncio.get_running_loop()
+    while True:
+        due = loop.time() + every
+        await asyncio.sleep(every)
+        lags.append(loop.time() - due)
+
+
 async def _recv(pipe: Pipe) -> Any:
     return await asyncio.get_running_loop().run_in_executor(None, pipe.recv)
 
@@ -621,6 +632,8 @@ async def _worker(plan: Plan, pipe: Pipe) -> None:
         command = await _recv(pipe)
         assert command[0] == "go"
         go_times, go_wall = os.times(), time.perf_counter()
+        lags: list[float] = []
+        lag_probe = asyncio.create_task(_loop_lag(lags))
         receivers = [
             asyncio.create_task(a.receive_all())
             for a in actors
@@ -644,6 +657,7 @@ async def _worker(plan: Plan, pipe: Pipe) -> None:
             await dropped.wait()
         if plan.hold:
             await asyncio.sleep(plan.hold)  # idle: what keeping connections costs
+        lag_probe.cancel()
         sent_times = os.times()
         sending = (
             sent_times.user + sent_times.system - go_times.user - go_times.system,
@@ -660,6 +674,11 @@ async def _worker(plan: Plan, pipe: Pipe) -> None:
             task.cancel()
         gc.enable()
         connects = [a.live.connects for a in actors if isinstance(a, ParleyActor)]
+        # What the SDK mended on its own: a gap costs a REST round trip before the
+        # events behind it are delivered (a server that skips or reorders a seq).
+        mended = [
+            (a.live.gaps_repaired, a.live.duplicates) for a in actors if isinstance(a, ParleyActor)
+        ]
         backs = [a.back_ns() for a in storm if isinstance(a, ParleyActor)]
         with contextlib.suppress(Exception):
             async with asyncio.timeout(10):
@@ -679,12 +698,15 @@ async def _worker(plan: Plan, pipe: Pipe) -> None:
                 "duplicates": rec.duplicates,
                 "expected": rec.expected,
                 "reconnects": sum(max(0, c - 1) for c in connects),
+                "sdk_gaps_repaired": sum(g for g, _ in mended),
+                "sdk_duplicates_dropped": sum(d for _, d in mended),
                 "back_ns": [b for b in backs if b is not None],
                 "not_back": sum(b is None for b in backs),
                 "errors": rec.errors,
                 "cpu_s": times.user + times.system,
                 "sending_cpu_s": sending[0],
                 "sending_s": sending[1],
+                "loop_lag_s": lags,
             },
         )
     )
@@ -858,6 +880,8 @@ def run_load(
         "lost": expected - deliveries,
         "duplicated": sum(r["duplicates"] for r in results),
         "reconnects": sum(r["reconnects"] for r in results),
+        "sdk_gaps_repaired": sum(r["sdk_gaps_repaired"] for r in results),
+        "sdk_duplicates_dropped": sum(r["sdk_duplicates_dropped"] for r in results),
         "client_back_ms": _client_backs(results),
         # What a correct server never sends (lean receivers check seqs and opcodes).
         "protocol_errors": sum(len(r["errors"]) for r in results),
@@ -889,6 +913,11 @@ def run_load(
         },
         "memory_per_connection_kib": (rss_connected - rss_idle) / 1024 / max(1, connections),
         "generator_cpu_s": [r["cpu_s"] for r in results],
+        # Each generator's own loop lag while sending (ms): its stalls, not the server's.
+        "generator_loop_lag_ms": [
+            {"p99": _percentile(lag, 99), "max": lag[-1] / 1e6} if lag else None
+            for lag in (sorted(int(x * 1e9) for x in r["loop_lag_s"]) for r in results)
+        ],
         # Each generator process's share of a core from go to its last ack: where
         # they share one core, a sum near 100 means the generator was the bottleneck.
         "generator_cpu_percent_while_sending": [
@@ -1047,6 +1076,8 @@ def _summary(run: dict[str, Any]) -> str:
         f"p99.9 {lat['p99.9']:.1f} max {lat['max']:.1f} ms  "
         f"lost {run['lost']} dup {run['duplicated']}  "
         + (f"protocol errors {n}  " if (n := run.get("protocol_errors")) else "")
+        + (f"SDK gaps repaired {n}  " if (n := run.get("sdk_gaps_repaired")) else "")
+        + (f"SDK duplicates dropped {n}  " if (n := run.get("sdk_duplicates_dropped")) else "")
         + f"server CPU {run['server_cpu_s']:.2f} s"
         f" ({run['server_cpu_percent_of_core']:.1f}% of a core;"
         f" {run['server_cpu_percent_while_sending']:.1f}% while sending or holding)"
@@ -1056,6 +1087,11 @@ def _summary(run: dict[str, Any]) -> str:
         + "  generators "
         + " + ".join(f"{p:.0f}%" for p in run.get("generator_cpu_percent_while_sending", []))
         + " of a core while sending"
+        + (
+            " (loop lag max " + " + ".join(f"{g['max']:.0f}" if g else "-" for g in lags) + " ms)"
+            if (lags := run.get("generator_loop_lag_ms"))
+            else ""
+        )
         + f"  RSS {run['server_rss_mib']['end']:.0f} MiB"
         + f"  {run['memory_per_connection_kib']:.1f} KiB/conn"
         + (
