@@ -825,6 +825,32 @@ async def test_commit_counters_and_hook(store_url: str) -> None:
         await store.close()
 
 
+async def test_a_send_started_a_turn_later_joins_the_commit(store_url: str) -> None:
+    """A write queued two turns of the loop after the writer woke joins its commit
+    (``_GATHER_TURNS``: a send frame's write reaches the queue that late)."""
+    sizes: list[int] = []
+    store = SqlStore(store_url, on_commit=lambda seconds, size: sizes.append(size))
+    await store.start()
+    try:
+        owner = await new_user(store)
+        room = await new_room(store, owner)
+        sizes.clear()
+        loop = asyncio.get_running_loop()
+        later: list[asyncio.Task[Any]] = []
+
+        def start_later() -> None:  # a send frame read: its task runs a turn later
+            later.append(loop.create_task(store.send_message(send(room, owner, "second"))))
+
+        # the frame is read in the turn the writer wakes in, after it
+        loop.call_soon(loop.call_soon, start_later)
+        first = await store.send_message(send(room, owner, "first"))
+        second = await later[0]
+        assert (first.message.seq, second.message.seq) == (first.message.seq, first.message.seq + 1)
+        assert sizes == [2]
+    finally:
+        await store.close()
+
+
 async def test_sqlite_reads_are_single_statements(store: SqlStore, backend: str) -> None:
     """No BEGIN/ROLLBACK around a one-statement read (WAL gives it a snapshot); a read
     of several statements takes one deferred transaction."""
