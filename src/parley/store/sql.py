@@ -171,10 +171,9 @@ writes arriving in frames already read join this commit instead of waiting for t
 next one. A send frame read in one turn wakes its connection's task in the next,
 which starts the send's task, which queues the write in the turn after. One turn:
 2.0 sends a commit from 5 closed-loop senders (``parley bench fanout --receivers
-0``), ~500 µs of server CPU a send; three: 2.5 a commit, ~450 µs, and 15–30% more
-sends a second; six and ten gathered no more. An idle loop runs them in
-microseconds; the latency benchmark's p50 and p99 did not move (p99 11–14 ms
-either way)."""
+0``), 489 µs of server CPU a send, 1,890 sends/s; three: 2.5 a commit, 380 µs,
+2,487 sends/s (medians of 3); six and ten gathered no more. An idle loop runs them
+in microseconds; the latency benchmark did not get slower (p99 10–12 ms after)."""
 
 
 # engines
