@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 from parley.domain.models import format_ts, new_id, utc_now
 
@@ -29,3 +29,16 @@ def test_utc_now_is_format_ts_of_the_current_time() -> None:
     parsed = datetime.strptime(now, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
     assert format_ts(parsed) == now
     assert after - parsed < timedelta(seconds=1)
+
+
+def test_format_ts_is_rfc3339_utc_with_microseconds() -> None:
+    plus_two = timezone(timedelta(hours=2))
+    for moment in (
+        datetime(2026, 11, 28, 19, 0, 0, tzinfo=UTC),
+        datetime(2026, 11, 28, 21, 0, 0, 5, tzinfo=plus_two),
+    ):
+        expected = moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        assert format_ts(moment) == expected
+    assert (
+        format_ts(datetime(2026, 11, 28, 21, 0, tzinfo=plus_two)) == "2026-11-28T19:00:00.000000Z"
+    )

@@ -27,14 +27,14 @@ def new_id() -> str:
 
 
 def format_ts(moment: datetime) -> str:
-    """RFC 3339 in UTC with microseconds and a ``Z``: sortable as text."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """RFC 3339 in UTC with microseconds and a ``Z``: sortable as text. Written by
+    ``isoformat``, cheaper than ``strftime``: every stored event takes one."""
+    return moment.astimezone(UTC).isoformat(timespec="microseconds")[:-6] + "Z"
 
 
 def utc_now() -> str:
-    """The current time as an API timestamp (``format_ts``'s text; ``isoformat`` is
-    cheaper than ``strftime``)."""
-    return datetime.now(UTC).isoformat(timespec="microseconds")[:-6] + "Z"
+    """The current time as an API timestamp."""
+    return format_ts(datetime.now(UTC))
 
 
 class Role(enum.StrEnum):
