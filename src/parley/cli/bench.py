@@ -739,7 +739,7 @@ class DiskProbe:
     def __init__(self, directory: Path, interval: float = 0.02) -> None:
         self.path = directory / f"disk-probe-{uuid.uuid4().hex[:8]}"
         self.interval = interval
-        self.seconds: list[float] = []
+        self.ns: list[int] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="parley-bench-disk", daemon=True)
 
@@ -752,15 +752,15 @@ class DiskProbe:
         over 50 ms."""
         self._stop.set()
         self._thread.join()
-        done = sorted(self.seconds)
+        done = sorted(self.ns)
         if not done:
             return None
         return {
             "count": len(done),
-            "p50": done[len(done) // 2] * 1e3,
-            "p99": done[min(len(done) - 1, int(len(done) * 0.99))] * 1e3,
-            "max": done[-1] * 1e3,
-            "over_50ms": sum(1 for x in done if x > 0.05),
+            "p50": _percentile(done, 50),
+            "p99": _percentile(done, 99),
+            "max": _percentile(done, 100),
+            "over_50ms": sum(1 for x in done if x > 50_000_000),
         }
 
     def _run(self) -> None:
@@ -772,10 +772,10 @@ class DiskProbe:
             return
         try:
             while True:
-                started = time.perf_counter()
+                started = time.perf_counter_ns()
                 os.pwrite(fd, page, 0)
                 os.fdatasync(fd)
-                self.seconds.append(time.perf_counter() - started)
+                self.ns.append(time.perf_counter_ns() - started)
                 if self._stop.wait(self.interval):
                     break
         except OSError as exc:  # a full disk, say: the figures so far stand
@@ -915,7 +915,7 @@ def run_load(
         "generator_cpu_s": [r["cpu_s"] for r in results],
         # Each generator's own loop lag while sending (ms): its stalls, not the server's.
         "generator_loop_lag_ms": [
-            {"p99": _percentile(lag, 99), "max": lag[-1] / 1e6} if lag else None
+            {"p99": _percentile(lag, 99), "max": _percentile(lag, 100)} if lag else None
             for lag in (sorted(int(x * 1e9) for x in r["loop_lag_s"]) for r in results)
         ],
         # Each generator process's share of a core from go to its last ack: where
