@@ -8,6 +8,7 @@ its own PostgreSQL database (``postgres_url``) and its own SQLite files.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import shutil
 import sqlite3
 import uuid
@@ -779,6 +780,46 @@ async def test_sends_wait_for_another_process_lock_without_blocking_the_loop(
     assert longest < 0.2
     assert [r.message.seq for r in stored] == [room.last_seq + i for i in range(1, 6)]
     await assert_contiguous(store, room.id)
+
+
+async def test_sqlite_refused_sends_leave_no_orphan_rows(
+    store: SqlStore, store_url: str, backend: str
+) -> None:
+    """The loop's connection skips SQLite's foreign key checks (the batch's own lookup
+    refuses outsiders first): a batch that mixes members' sends with sends into a
+    room that does not exist, from an outsider, from a banned member and from a user
+    that does not exist stores only the members' messages and no row without its
+    room or sender."""
+    if backend != "sqlite":
+        pytest.skip("SQLite's sender connection")
+    owner, bob, outsider, banned = [await new_user(store) for _ in range(4)]
+    room = await new_room(store, owner, bob, banned)
+    await store.remove_member(room.id, banned.id, owner.id, ban=True)
+    room = await store.get_room(room.id) or room
+    ghost_room = dataclasses.replace(room, id=RoomId(str(uuid.uuid4())))
+    ghost_user = dataclasses.replace(owner, id=UserId(str(uuid.uuid4())))
+    requests = [
+        send(room, owner, "1"),
+        send(ghost_room, owner, "no room"),
+        send(room, outsider, "outsider"),
+        send(room, banned, "banned"),
+        send(room, ghost_user, "no user"),
+        send(room, bob, "2"),
+    ]
+    results = await asyncio.gather(
+        *(store.send_message(r) for r in requests), return_exceptions=True
+    )
+    assert [type(r) for r in results] == [SendResult, *[NotFound] * 4, SendResult]
+    log = await assert_contiguous(store, room.id)
+    assert [payload(e)["message"]["body"] for e in log[-2:]] == ["1", "2"]
+    db = sqlite3.connect(make_url(store_url).database or "")
+    try:
+        assert db.execute("PRAGMA foreign_key_check").fetchall() == []
+        assert db.execute(
+            "SELECT count(*) FROM messages WHERE room_id = ?", (ghost_room.id,)
+        ).fetchone() == (0,)
+    finally:
+        db.close()
 
 
 async def test_close_finishes_queued_writes(store_url: str) -> None:

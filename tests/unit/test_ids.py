@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from datetime import UTC, datetime, timedelta, timezone
 
-from parley.domain.models import format_ts, new_id, utc_now
+from parley.domain.models import format_ts, new_id, new_message_id, utc_now
 
 
 def test_new_id_is_a_random_uuid4_in_canonical_text() -> None:
@@ -19,6 +20,28 @@ def test_new_id_is_a_random_uuid4_in_canonical_text() -> None:
     # every variant digit and every hex digit turns up: the bytes are not fixed
     assert {text[19] for text in ids} == set("89ab")
     assert set("".join(ids).replace("-", "")) == set("0123456789abcdef")
+
+
+def test_new_message_id_is_a_uuid7_of_the_current_millisecond() -> None:
+    before = time.time_ns() // 1_000_000
+    ids = [new_message_id() for _ in range(2000)]
+    after = time.time_ns() // 1_000_000
+    assert len(set(ids)) == len(ids)
+    for text in ids:
+        parsed = uuid.UUID(text)
+        assert str(parsed) == text
+        assert parsed.version == 7
+        assert parsed.variant == uuid.RFC_4122
+        assert before <= parsed.int >> 80 <= after
+    assert {text[19] for text in ids} == set("89ab")
+    assert len({text[24:] for text in ids}) == len(ids)  # the tail is random
+
+
+def test_message_ids_made_in_later_milliseconds_sort_after() -> None:
+    first = new_message_id()
+    time.sleep(0.002)
+    second = new_message_id()
+    assert first < second
 
 
 def test_utc_now_is_format_ts_of_the_current_time() -> None:
