@@ -15,6 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.frames import Frame, Opcode
 from websockets.sync.client import ClientConnection as SyncConnection
 from websockets.sync.client import connect as sync_connect
 
@@ -33,6 +34,7 @@ from tests.realtime_support import (
     room,
     running_server,
     send_frame,
+    uid,
     user,
     ws_connect,
 )
@@ -234,6 +236,47 @@ def _is_known_frame(frame: str) -> bool | None:
     except ValueError:
         return False
     return isinstance(value, dict) and value.get("type") in CLIENT_FRAME_TYPES
+
+
+async def test_frames_are_carried_out_in_the_order_sent(node: ServerThread) -> None:
+    """Frames that wait (a presence subscription: the first one reads the store for
+    each of alice's 30 rooms; typing) and frames carried out as they are read, in
+    writes of their own or together: every answer comes in the order asked."""
+    alice, bob, stranger = [await user(node.url, n) for n in ("alice", "bob", "stranger")]
+    async with closing(alice, bob, stranger):
+        room_id = await room(alice, bob)
+        for _ in range(29):
+            await room(alice)
+        ws = await ws_connect(node.url, alice.access_token)
+        try:
+            await recv(ws)
+
+            def write(*frames: dict[str, Any]) -> None:
+                ws.transport.write(
+                    b"".join(
+                        Frame(Opcode.TEXT, json.dumps(frame).encode()).serialize(mask=True)
+                        for frame in frames
+                    )
+                )
+
+            subscribe = {"type": "presence.subscribe", "user_ids": [uid(stranger)]}
+            write({**subscribe, "id": "s"})
+            await asyncio.sleep(0.002)  # the subscription is reading the store
+            write({"type": "ping", "id": "p"})
+            asked = ["s", "p"]
+            batch: list[dict[str, Any]] = []
+            for i in range(20):
+                batch.append({**subscribe, "id": f"s{i}"})
+                batch.append({"type": "ping", "id": f"p{i}"})
+                batch.append({"type": "typing", "room_id": room_id, "id": f"t{i}"})
+                batch.append({"type": "ping", "id": f"q{i}"})
+                asked += [f"s{i}", f"p{i}", f"q{i}"]
+            write(*batch)
+            got = await recv_until(ws, lambda frame: frame.get("id") == "q19")
+            assert [frame["id"] for frame in got if frame.get("id") in asked] == asked
+            assert all(frame["code"] == "forbidden" for frame in got if frame["type"] == "error")
+        finally:
+            await ws.close()
 
 
 async def test_a_frame_over_the_limit_closes_1009_and_the_server_carries_on(

@@ -3,7 +3,11 @@
 A raw ASGI endpoint (not Starlette's ``WebSocket`` wrapper: one dict per frame is
 all the hot path should cost). Per connection:
 
-* the endpoint's own task reads frames and hands each to the sans-I/O session;
+* each inbound frame is judged by the sans-I/O session and carried out as uvicorn
+  reads it, through the direct socket's ``on_text`` (no ASGI message, no task
+  switch); the endpoint's own task reads what that declines (a frame that must
+  wait: typing, presence subscriptions, and the frames after it), and everything
+  under another ASGI server;
 * fan-out never awaits a socket: it queues on the connection's bounded queue
   (``Hub.Connection``; full: closed with 1013), and the queue is written straight
   to uvicorn's transport, coalesced into one write, through the direct socket of
@@ -53,6 +57,7 @@ from parley.protocol import codec
 from parley.protocol import frames as f
 from parley.protocol.session import (
     AUTH_TIMEOUT,
+    CLOSE_INTERNAL,
     CLOSE_POLICY,
     CLOSE_TRY_AGAIN,
     Close,
@@ -72,6 +77,8 @@ MAX_IN_FLIGHT: Final = 64
 """Sends and reads of one connection carried out at once: enough for the store to
 group a pipelining client's messages into one commit."""
 MAX_BACKLOG: Final = 256
+_JUDGED: Final = "parley.frame"
+"""An inbound frame the direct path judged already, in the ASGI message's place."""
 _DEFAULT_PORTS: Final = {"http": "80", "https": "443", "ws": "80", "wss": "443"}
 
 
@@ -167,7 +174,7 @@ class _Pump:
         conn: Connection,
         send: Send,
         limiter: RateLimiter | None,
-        direct: DirectSocket | None,
+        inbound: DirectSocket | None,
     ) -> None:
         self.rt = rt
         self.limiter = limiter
@@ -176,6 +183,9 @@ class _Pump:
         self.conn = conn
         self.send = send
         self.aborted = False
+        self.busy = False
+        """The endpoint's task is carrying out a frame that waits (``on_text``)."""
+        self.inbound = inbound
         self.in_flight = 0
         self.backlog: list[f.Send | f.Read] = []
         self.task = asyncio.current_task()
@@ -183,7 +193,7 @@ class _Pump:
         self.closing: asyncio.Task[None] | None = None
         conn.on_caught_up = self._caught_up
         conn.on_abort = self._abort
-        self.direct = direct if direct is not None and direct.usable else None
+        self.direct = inbound if inbound is not None and inbound.usable else None
         if self.direct is not None:
             conn.flusher = self.flush
             self.direct.on_writable(self.flush)
@@ -274,6 +284,8 @@ class _Pump:
         cancellation tracebacks hold frames of this pump), so that the closed
         connection is freed by reference counting, not by a full collection."""
         self.hub.detach(self.conn)
+        if self.inbound is not None:
+            self.inbound.on_text(None)
         if self.direct is not None:
             self.direct.on_writable(None)
         for task in (self.writer, self.closing):
@@ -284,7 +296,63 @@ class _Pump:
 
     # frames
 
+    def on_text(self, text: str) -> bool:
+        """The direct path's inbound handler: a frame carried out as uvicorn reads
+        it, with no ASGI message and no switch to the endpoint's task. Typing and
+        presence subscriptions await the store or the cache, so the task carries
+        them out; it is handed the frame already judged. While it does, this
+        declines frames (uvicorn queues them for the task), so that every frame is
+        carried out in the order it came."""
+        if self.busy:
+            return False
+        try:
+            frame = self.accept(text)
+            if frame is not None and not self.handle_now(frame):
+                assert self.inbound is not None
+                self.inbound.deliver({"type": "websocket.receive", _JUDGED: frame})
+        except ParleyError as exc:
+            log.warning("connection of %s failed: %s", self.conn.user_id, exc)
+            self.conn.close(CLOSE_TRY_AGAIN, "unavailable; retry later")
+        except Exception:
+            log.exception("a frame of %s failed", self.conn.user_id)
+            self.conn.close(CLOSE_INTERNAL, "internal error")
+        return True
+
+    def accept(self, data: str | bytes) -> f.ClientFrame | None:
+        """Judge an inbound message: the frame to carry out, or None (answered)."""
+        stats = self.hub.stats
+        stats.frames_in += 1
+        result = self.session.receive(data, asyncio.get_running_loop().time())
+        if isinstance(result, Reply):
+            stats.bad_frames += 1
+            self.conn.push(result.frame)
+            if result.close is not None:
+                self.conn.close(result.close.code, result.close.reason)
+            return None
+        return result
+
     async def handle(self, frame: f.ClientFrame) -> None:
+        """Carry out a frame, on the endpoint's task."""
+        if not self.handle_now(frame):
+            self.busy = True
+            try:
+                await self._handle_later(frame)
+            finally:
+                self.busy = False
+
+    async def _handle_later(self, frame: f.ClientFrame) -> None:
+        conn = self.conn
+        if isinstance(frame, f.Typing):
+            try:
+                await self.hub.typing(conn, frame.room_id)
+            except ParleyError as exc:
+                conn.push(f.error_frame(exc.code, exc.message, frame.id))
+        elif isinstance(frame, f.PresenceSubscribe):
+            for reply in await self.rt.presence.subscribe(conn, frame.user_ids, frame.id):
+                conn.push(reply)
+
+    def handle_now(self, frame: f.ClientFrame) -> bool:
+        """Carry out a frame that needs no waiting; False for one that does."""
         conn = self.conn
         if isinstance(frame, f.Send | f.Read):
             if isinstance(frame, f.Send):
@@ -294,20 +362,14 @@ class _Pump:
                     conn.push(
                         f.error_frame("rate_limited", "too many requests in flight", frame.id)
                     )
-                    return
+                    return True
                 self.backlog.append(frame)
-                return
+                return True
             self._start(frame)
         elif isinstance(frame, f.Ping):
             conn.push(f.pong_frame(frame.id))
-        elif isinstance(frame, f.Typing):
-            try:
-                await self.hub.typing(conn, frame.room_id)
-            except ParleyError as exc:
-                conn.push(f.error_frame(exc.code, exc.message, frame.id))
-        elif isinstance(frame, f.PresenceSubscribe):
-            for reply in await self.rt.presence.subscribe(conn, frame.user_ids, frame.id):
-                conn.push(reply)
+        elif isinstance(frame, f.Typing | f.PresenceSubscribe):
+            return False
         elif isinstance(frame, f.PresenceUnsubscribe):
             self.rt.presence.unsubscribe(conn, frame.user_ids)
         elif isinstance(frame, f.PresenceSet):
@@ -323,6 +385,7 @@ class _Pump:
             conn.push(
                 f.error_frame("unsupported", f"{type(frame).__name__} is not supported", frame.id)
             )
+        return True
 
     def _start(self, frame: f.Send | f.Read) -> None:
         """Carry out a send or read. Tasks start in creation order and each reaches
@@ -485,24 +548,20 @@ class WebSocketEndpoint:
         def ready(rooms: dict[str, int]) -> None:
             conn.push(f.ready_frame(user_id, conn.session_id, heartbeat_ms, rooms))
 
-        loop = asyncio.get_running_loop()
-        stats = hub.stats
         try:
             await hub.attach(conn, ready)
             rt.presence.connected(conn)
+            if pump.inbound is not None:
+                pump.inbound.on_text(pump.on_text)
             while True:
                 message = await receive()
                 if message["type"] != "websocket.receive":
                     break
-                stats.frames_in += 1
-                result = session.receive(_payload(message), loop.time())
-                if isinstance(result, Reply):
-                    stats.bad_frames += 1
-                    conn.push(result.frame)
-                    if result.close is not None:
-                        conn.close(result.close.code, result.close.reason)
-                    continue
-                await pump.handle(result)
+                frame = message.get(_JUDGED)
+                if frame is None:
+                    frame = pump.accept(_payload(message))
+                if frame is not None:
+                    await pump.handle(frame)
         except asyncio.CancelledError:
             if not pump.aborted:
                 raise
