@@ -169,8 +169,9 @@ _PING_TIMEOUT = 5.0
 _GATHER_TURNS = 3
 """Turns of the event loop the writer lets pass before it takes a batch, so that
 writes arriving in frames already read join this commit instead of waiting for the
-next one. A send frame read in one turn wakes its connection's task in the next,
-which starts the send's task, which queues the write in the turn after. One turn:
+next one. A send frame starts the send's task as it is read, and the task queues
+the write in the next turn; under plain ASGI the frame wakes its connection's task
+in the next turn, and the write is queued in the turn after. One turn:
 2.0 sends a commit from 5 closed-loop senders (``parley bench fanout --receivers
 0``), 489 µs of server CPU a send, 1,890 sends/s; three: 2.5 a commit, 380 µs,
 2,487 sends/s (medians of 3); six and ten gathered no more. An idle loop runs them
