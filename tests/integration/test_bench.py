@@ -48,11 +48,21 @@ def test_fanout_with_lean_receivers_against_parley_and_the_ceiling(tmp_path: Pat
     assert disk["count"] >= 1 and 0 < disk["p50"] <= disk["p99"] <= disk["max"]
     assert runs["baseline"]["server_commit_ms"] is None
     assert runs["baseline"]["disk_fsync_ms"] is None
+    # the store floor, at the commit sizes the server reached
+    floor = runs["parley"]["store_floor"]
+    assert floor["sends_per_commit"] == pytest.approx(
+        40 / runs["parley"]["server_commit_ms"]["count"], abs=0.01
+    )
+    assert floor["cpu_us_per_send"] > 0 and len(floor["rounds_us_per_send"]) == 3
+    assert "store_floor" not in runs["baseline"]
     assert set(report["ratio_to_ceiling"]) >= {"sends_per_s", "deliveries_per_s"}
     if runs["parley"]["server_cpu_s"] and runs["baseline"]["server_cpu_s"]:
         per_send = {name: run["server_cpu_s"] * 1e6 / 40 for name, run in runs.items()}
         assert report["server_cpu_us_per_send_over_ceiling"] == pytest.approx(
             per_send["parley"] - per_send["baseline"]
+        )
+        assert report["server_cpu_us_per_send_over_ceiling_and_store_floor"] == pytest.approx(
+            per_send["parley"] - per_send["baseline"] - floor["cpu_us_per_send"]
         )
 
 

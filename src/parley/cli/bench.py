@@ -16,7 +16,9 @@ bodies are keyed (sender, n), so losses and duplicates are counted, not guessed.
 It reports sends/s, deliveries/s, latency p50/p90/p99/max, lost and duplicated,
 server RSS and CPU (psutil), and the generators' own CPU (to show who was the
 bottleneck); the server's commit times, and the fsync times of its disk probed
-beside the load (``DiskProbe``: a stalling disk shows in the latency tail);
+beside the load (``DiskProbe``: a stalling disk shows in the latency tail), and
+the store floor (``parley.store.floor``: the database's own CPU per send at the
+commit sizes the server reached, on its core and disk, with no server around it);
 then runs the same load against a minimal aiohttp broadcast server
 (``bench_baseline``: no auth, no storage) and reports Parley as a ratio of it.
 Results go to ``--out`` as JSON and a PNG (latency histogram, deliveries over time).
@@ -592,6 +594,36 @@ def worker_main(plan: Plan, pipe: Pipe) -> None:
     uvloop.run(_worker(plan, pipe))
 
 
+def _floor_main(directory: Path, sends_per_commit: float, cpus: set[int], pipe: Pipe) -> None:
+    """The store floor (``parley.store.floor``), on the server's core and disk."""
+    _pin(cpus)
+    from parley.store import floor
+
+    pipe.send(floor.measure(directory, sends_per_commit))
+
+
+def store_floor(
+    server: ServerProcess, run: dict[str, Any], cpus: set[int]
+) -> dict[str, Any] | None:
+    """The database's own CPU per send at the commit sizes the server reached in
+    ``run``, measured beside it in a process of its own; None when the bench did
+    not start the server (its disk is unknown) or nothing was committed."""
+    commits = (run.get("server_commit_ms") or {}).get("count")
+    if server.data_dir is None or not commits or not run["sends"]:
+        return None
+    parent, child = mp.get_context("spawn").Pipe()
+    proc = mp.get_context("spawn").Process(
+        target=_floor_main, args=(server.data_dir, run["sends"] / commits, cpus, child)
+    )
+    proc.start()
+    try:
+        figures: dict[str, Any] = parent.recv()
+    except EOFError:
+        figures = {}
+    proc.join(60)
+    return figures or None
+
+
 async def _loop_lag(lags: list[float], every: float = 0.01) -> None:
     """How late this generator's loop runs a timer, while sending: a generator
     that stalls (its core taken, a long callback) delays every receipt and send
@@ -1117,6 +1149,12 @@ def _summary(run: dict[str, Any]) -> str:
         )
         + _bounds("commits", run.get("server_commit_ms"), "p99", "max")
         + (
+            f"  store floor {floor['cpu_us_per_send']:.0f} µs/send"
+            f" at {floor['sends_per_commit']:.1f} sends/commit"
+            if (floor := run.get("store_floor"))
+            else ""
+        )
+        + (
             f"  disk fsync p99 {disk['p99']:.1f} max {disk['max']:.0f} ms"
             f" ({disk['over_50ms']} over 50 ms)"
             if (disk := run.get("disk_fsync_ms"))
@@ -1151,6 +1189,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         roles = asyncio.run(plan_parley(args, server.url))
         print(f"parley: {len(roles)} connections, {args.scenario}", file=sys.stderr)
         runs.append(run_load(server, roles, args, baseline=False, gen_cpus=gen_cpus))
+        runs[-1]["store_floor"] = store_floor(server, runs[-1], server_cpu)
         print(_summary(runs[-1]))
     if not args.no_baseline and args.scenario != "reconnect-storm":
         try:
@@ -1190,6 +1229,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
             extra = parley["server_cpu_us_per_send"] - ceiling["server_cpu_us_per_send"]
             report["server_cpu_us_per_send_over_ceiling"] = extra
             print(f"server CPU per send over the ceiling's: {extra:.0f} µs")
+            if floor := parley.get("store_floor"):
+                # Less the database's own floor too: what Parley's code costs a send.
+                own = extra - floor["cpu_us_per_send"]
+                report["server_cpu_us_per_send_over_ceiling_and_store_floor"] = own
+                print(f"... and over the ceiling's and the store floor's: {own:.0f} µs")
     args.out.mkdir(parents=True, exist_ok=True)
     stem = args.out / f"{args.scenario}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}"
     stem.with_suffix(".json").write_text(json.dumps(report, indent=2))
