@@ -9,14 +9,18 @@ from datetime import UTC, datetime, timedelta, timezone
 from parley.domain.models import format_ts, new_id, new_message_id, utc_now
 
 
+def uuids_in_canonical_text(ids: list[str], version: int) -> list[uuid.UUID]:
+    """``ids`` are distinct RFC 9562 UUIDs of ``version``, each in canonical text."""
+    assert len(set(ids)) == len(ids)
+    parsed = [uuid.UUID(text) for text in ids]
+    assert [str(p) for p in parsed] == ids
+    assert {(p.version, p.variant) for p in parsed} == {(version, uuid.RFC_4122)}
+    return parsed
+
+
 def test_new_id_is_a_random_uuid4_in_canonical_text() -> None:
     ids = [new_id() for _ in range(2000)]
-    assert len(set(ids)) == len(ids)
-    for text in ids:
-        parsed = uuid.UUID(text)
-        assert str(parsed) == text
-        assert parsed.version == 4
-        assert parsed.variant == uuid.RFC_4122
+    uuids_in_canonical_text(ids, 4)
     # every variant digit and every hex digit turns up: the bytes are not fixed
     assert {text[19] for text in ids} == set("89ab")
     assert set("".join(ids).replace("-", "")) == set("0123456789abcdef")
@@ -26,12 +30,7 @@ def test_new_message_id_is_a_uuid7_of_the_current_millisecond() -> None:
     before = time.time_ns() // 1_000_000
     ids = [new_message_id() for _ in range(2000)]
     after = time.time_ns() // 1_000_000
-    assert len(set(ids)) == len(ids)
-    for text in ids:
-        parsed = uuid.UUID(text)
-        assert str(parsed) == text
-        assert parsed.version == 7
-        assert parsed.variant == uuid.RFC_4122
+    for parsed in uuids_in_canonical_text(ids, 7):
         assert before <= parsed.int >> 80 <= after
     assert {text[19] for text in ids} == set("89ab")
     assert len({text[24:] for text in ids}) == len(ids)  # the tail is random
