@@ -50,5 +50,7 @@ def test_bench_presence_tiny(tmp_path: Path) -> None:
     p99 = run["delay_ms"]["p99"]
     assert math.isfinite(p99)
     assert 0 < p99 < 5000
-    assert run["server_cpu_s"] > 0
+    # measured (the bench started the server), though 40 frames may take less CPU
+    # than one clock tick (10 ms), so it can read 0
+    assert run["server_cpu_s"] >= 0 and run["server_cpu_pct"] is not None
     assert [g["connections"] for g in run["generators"]] == [20]
