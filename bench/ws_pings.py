@@ -23,7 +23,7 @@ import uuid
 from pathlib import Path
 
 import httpx
-from websockets.asyncio.client import connect
+from websockets.asyncio.client import ClientConnection, connect
 
 from parley.cli.bench import ServerProcess, start_parley
 
@@ -42,10 +42,10 @@ async def _pings(
     for ws in sockets:
         await ws.recv()  # ready
 
-    async def loop(ws: object, count: int) -> None:
+    async def loop(ws: ClientConnection, count: int) -> None:
         for i in range(count):
-            await ws.send(f'{{"type":"ping","id":{i}}}')  # type: ignore[attr-defined]
-            await ws.recv()  # type: ignore[attr-defined]
+            await ws.send(f'{{"type":"ping","id":{i}}}')
+            await ws.recv()
 
     await asyncio.gather(*(loop(ws, 100) for ws in sockets))
     cpu0, started = server.usage()[0], time.perf_counter()
