@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from parley.cli.bench import ServerProcess, store_floor
 from parley.store import floor
 
 
@@ -28,3 +29,16 @@ def test_the_floor_stores_every_send_and_leaves_nothing_behind(tmp_path: Path) -
     assert len(rounds) == 2 and min(rounds) > 0
     assert min(rounds) <= figures["cpu_us_per_send"] <= max(rounds)  # their median
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_floor_that_cannot_run_gives_nothing_and_no_hang(tmp_path: Path) -> None:
+    server = ServerProcess("http://127.0.0.1:9", None, data_dir=tmp_path / "missing")
+    run = {"server_commit_ms": {"count": 10.0}, "sends": 20}
+    assert store_floor(server, run, set()) is None  # its traceback went to stderr
+
+
+def test_no_floor_without_the_server_s_disk_or_commits(tmp_path: Path) -> None:
+    run = {"server_commit_ms": {"count": 10.0}, "sends": 20}
+    assert store_floor(ServerProcess("http://127.0.0.1:9", None), run, set()) is None
+    here = ServerProcess("http://127.0.0.1:9", None, data_dir=tmp_path)
+    assert store_floor(here, {"server_commit_ms": None, "sends": 20}, set()) is None

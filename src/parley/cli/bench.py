@@ -611,11 +611,13 @@ def store_floor(
     commits = (run.get("server_commit_ms") or {}).get("count")
     if server.data_dir is None or not commits or not run["sends"]:
         return None
-    parent, child = mp.get_context("spawn").Pipe()
-    proc = mp.get_context("spawn").Process(
+    ctx = mp.get_context("spawn")
+    parent, child = ctx.Pipe()
+    proc = ctx.Process(
         target=_floor_main, args=(server.data_dir, run["sends"] / commits, cpus, child)
     )
     proc.start()
+    child.close()  # so that a child that fails (its traceback on stderr) ends recv
     try:
         figures: dict[str, Any] = parent.recv()
     except EOFError:
