@@ -3,7 +3,7 @@
 The store's own statements for a batch of sends (the membership and repeat lookup,
 the room's sequence numbers, the messages, the events) and its ``COMMIT``, run back
 to back on one SQLite connection set up as the store's sends connection: no server,
-no event loop, no thread hop, rows built before the clock starts. No server with
+no event loop, no thread hop, messages and events made before the clock starts. No server with
 this schema on this disk can store and fsync a send for less CPU, so a benchmark
 that measures the floor beside the server tells the server's own share of a send
 from the database's and the disk's.
@@ -19,14 +19,15 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from parley.domain.models import EventType, RoomKind, Visibility, new_message_id, utc_now
+from parley.domain.models import Event, RoomId, RoomKind, UserId, Visibility, utc_now
+from parley.ports import SendRequest
 from parley.store.migrations import migrate
 from parley.store.sql import (
-    _RAW_INSERT_EVENTS,
     _RAW_INSERT_MESSAGES,
     SqlStore,
     _check_sends,
-    _new_event,
+    _insert_events,
+    _new_message,
     _raw_cursor,
     _sqlite_engine,
     _take_seqs_per_room,
@@ -69,7 +70,7 @@ def measure(
                         _check_sends(conn, keys)
                         _take_seqs_per_room(conn, {room: len(keys)}, utc_now())
                         _RAW_INSERT_MESSAGES.executemany(conn, messages)
-                        _RAW_INSERT_EVENTS.executemany(conn, events)
+                        _insert_events(conn, events)
                         cursor.execute("COMMIT")
                     after = resource.getrusage(resource.RUSAGE_THREAD)
                     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
@@ -106,25 +107,15 @@ async def _setup(url: str) -> tuple[str, str, int]:
 
 def _batch(
     room: str, sender: str, last_seq: int, size: int
-) -> tuple[list[tuple[str, str, str]], list[dict[str, Any]], list[dict[str, Any]]]:
-    """One commit's lookup keys and rows, as the store builds them."""
+) -> tuple[list[tuple[str, str, str | None]], list[dict[str, Any]], list[Event]]:
+    """One commit's lookup keys, message rows and events, made by the store's own
+    ``_new_message``."""
     now = utc_now()
-    keys, messages, events = [], [], []
+    keys, rows, events = [], [], []
     for seq in range(last_seq + 1, last_seq + size + 1):
-        client_msg_id = os.urandom(12).hex()  # random, as the SDK's
-        message = {
-            "id": new_message_id(),
-            "room_id": room,
-            "seq": seq,
-            "sender_id": sender,
-            "body": "x" * 100,
-            "client_msg_id": client_msg_id,
-            "created_at": now,
-            "version": 1,
-            "deleted": False,
-        }
-        event = _new_event(room, seq, EventType.MESSAGE_CREATED, now, sender, message=message)
-        keys.append((room, sender, client_msg_id))
-        messages.append(message)
-        events.append({"room_id": room, "seq": seq, "type": event.type.value, "data": event.raw})
-    return keys, messages, events
+        request = SendRequest(RoomId(room), UserId(sender), "x" * 100, os.urandom(12).hex())
+        _, row, event = _new_message(request, seq, now)
+        keys.append((room, sender, request.client_msg_id))
+        rows.append(row)
+        events.append(event)
+    return keys, rows, events

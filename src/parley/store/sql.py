@@ -1162,42 +1162,47 @@ def _apply_sends(conn: Connection, ops: Sequence[_Op]) -> None:
         assert request is not None
         seq = next_seq[request.room_id]
         next_seq[request.room_id] = seq + 1
-        message = Message(
-            id=MessageId(new_message_id()),
-            room_id=request.room_id,
-            seq=seq,
-            sender_id=request.sender_id,
-            body=request.body,
-            client_msg_id=request.client_msg_id,
-            created_at=now,
-        )
-        message_rows.append(
-            {
-                "id": message.id,
-                "room_id": message.room_id,
-                "seq": seq,
-                "sender_id": message.sender_id,
-                "body": message.body,
-                "client_msg_id": message.client_msg_id,
-                "created_at": now,
-                "version": 1,
-                "deleted": False,
-            }
-        )
-        created = _new_event(
-            request.room_id,
-            seq,
-            EventType.MESSAGE_CREATED,
-            now,
-            request.sender_id,
-            message=message.public(),
-        )
+        message, row, created = _new_message(request, seq, now)
+        message_rows.append(row)
         new_events.append(created)
         op.result = SendResult(message, created, created=True)
     _RAW_INSERT_MESSAGES.executemany(conn, message_rows)
     _insert_events(conn, new_events)
     for op, first in repeats:
         op.result = SendResult(first.result.message, None, created=False)
+
+
+def _new_message(request: SendRequest, seq: int, now: str) -> tuple[Message, dict[str, Any], Event]:
+    """A fresh message with its ``seq``: the message, its row and its event."""
+    message = Message(
+        id=MessageId(new_message_id()),
+        room_id=request.room_id,
+        seq=seq,
+        sender_id=request.sender_id,
+        body=request.body,
+        client_msg_id=request.client_msg_id,
+        created_at=now,
+    )
+    row = {
+        "id": message.id,
+        "room_id": message.room_id,
+        "seq": seq,
+        "sender_id": message.sender_id,
+        "body": message.body,
+        "client_msg_id": message.client_msg_id,
+        "created_at": now,
+        "version": 1,
+        "deleted": False,
+    }
+    created = _new_event(
+        request.room_id,
+        seq,
+        EventType.MESSAGE_CREATED,
+        now,
+        request.sender_id,
+        message=message.public(),
+    )
+    return message, row, created
 
 
 def _insert_room(
