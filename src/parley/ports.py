@@ -58,6 +58,11 @@ class Store(abc.ABC):
     own result or its own error.
     """
 
+    on_events: CommitHook | None = None
+    """Called on the event loop after each commit with every event it stored, in
+    ``seq`` order per room, before any caller of that commit is answered: delivery
+    follows the commit, not the caller. Its failure is logged, never raised."""
+
     # lifecycle
     @abc.abstractmethod
     async def start(self) -> None:
@@ -219,33 +224,59 @@ class Store(abc.ABC):
 
 
 BusHandler = Callable[[str, bytes], Awaitable[None] | None]
+BusSignal = Callable[[], None]
+CommitHook = Callable[[Sequence[Event]], None]
+"""Called on the event loop with every event of one committed transaction."""
 
 
 class Bus(abc.ABC):
     """Fan-out between nodes: publish bytes on a channel, receive what others publish.
 
-    At least once, in publish order per channel from one node. Consumers dedupe by
-    ``(room_id, seq)``; the store is the truth a node repairs from.
+    At least once while connected, in publish order per channel from one node; what
+    is published while a node is cut off from the broker may be lost. That is why a
+    lost and restored connection is signalled (``on_reconnect``): the node then reads
+    its rooms' heads from the store, the truth, and repairs what it missed.
+    Consumers dedupe by ``(room_id, seq)``.
+
+    ``start`` never waits for a broker that is down: the node keeps serving its local
+    clients, ``ping`` raises ``Unavailable`` and ``connected`` is false until the
+    connection is made; subscriptions made meanwhile take effect then.
     """
 
     @abc.abstractmethod
-    async def start(self, handler: BusHandler) -> None:
-        """Connect; every message on a subscribed channel is passed to ``handler``."""
+    async def start(self, handler: BusHandler, *, on_reconnect: BusSignal | None = None) -> None:
+        """Connect (or keep trying in the background); every message on a subscribed
+        channel is passed to ``handler``. ``on_reconnect`` is called each time a lost
+        connection is back, after its subscriptions are active again."""
 
     @abc.abstractmethod
     async def close(self) -> None: ...
 
     @abc.abstractmethod
-    async def publish(self, channel: str, data: bytes) -> None: ...
+    async def publish(self, channel: str, data: bytes) -> None:
+        """Publish one message; raise ``Unavailable`` if the broker did not take it."""
 
     @abc.abstractmethod
-    async def subscribe(self, channel: str) -> None: ...
+    async def publish_batch(self, messages: Sequence[tuple[str, bytes]]) -> None:
+        """Publish many messages, in order, at the cost of few round trips; raise
+        ``Unavailable`` if the broker did not take them all (some may have gone)."""
+
+    @abc.abstractmethod
+    async def subscribe(self, channel: str) -> None:
+        """Listen on ``channel``; returns once the broker delivers it to us (or at
+        once while disconnected: it is subscribed on connect)."""
 
     @abc.abstractmethod
     async def unsubscribe(self, channel: str) -> None: ...
 
     @abc.abstractmethod
-    async def ping(self) -> None: ...
+    async def ping(self) -> None:
+        """Raise ``Unavailable`` unless connected to the broker."""
+
+    @property
+    @abc.abstractmethod
+    def connected(self) -> bool:
+        """Whether the broker connection is up now."""
 
 
 class Cache(abc.ABC):

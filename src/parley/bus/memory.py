@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import inspect
 import logging
+from collections.abc import Sequence
 
-from parley.ports import Bus, BusHandler
+from parley.ports import Bus, BusHandler, BusSignal
 
 log = logging.getLogger("parley.bus")
 
@@ -50,7 +51,7 @@ class MemoryBus(Bus):
         self._handler: BusHandler | None = None
         self._channels: set[str] = set()
 
-    async def start(self, handler: BusHandler) -> None:
+    async def start(self, handler: BusHandler, *, on_reconnect: BusSignal | None = None) -> None:
         self._handler = handler
 
     async def close(self) -> None:
@@ -61,6 +62,14 @@ class MemoryBus(Bus):
 
     async def publish(self, channel: str, data: bytes) -> None:
         await self._broker._publish(channel, data)
+
+    async def publish_batch(self, messages: Sequence[tuple[str, bytes]]) -> None:
+        for channel, data in messages:
+            await self._broker._publish(channel, data)
+
+    @property
+    def connected(self) -> bool:
+        return True
 
     async def subscribe(self, channel: str) -> None:
         self._channels.add(channel)
