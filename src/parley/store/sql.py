@@ -45,6 +45,15 @@ Group commit
     ``stats`` counts commits; ``on_commit(seconds, batch_size)`` is called once per
     commit on the event loop (the metrics histogram hook).
 
+The commit hook (``on_events``)
+    Every event a batch stores is written by ``_insert_events``, which also appends it
+    to the batch's journal (a list on the connection's ``info`` while the batch runs);
+    an operation whose SAVEPOINT rolls back cuts its own events off the journal again.
+    Once the batch committed, and before any future is resolved, the journal goes to
+    ``on_events`` in one call: the events in the order they were stored, so in
+    ``seq`` order per room. Refused operations and repeated sends store nothing and
+    add nothing; a cancelled caller's events are still delivered (they committed).
+
 Sequence numbers
     ``UPDATE rooms SET last_seq = last_seq + :n WHERE id = :room RETURNING last_seq``
     in the transaction that inserts the events: 1, 2, 3, … with no gap (a rollback
@@ -154,7 +163,7 @@ from parley.errors import (
     UsernameTaken,
     VersionConflict,
 )
-from parley.ports import RefreshGrant, SendRequest, Store
+from parley.ports import CommitHook, RefreshGrant, SendRequest, Store
 from parley.protocol.codec import encode_event
 from parley.store.schema import events, members, messages, reactions, refresh_tokens, rooms, users
 
@@ -165,6 +174,7 @@ log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 _WRITE = "parley_write"
 _EXPORT_PAGE = 500
+_JOURNAL = "parley_stored_events"
 _PING_TIMEOUT = 5.0
 _GATHER_TURNS = 3
 """Turns of the event loop the writer lets pass before it takes a batch, so that
@@ -377,8 +387,9 @@ class _Runner(Protocol):
 
     async def write(self, fn: Callable[[Connection], _T]) -> _T: ...
 
-    async def write_batch(self, batch: Sequence[_Op]) -> float:
-        """Run a group-commit batch in one transaction; the seconds it took."""
+    async def write_batch(self, batch: Sequence[_Op]) -> _Committed:
+        """Run a group-commit batch in one transaction; the seconds it took and the
+        events it stored."""
 
     async def close(self) -> None: ...
 
@@ -412,7 +423,7 @@ class _SqliteRunner:
     async def write(self, fn: Callable[[Connection], _T]) -> _T:
         return await self._writer.run(fn)
 
-    async def write_batch(self, batch: Sequence[_Op]) -> float:
+    async def write_batch(self, batch: Sequence[_Op]) -> _Committed:
         if any(op.send is None for op in batch):
             return await self.write(lambda conn: _run_batch(conn, batch))
         started = time.perf_counter()
@@ -426,7 +437,7 @@ class _SqliteRunner:
                     raise
                 transaction.rollback()
                 return await self.write(lambda c: _run_batch(c, batch))
-            _apply_sends(conn, batch)
+            stored = _apply_batch(conn, batch)
             await self._writer.run(lambda _: transaction.commit())
         except BaseException:
             self._sender = None
@@ -434,7 +445,7 @@ class _SqliteRunner:
                 transaction.rollback()
             _discard(conn)
             raise
-        return time.perf_counter() - started
+        return time.perf_counter() - started, stored
 
     def _sender_connection(self) -> Connection:
         """The loop's connection, without foreign key checks: it only ever runs
@@ -511,7 +522,7 @@ class _PostgresRunner:
                 await _drop_async(conn)
             raise
 
-    async def write_batch(self, batch: Sequence[_Op]) -> float:
+    async def write_batch(self, batch: Sequence[_Op]) -> _Committed:
         return await self.write(lambda conn: _run_batch(conn, batch))
 
     async def close(self) -> None:
@@ -939,6 +950,8 @@ _EVENTS = (
 
 
 def _insert_events(conn: Connection, new: Sequence[Event]) -> None:
+    """Store events; when a batch is running on ``conn``, add them to its journal
+    (for the commit hook) once they are written."""
     if new:
         _RAW_INSERT_EVENTS.executemany(
             conn,
@@ -947,6 +960,9 @@ def _insert_events(conn: Connection, new: Sequence[Event]) -> None:
                 for e in new
             ],
         )
+        journal: list[Event] | None = conn.info.get(_JOURNAL)
+        if journal is not None:
+            journal.extend(new)
 
 
 def _take_seqs(conn: Connection, room_id: str, n: int, now: str) -> int:
@@ -1038,10 +1054,15 @@ class StoreStats:
     commit_seconds_total: float = 0.0
 
 
-def _run_batch(conn: Connection, batch: Sequence[_Op]) -> float:
+_Committed = tuple[float, list[Event]]
+"""A committed batch: the seconds it took, and the events it stored."""
+
+
+def _run_batch(conn: Connection, batch: Sequence[_Op]) -> _Committed:
     """Run a batch in one transaction (in the writer's thread, or greenlet on
     PostgreSQL); each op gets its own result or error. Returns the seconds from
-    ``BEGIN`` to the end of ``COMMIT``. Raises if the transaction itself failed."""
+    ``BEGIN`` to the end of ``COMMIT`` and the events stored. Raises if the
+    transaction itself failed."""
     started = time.perf_counter()
     with conn.begin():
         if conn.dialect.name == "sqlite":
@@ -1050,27 +1071,35 @@ def _run_batch(conn: Connection, batch: Sequence[_Op]) -> float:
             _raw_cursor(conn).execute("BEGIN IMMEDIATE")
         else:
             _lock(conn, batch)
-        _apply_batch(conn, batch)
-    return time.perf_counter() - started
+        stored = _apply_batch(conn, batch)
+    return time.perf_counter() - started, stored
 
 
 def _raw_cursor(conn: Connection) -> Any:
     return conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
 
 
-def _apply_batch(conn: Connection, batch: Sequence[_Op]) -> None:
-    """The batch's operations in order: runs of sends vectorised, the rest one by one."""
-    index = 0
-    while index < len(batch):
-        if batch[index].send is None:
-            _apply_one(conn, batch[index])
-            index += 1
-            continue
-        end = index
-        while end < len(batch) and batch[end].send is not None:
-            end += 1
-        _apply_sends(conn, batch[index:end])
-        index = end
+def _apply_batch(conn: Connection, batch: Sequence[_Op]) -> list[Event]:
+    """The batch's operations in order: runs of sends vectorised, the rest one by one.
+    Returns the journal: the events they stored, in the order they were stored."""
+    journal: list[Event] = []
+    info = conn.info  # read once: a connection that failed may not give it again
+    info[_JOURNAL] = journal
+    try:
+        index = 0
+        while index < len(batch):
+            if batch[index].send is None:
+                _apply_one(conn, batch[index], journal)
+                index += 1
+                continue
+            end = index
+            while end < len(batch) and batch[end].send is not None:
+                end += 1
+            _apply_sends(conn, batch[index:end])
+            index = end
+    finally:
+        info.pop(_JOURNAL, None)
+    return journal
 
 
 def _lock(conn: Connection, batch: Sequence[_Op]) -> None:
@@ -1086,15 +1115,18 @@ def _lock(conn: Connection, batch: Sequence[_Op]) -> None:
         conn.execute(_LOCK_KEY, {"key": key}).all()
 
 
-def _apply_one(conn: Connection, op: _Op) -> None:
-    """Run one operation in a SAVEPOINT: a failure undoes it and nothing else. A
-    failure of the savepoint itself propagates and fails the whole batch."""
+def _apply_one(conn: Connection, op: _Op, journal: list[Event]) -> None:
+    """Run one operation in a SAVEPOINT: a failure undoes it, and its events leave
+    the journal, and nothing else. A failure of the savepoint itself propagates and
+    fails the whole batch."""
     assert op.run is not None
+    mark = len(journal)
     savepoint = conn.begin_nested()
     try:
         op.result = op.run(conn)
     except Exception as exc:
         savepoint.rollback()
+        del journal[mark:]
         op.error = exc if isinstance(exc, ParleyError) else _unavailable(exc)
         if not isinstance(exc, ParleyError):
             log.warning("write operation failed: %r", exc)
@@ -1322,6 +1354,8 @@ class SqlStore(Store):
     ``read_threads``: SQLite reader threads, each with its own connection.
     ``on_commit(seconds, batch_size)``: called on the event loop after each commit (also
     a settable attribute); ``stats`` holds running counters.
+    ``on_events(events)``: the commit hook (``Store.on_events``; also a settable
+    attribute), called once per commit that stored events, before its callers resume.
     The schema must be migrated first (``parley.store.migrate``).
     """
 
@@ -1334,6 +1368,7 @@ class SqlStore(Store):
         pool_size: int = 10,
         read_threads: int = 4,
         on_commit: Callable[[float, int], None] | None = None,
+        on_events: CommitHook | None = None,
     ) -> None:
         if group_commit_max < 1:
             raise ValueError("group_commit_max must be at least 1")
@@ -1352,6 +1387,7 @@ class SqlStore(Store):
         self._closing = False
         self.stats = StoreStats()
         self.on_commit = on_commit
+        self.on_events = on_events
 
     # lifecycle
 
@@ -1448,13 +1484,15 @@ class SqlStore(Store):
 
     async def _commit(self, batch: list[_Op]) -> None:
         """One hop to the writer's connection for the whole batch; the futures are
-        resolved only once it committed."""
+        resolved only once it committed, and only after ``on_events`` saw what it
+        stored."""
         runner = self._runner
         assert runner is not None
         committed = False
         seconds = 0.0
+        stored: list[Event] = []
         try:
-            seconds = await runner.write_batch(batch)
+            seconds, stored = await runner.write_batch(batch)
             committed = True
         except Exception as exc:
             log.warning("write batch of %d failed: %r", len(batch), exc)
@@ -1469,6 +1507,11 @@ class SqlStore(Store):
                         op.future.set_exception(Unavailable("the write was interrupted"))
         if not committed:
             return
+        if stored and self.on_events is not None:
+            try:
+                self.on_events(stored)
+            except Exception:
+                log.exception("the on_events hook failed")
         for op in batch:
             if op.future.done():
                 continue
