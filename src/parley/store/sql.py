@@ -814,6 +814,7 @@ _USER_ROOM_SEQS = (
 # Every WebSocket connection reads it as it opens: in a reconnect storm, SQLAlchemy's
 # per-execution work on the reader threads held the GIL the event loop waited for.
 _RAW_USER_ROOM_SEQS = _Raw(_USER_ROOM_SEQS)
+_ROOM_HEADS = select(rooms.c.id, rooms.c.last_seq).where(rooms.c.id.in_(_many("rooms")))
 _other = members.alias("other")
 _SHARED_ROOM = (
     select(members.c.room_id)
@@ -1850,6 +1851,12 @@ class SqlStore(Store):
             return dict(_RAW_USER_ROOM_SEQS.execute(conn, {"user": user_id}).fetchall())
 
         return await self._read(run)
+
+    async def room_heads(self, room_ids: Sequence[RoomId]) -> dict[RoomId, int]:
+        def run(conn: Connection) -> dict[RoomId, int]:
+            return dict(conn.execute(_ROOM_HEADS, {"rooms": list(room_ids)}).fetchall())
+
+        return await self._read(run) if room_ids else {}
 
     async def shares_room(self, a: UserId, b: UserId) -> bool:
         def run(conn: Connection) -> bool:
