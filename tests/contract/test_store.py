@@ -47,7 +47,7 @@ from parley.errors import (
 )
 from parley.ports import SendRequest, Store
 from parley.protocol import codec
-from parley.store import SqlStore, migrate
+from parley.store import SqlStore, journal, migrate, statements
 from parley.store import sql as sql_module
 
 FUTURE = "2999-01-01T00:00:00.000000Z"
@@ -991,13 +991,13 @@ async def test_the_commit_hook_drops_the_events_of_an_operation_rolled_back(
 
     def store_then_fail(conn: Any) -> None:
         now = NOW
-        seq = sql_module._take_seqs(conn, room.id, 1, now)
-        event = sql_module._new_event(room.id, seq, EventType.ROOM_UPDATED, now, owner.id)
-        sql_module._insert_events(conn, [event])
+        seq = statements._take_seqs(conn, room.id, 1, now)
+        event = journal._new_event(room.id, seq, EventType.ROOM_UPDATED, now, owner.id)
+        journal._insert_events(conn, [event])
         raise Conflict("changed my mind")
 
     failed, sent = await asyncio.gather(
-        store._write(store_then_fail, room.id),
+        store._writer.write(store_then_fail, room.id),
         store.send_message(send(room, owner, "kept")),
         return_exceptions=True,
     )
