@@ -27,7 +27,7 @@ from parley.testing.proxy import TcpProxy
 from tests.conftest import SERVICES, require_service
 
 TIMEOUT = 10.0
-BACKENDS = ["memory", "redis"]
+BACKENDS = ["memory", "redis", "nats"]
 
 
 class Node:

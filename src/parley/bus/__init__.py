@@ -45,7 +45,12 @@ def connect_bus(url: str, *, node_id: str) -> Bus:
         from parley.bus.redis import RedisBus
 
         return RedisBus(driver_url, prefix=prefix)
+    if scheme in {"nats", "tls"}:
+        _require("nats")
+        from parley.bus.nats import NatsBus
+
+        return NatsBus(driver_url, prefix=prefix, node_id=node_id)
     raise ValueError(
         f"unsupported bus URL scheme {scheme!r} "
-        "(supported: memory://, redis://, rediss://)"
+        "(supported: memory://, redis://, rediss://, nats://, tls://)"
     )
