@@ -27,7 +27,7 @@ from parley.testing.proxy import TcpProxy
 from tests.conftest import SERVICES, require_service
 
 TIMEOUT = 10.0
-BACKENDS = ["memory", "redis", "nats"]
+BACKENDS = ["memory", "redis", "nats", "rabbitmq"]
 
 
 class Node:
@@ -77,6 +77,7 @@ class Backend:
     def __init__(self, name: str) -> None:
         self.name = name
         self.prefix = f"t{uuid.uuid4().hex[:12]}"
+        self.prefixes = {self.prefix}
         self.made: list[Node] = []
         self.broker = MemoryBroker()
         self.proxy: TcpProxy | None = None
@@ -136,7 +137,9 @@ class Backend:
 
     async def stranger(self) -> Node:
         """A node of another cluster on the same broker (another prefix)."""
-        node = Node(await self._bus(faulty=False, prefix=f"o{uuid.uuid4().hex[:12]}"))
+        prefix = f"o{uuid.uuid4().hex[:12]}"
+        self.prefixes.add(prefix)
+        node = Node(await self._bus(faulty=False, prefix=prefix))
         self.made.append(node)
         return await node.start()
 
@@ -163,6 +166,20 @@ class Backend:
             await node.bus.close()
         if self.proxy is not None:
             await self.proxy.close()
+        if self.name == "rabbitmq":
+            for prefix in self.prefixes:
+                await drop_exchange(f"parley.bus.{prefix}")
+
+
+async def drop_exchange(name: str) -> None:
+    """The suite's exchanges are not durable, but would outlive it on a shared broker."""
+    import aio_pika
+
+    host, port = SERVICES["rabbitmq"]
+    conn = await aio_pika.connect(f"amqp://guest:guest@{host}:{port}/")
+    async with conn:
+        channel = await conn.channel()
+        await channel.exchange_delete(name)
 
 
 @pytest.fixture(params=BACKENDS)
