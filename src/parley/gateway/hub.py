@@ -66,7 +66,7 @@ from parley.ports import Bus, Store
 from parley.presence import PresenceService
 from parley.protocol import envelope
 from parley.protocol.codec import event_frame, loads
-from parley.protocol.events import MEMBER_JOINED, MEMBER_LEFT, decode_head
+from parley.protocol.events import MEMBER_JOINED, MEMBER_LEFT, REWRITES, decode_head
 from parley.protocol.frames import typing_frame
 from parley.protocol.session import (
     CLOSE_GOING_AWAY,
@@ -856,6 +856,9 @@ class Hub:
         if channel.advanced is not None:
             channel.moved()
         if channel.recent.maxlen:
+            if fanout.type in REWRITES:
+                # Earlier events in memory may hold text the store no longer has.
+                channel.recent.clear()
             channel.recent.append(fanout)
         delivered = 0
         for conn, cursor in channel.subs.items():
