@@ -134,7 +134,7 @@ class NatsBus(Bus):
         try:
             for channel, data in messages:
                 await self._nc.publish(self._prefix + channel, data)
-            await self._nc.flush(timeout=self._op_timeout)  # type: ignore[arg-type]
+            await self._round_trip()
         except _LINK_ERRORS as exc:
             raise Unavailable(f"nats publish failed: {exc}") from exc
 
@@ -144,7 +144,7 @@ class NatsBus(Bus):
             return  # subscribed on (re)connect
         try:
             await self._subscribe(channel)
-            await self._nc.flush(timeout=self._op_timeout)  # type: ignore[arg-type]
+            await self._round_trip()
         except _LINK_ERRORS:
             log.info("nats subscribe to %s deferred to the reconnect", channel)
 
@@ -158,13 +158,25 @@ class NatsBus(Bus):
     async def ping(self) -> None:
         self._check()
         try:
-            await self._nc.flush(timeout=self._op_timeout)  # type: ignore[arg-type]
+            await self._round_trip()
         except _LINK_ERRORS as exc:
             raise Unavailable(f"nats ping failed: {exc}") from exc
 
     def _check(self) -> None:
         if not self.connected:
             raise Unavailable("not connected to nats")
+
+    async def _round_trip(self) -> None:
+        """Return once the server has read everything sent so far.
+
+        nats-py's ``flush`` writes its PING straight to the socket, ahead of commands
+        still waiting in its buffer for the flusher task (a SUB, PUBs); its PONG then
+        covers nothing after it. So the buffer is pushed out first (nats-py 2.16 has no
+        public call for that), then the PING goes.
+        """
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._nc._flush_pending(force_flush=True), self._op_timeout)
+        await self._nc.flush(timeout=self._op_timeout)  # type: ignore[arg-type]
 
     async def _connect(self) -> None:
         """The first connection; nats-py keeps it (and reconnects) from then on."""
@@ -196,7 +208,7 @@ class NatsBus(Bus):
         """Subscribe to what was added while disconnected, confirm, then say so."""
         for channel in tuple(self._channels - self._subs.keys()):
             await self._subscribe(channel)
-        await self._nc.flush(timeout=self._op_timeout)  # type: ignore[arg-type]
+        await self._round_trip()
         self._ready = True
         self._failures = 0
         if not self._starting:
