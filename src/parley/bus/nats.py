@@ -91,6 +91,7 @@ class NatsBus(Bus):
         self._closed = False
         self._failures = 0
         self._signal_pending = False
+        self._tried = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -102,7 +103,9 @@ class NatsBus(Bus):
         self._on_reconnect = on_reconnect
         self._starting = True
         self._task = asyncio.create_task(self._connect(), name="parley-bus-nats-connect")
-        await asyncio.wait({self._task}, timeout=self._connect_timeout + 1)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self._connect_timeout + 1):
+                await self._tried.wait()
         self._starting = False
 
     async def close(self) -> None:
@@ -210,6 +213,7 @@ class NatsBus(Bus):
             await self._subscribe(channel)
         await self._round_trip()
         self._ready = True
+        self._tried.set()
         self._failures = 0
         if not self._starting:
             log.info("nats bus connected; subscriptions active")
@@ -221,6 +225,7 @@ class NatsBus(Bus):
             self._signal_soon()
             return
         self._failures += 1
+        self._tried.set()
         level = logging.WARNING if self._failures == 1 else logging.DEBUG
         log.log(level, "nats bus error: %r", exc)
 
