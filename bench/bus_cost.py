@@ -68,11 +68,20 @@ def cpu_seconds(proc: psutil.Process | None) -> float | None:
     return float(times.user + times.system)
 
 
-def make_buses(backend: str, urls: dict[str, str]) -> list[Bus]:
+async def drop_exchange(url: str, name: str) -> None:
+    """The bus's exchange is not durable, but would outlive the run on the broker."""
+    import aio_pika
+
+    conn = await aio_pika.connect(url)
+    async with conn:
+        channel = await conn.channel()
+        await channel.exchange_delete(name)
+
+
+def make_buses(backend: str, urls: dict[str, str], prefix: str) -> list[Bus]:
     if backend == "memory":
         broker = MemoryBroker()
         return [MemoryBus(broker) for _ in range(4)]
-    prefix = f"bench{uuid.uuid4().hex[:8]}"
     url = urls[backend]
     joiner = "&" if "?" in url else "?"
     return [connect_bus(f"{url}{joiner}prefix={prefix}", node_id=f"bench-{i}") for i in range(4)]
@@ -81,7 +90,8 @@ def make_buses(backend: str, urls: dict[str, str]) -> list[Bus]:
 async def run(
     backend: str, urls: dict[str, str], events: int, batch: int, rate: float
 ) -> dict[str, object]:
-    pub, *subs = make_buses(backend, urls)
+    prefix = f"bench{uuid.uuid4().hex[:8]}"
+    pub, *subs = make_buses(backend, urls, prefix)
     rooms = [f"room.{uuid.uuid4()}" for _ in range(100)]
     receivers = [Receiver(events) for _ in subs]
     await pub.start(lambda _c, _d: None)
@@ -120,6 +130,8 @@ async def run(
     wall = loop.time() - wall0
     for bus in (pub, *subs):
         await bus.close()
+    if backend == "rabbitmq":
+        await drop_exchange(urls[backend], f"parley.bus.{prefix}")
     latencies = sorted(x for r in receivers for x in r.latencies)
     p99 = latencies[int(len(latencies) * 0.99) - 1] if latencies else 0
     return {
