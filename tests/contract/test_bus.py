@@ -371,3 +371,32 @@ def test_connect_bus_by_url() -> None:
         connect_bus("carrier-pigeon://", node_id="n1")
     with pytest.raises(ValueError, match="prefix"):
         connect_bus("redis://127.0.0.1:6379/0?prefix=a.b", node_id="n1")
+
+
+async def test_nats_slow_consumer_drops_are_signalled() -> None:
+    """A subscription past its pending limit loses messages: the node must hear of it."""
+    require_service("nats")
+    from parley.bus.nats import NatsBus
+
+    host, port = SERVICES["nats"]
+    prefix = f"t{uuid.uuid4().hex[:12]}"
+    release = asyncio.Event()
+
+    async def stuck(_channel: str, _data: bytes) -> None:
+        await release.wait()
+
+    slow = NatsBus(f"nats://{host}:{port}", prefix=prefix, pending_msgs_limit=2)
+    pub = NatsBus(f"nats://{host}:{port}", prefix=prefix)
+    signals = asyncio.Event()
+    await slow.start(stuck, on_reconnect=signals.set)
+    await pub.start(lambda _c, _d: None)
+    try:
+        ch = channel()
+        await slow.subscribe(ch)
+        await pub.publish_batch([(ch, b"x")] * 20)
+        async with asyncio.timeout(TIMEOUT):
+            await signals.wait()
+    finally:
+        release.set()
+        await slow.close()
+        await pub.close()

@@ -125,6 +125,7 @@ class RabbitBus(Bus):
         self._channel: AbstractChannel | None = None
         self._exchange: AbstractExchange | None = None
         self._queue: AbstractQueue | None = None
+        self._consumer_tag: str | None = None
         self._connected = False
         self._starting = False
         self._closed = False
@@ -155,9 +156,11 @@ class RabbitBus(Bus):
         """Leave: delete this node's queue (``x-expires`` covers a node that cannot)."""
         self._closed = True
         self._connected = False
-        queue = self._queue
+        queue, tag = self._queue, self._consumer_tag
         if queue is not None:
             with contextlib.suppress(*_LINK_ERRORS):
+                if tag is not None:
+                    await queue.cancel(tag, timeout=self._op_timeout)
                 await queue.delete(if_unused=False, if_empty=False, timeout=self._op_timeout)
         for task in (self._task, self._dispatcher):
             if task is not None:
@@ -240,6 +243,7 @@ class RabbitBus(Bus):
             finally:
                 self._connected = False
                 self._queue = self._exchange = self._channel = None
+                self._consumer_tag = None
                 conn, self._conn = self._conn, None
                 self._tried.set()
                 if conn is not None:
@@ -273,7 +277,7 @@ class RabbitBus(Bus):
         for name in tuple(self._channels):
             await queue.bind(exchange, routing_key=name, timeout=self._op_timeout)
             self._bound.add(name)
-        await queue.consume(self._on_message, no_ack=True)
+        self._consumer_tag = await queue.consume(self._on_message, no_ack=True)
         self._connected = True
         self._backoff.reset()
         self._tried.set()
