@@ -48,10 +48,12 @@ from fastapi import APIRouter, FastAPI
 from starlette.routing import WebSocketRoute
 from starlette.types import Receive, Scope, Send
 
+from parley.delivery.fanout import Fanout
+from parley.delivery.session import Connection
 from parley.domain.models import RoomId, UserId
 from parley.errors import ParleyError, RateLimited, Unauthorized
 from parley.gateway.direct import EXTENSION, DirectSocket, DirectWebSocketProtocol, text_frame
-from parley.gateway.hub import Connection, Fanout, Hub
+from parley.gateway.hub import Hub
 from parley.gateway.ratelimit import RateLimiter
 from parley.protocol import codec
 from parley.protocol import frames as f
@@ -164,6 +166,17 @@ async def _deny(scope: Scope, send: Send, status: int, code: str, message: str) 
     await send({"type": "websocket.http.response.body", "body": body})
 
 
+def _wire(fanout: Fanout) -> bytes:
+    """The ``event`` frame as a whole WebSocket frame (built once per event)."""
+    return text_frame(fanout.frame)
+
+
+def _asgi_send(fanout: Fanout) -> dict[str, Any]:
+    """The ASGI message that sends the ``event`` frame, shared by every recipient
+    (ASGI servers only read it)."""
+    return {"type": "websocket.send", "text": fanout.frame.decode()}
+
+
 class _Pump:
     """One authenticated WebSocket connection: reader, writer and operations."""
 
@@ -234,7 +247,9 @@ class _Pump:
         items = conn.take_now()
         if items:
             direct.write(
-                b"".join(i.wire if isinstance(i, Fanout) else text_frame(i) for i in items)
+                b"".join(
+                    i.encoded(_wire) if isinstance(i, Fanout) else text_frame(i) for i in items
+                )
             )
             conn.sent += len(items)
             self.hub.stats.frames_out += len(items)
@@ -255,7 +270,7 @@ class _Pump:
                     if isinstance(item, bytes):
                         await send({"type": "websocket.send", "text": item.decode()})
                     else:
-                        await send(item.ws_message())
+                        await send(item.encoded(_asgi_send))
                     conn.sent += 1
                 conn.writing = False
                 stats.frames_out += len(items)
