@@ -3,6 +3,7 @@ defaults, then passed down frozen. Nothing reads the environment at import time.
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Literal
 
@@ -52,6 +53,33 @@ class Settings(BaseSettings):
     argon2_time_cost: int = Field(2, ge=1, description="Argon2id passes (OWASP: 2).")
     argon2_memory_kib: int = Field(19456, ge=8, description="Argon2id memory (OWASP: 19 MiB).")
     log_level: str = Field("info", description="debug, info, warning, error.")
+    request_timeout: float = Field(
+        10.0,
+        gt=0,
+        description="Seconds a client has to send a whole HTTP request (headers and body) "
+        "from its first byte or from connecting; then the connection is closed (slowloris).",
+    )
+    keepalive_timeout: int = Field(
+        5, ge=1, description="Seconds an idle keep-alive HTTP connection stays open."
+    )
+    max_connections: int = Field(
+        10000, ge=1, description="Open connections of the node (HTTP and WebSocket); then 503."
+    )
+    max_connections_per_ip: int = Field(
+        256,
+        ge=1,
+        description="Open connections from one address (trusted proxies exempt); then 503.",
+    )
+    max_unauthenticated_ws_per_ip: int = Field(
+        32,
+        ge=1,
+        description="WebSockets of one address not yet authenticated; then 503 or close 1013.",
+    )
+    trusted_proxies: str | None = Field(
+        None,
+        description="Comma-separated addresses or CIDRs of reverse proxies whose "
+        "X-Forwarded-For and X-Forwarded-Proto are believed; default: none.",
+    )
 
     @field_validator("secret_key")
     @classmethod
@@ -77,6 +105,24 @@ class Settings(BaseSettings):
             if url.startswith(plain):
                 return driver + url[len(plain) :]
         return url
+
+    @property
+    def proxies(self) -> list[str]:
+        """Trusted proxy addresses and networks, as listed."""
+        if not self.trusted_proxies:
+            return []
+        return [p.strip() for p in self.trusted_proxies.split(",") if p.strip()]
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: str | None) -> str | None:
+        for item in (value or "").split(","):
+            if item.strip():
+                try:
+                    ipaddress.ip_network(item.strip(), strict=False)
+                except ValueError as exc:
+                    raise ValueError(f"not an address or CIDR: {item.strip()!r}") from exc
+        return value
 
     @property
     def origins(self) -> list[str]:

@@ -479,7 +479,16 @@ class WebSocketEndpoint:
             auth_timeout=AUTH_TIMEOUT,
         )
         if user_id is None:
-            user_id = await self._authenticate(rt, session, receive, send)
+            limits = getattr(scope["app"].state, "connection_limits", None)
+            ip = scope["client"][0] if scope.get("client") else ""
+            if limits is not None and not limits.enter_unauthenticated(ip):
+                await _send_close(send, CLOSE_TRY_AGAIN, "too many connections; retry later")
+                return
+            try:
+                user_id = await self._authenticate(rt, session, receive, send)
+            finally:
+                if limits is not None:
+                    limits.leave_unauthenticated(ip)
             if user_id is None:
                 return
         else:
