@@ -11,6 +11,18 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
+def parse_rate(value: str) -> tuple[float, float]:
+    """``"BURST/SECONDS"`` as (tokens a second, burst); ValueError if malformed."""
+    burst, sep, seconds = value.partition("/")
+    try:
+        count, period = int(burst.strip()), float(seconds.strip().rstrip("s"))
+    except ValueError:
+        count = period = 0
+    if not sep or count < 1 or period <= 0:
+        raise ValueError(f"a rate is BURST/SECONDS, e.g. 60/10, not {value!r}")
+    return count / period, float(count)
+
+
 class Settings(BaseSettings):
     """Every knob of ``parley serve``; each field is also ``PARLEY_<NAME>``."""
 
@@ -28,7 +40,51 @@ class Settings(BaseSettings):
     allowed_origins: str | None = Field(
         None, description="Comma-separated WebSocket/CORS origins; default: own origin."
     )
-    rate_limits: Literal["on", "off"] = Field("on", description="off: benchmarks only.")
+    rate_limits: Literal["on", "off"] = Field(
+        "on", description="off: every rate limit off (benchmarks and test rigs only)."
+    )
+    rate_limit_send: str = Field(
+        "60/10",
+        description="Messages a user sends, as BURST/SECONDS (a bucket of BURST "
+        "refilled over SECONDS).",
+    )
+    rate_limit_edit: str = Field(
+        "60/60", description="Edits, deletions and reaction changes of a user, BURST/SECONDS."
+    )
+    rate_limit_rooms: str = Field(
+        "10/60", description="Rooms a user creates or changes, direct rooms opened, BURST/SECONDS."
+    )
+    rate_limit_membership: str = Field(
+        "30/60",
+        description="Joins, leaves, member additions and removals of a user, BURST/SECONDS.",
+    )
+    rate_limit_read: str = Field(
+        "300/60", description="REST reads (and read markers) of a user, BURST/SECONDS."
+    )
+    rate_limit_typing: str = Field("20/10", description="Typing frames of a user, BURST/SECONDS.")
+    rate_limit_presence: str = Field(
+        "30/60",
+        description="Presence frames (set, subscribe, unsubscribe) of a user, BURST/SECONDS.",
+    )
+    rate_limit_register: str = Field(
+        "20/3600", description="Registrations from one address, BURST/SECONDS."
+    )
+    rate_limit_login: str = Field(
+        "30/300",
+        description="Password logins from one address, whatever the usernames (slows "
+        "password spraying), BURST/SECONDS.",
+    )
+    rate_limit_login_user: str = Field(
+        "10/300",
+        description="Password logins from one address for one username, BURST/SECONDS. "
+        "Keyed by address, so nobody elsewhere can lock an account out.",
+    )
+    rate_limit_refresh: str = Field(
+        "120/60", description="Token refreshes from one address, BURST/SECONDS."
+    )
+    rate_limit_revoke: str = Field(
+        "60/60", description="Token revocations from one address, BURST/SECONDS."
+    )
     public_url: str | None = Field(None, description="The URL users reach this server at.")
     secret_key: str | None = Field(
         None,
@@ -105,6 +161,25 @@ class Settings(BaseSettings):
             if url.startswith(plain):
                 return driver + url[len(plain) :]
         return url
+
+    @field_validator(
+        "rate_limit_send",
+        "rate_limit_edit",
+        "rate_limit_rooms",
+        "rate_limit_membership",
+        "rate_limit_read",
+        "rate_limit_typing",
+        "rate_limit_presence",
+        "rate_limit_register",
+        "rate_limit_login",
+        "rate_limit_login_user",
+        "rate_limit_refresh",
+        "rate_limit_revoke",
+    )
+    @classmethod
+    def _rate(cls, value: str) -> str:
+        parse_rate(value)
+        return value
 
     @property
     def proxies(self) -> list[str]:

@@ -65,7 +65,7 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         rt = await Runtime.start(settings)
         app.state.runtime = rt
-        app.state.limiter = RateLimiter(rt.cache, enabled=settings.rate_limits == "on")
+        app.state.limiter = RateLimiter(rt.cache, settings, enabled=settings.rate_limits == "on")
         log.info("parley %s node %s ready", parley.__version__, rt.node_id)
         try:
             yield

@@ -342,14 +342,23 @@ class _Pump:
 
     async def _handle_later(self, frame: f.ClientFrame) -> None:
         conn = self.conn
-        if isinstance(frame, f.Typing):
-            try:
+        try:
+            if self.limiter is not None:
+                kind = "typing" if isinstance(frame, f.Typing) else "presence"
+                await self.limiter.check(kind, conn.user_id)
+            if isinstance(frame, f.Typing):
                 await self.hub.typing(conn, frame.room_id)
-            except ParleyError as exc:
-                conn.push(f.error_frame(exc.code, exc.message, frame.id))
-        elif isinstance(frame, f.PresenceSubscribe):
-            for reply in await self.rt.presence.subscribe(conn, frame.user_ids, frame.id):
-                conn.push(reply)
+            elif isinstance(frame, f.PresenceSubscribe):
+                for reply in await self.rt.presence.subscribe(conn, frame.user_ids, frame.id):
+                    conn.push(reply)
+            elif isinstance(frame, f.PresenceUnsubscribe):
+                self.rt.presence.unsubscribe(conn, frame.user_ids)
+            elif isinstance(frame, f.PresenceSet):
+                self.rt.presence.set_status(conn, frame.status)
+        except RateLimited as exc:
+            conn.push(f.error_frame(exc.code, exc.message, frame.id, retry_after=exc.retry_after))
+        except ParleyError as exc:
+            conn.push(f.error_frame(exc.code, exc.message, frame.id))
 
     def handle_now(self, frame: f.ClientFrame) -> bool:
         """Carry out a frame that needs no waiting; False for one that does."""
@@ -368,12 +377,10 @@ class _Pump:
             self._start(frame)
         elif isinstance(frame, f.Ping):
             conn.push(f.pong_frame(frame.id))
-        elif isinstance(frame, f.Typing | f.PresenceSubscribe):
-            return False
-        elif isinstance(frame, f.PresenceUnsubscribe):
-            self.rt.presence.unsubscribe(conn, frame.user_ids)
-        elif isinstance(frame, f.PresenceSet):
-            self.rt.presence.set_status(conn, frame.status)
+        elif isinstance(
+            frame, f.Typing | f.PresenceSubscribe | f.PresenceUnsubscribe | f.PresenceSet
+        ):
+            return False  # rate-limited in the cache: carried out by the task
         elif isinstance(frame, f.Resume):
             rooms = self.hub.resume(conn, dict(frame.cursors))
             now = asyncio.get_running_loop().time()
@@ -410,7 +417,7 @@ class _Pump:
         started = time.perf_counter()
         try:
             if self.limiter is not None:
-                await self.limiter.check("send", conn.user_id, limit=60, window=10)
+                await self.limiter.check("send", conn.user_id)
             result = await rt.chat.send(
                 conn.user_id, RoomId(frame.room_id), frame.body, frame.client_msg_id
             )
