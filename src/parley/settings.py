@@ -131,6 +131,13 @@ class Settings(BaseSettings):
         ge=1,
         description="WebSockets of one address not yet authenticated; then 503 or close 1013.",
     )
+    metrics_token: str | None = Field(
+        None, description="Bearer token that opens /metrics from any address.", repr=False
+    )
+    metrics_allow: str = Field(
+        "127.0.0.0/8,::1",
+        description="Comma-separated addresses or CIDRs that may read /metrics without a token.",
+    )
     trusted_proxies: str | None = Field(
         None,
         description="Comma-separated addresses or CIDRs of reverse proxies whose "
@@ -188,7 +195,12 @@ class Settings(BaseSettings):
             return []
         return [p.strip() for p in self.trusted_proxies.split(",") if p.strip()]
 
-    @field_validator("trusted_proxies")
+    @property
+    def metrics_networks(self) -> list[str]:
+        """Addresses and networks that may read ``/metrics``."""
+        return [p.strip() for p in self.metrics_allow.split(",") if p.strip()]
+
+    @field_validator("trusted_proxies", "metrics_allow")
     @classmethod
     def _networks(cls, value: str | None) -> str | None:
         for item in (value or "").split(","):

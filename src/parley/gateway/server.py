@@ -7,17 +7,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import logging
 import signal
-from typing import Any
+import time
+from typing import Any, Final
 
 import uvicorn
 from fastapi import FastAPI
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 from parley.gateway import ws
 from parley.gateway.app import create_app
 from parley.gateway.hub import Hub
-from parley.gateway.limits import ConnectionLimits, TrustedProxies
+from parley.gateway.limits import LOG_EVERY, ConnectionLimits, TrustedProxies
 from parley.protocol import codec
 from parley.settings import Settings
 
@@ -68,16 +71,22 @@ class ParleyConfig(uvicorn.Config):
     def load(self) -> None:
         super().load()
         ws_class = self.ws_protocol_class
-        if ws_class is not None and not issubclass(ws_class, _CountedWebSocket):
+        if (
+            ws_class is not None
+            and issubclass(ws_class, WebSocketsSansIOProtocol)
+            and not issubclass(ws_class, _CountedWebSocket)
+        ):
             self.ws_protocol_class = type(
                 f"Counted{ws_class.__name__}", (_CountedWebSocket, ws_class), {}
             )
 
 
-class _CountedWebSocket(asyncio.Protocol):
+class _CountedWebSocket(WebSocketsSansIOProtocol):
     """Mixed into the WebSocket protocol: gives the connection's slot in
     ``ConnectionLimits`` back when it closes (the HTTP protocol that counted it
-    handed its transport over at the upgrade and hears nothing more)."""
+    handed its transport over at the upgrade and hears nothing more); and marks a
+    refused upgrade's HTTP answer as the end of the handshake, which uvicorn
+    forgets, logging an error for every refusal."""
 
     parley_slot: tuple[ConnectionLimits, str] | None = None
 
@@ -87,6 +96,49 @@ class _CountedWebSocket(asyncio.Protocol):
             self.parley_slot = None
             slot[0].close(slot[1])
         super().connection_lost(exc)
+
+    async def send(self, message: Any) -> None:
+        await super().send(message)
+        if message["type"] == "websocket.http.response.body" and not message.get("more_body"):
+            self.handshake_complete = True
+
+
+class QuietClientErrors(logging.Filter):
+    """uvicorn's log lines about what a client got wrong, which any client can
+    repeat at will: a text frame of invalid UTF-8 (an ERROR with a traceback per
+    frame) and an upgrade to anything but WebSocket (a WARNING per request). Each
+    becomes one INFO line without traceback, at most once a minute."""
+
+    QUIETED: Final = {
+        "Invalid UTF-8 sequence received from client.": (
+            "a client sent invalid UTF-8 in a WebSocket text frame: closed 1007"
+        ),
+        "Unsupported upgrade request.": "a client asked to upgrade to an unsupported protocol",
+    }
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.last: dict[str, float] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        quiet = self.QUIETED.get(record.msg) if isinstance(record.msg, str) else None
+        if quiet is None:
+            return True
+        now = time.monotonic()
+        if now - self.last.get(quiet, -LOG_EVERY) < LOG_EVERY:
+            return False
+        self.last[quiet] = now
+        record.msg, record.args = quiet + " (logged once a minute)", ()
+        record.levelno, record.levelname = logging.INFO, "INFO"
+        record.exc_info, record.exc_text = None, None
+        return True
+
+
+def quiet_client_errors() -> None:
+    """Install ``QuietClientErrors`` on uvicorn's error logger, once."""
+    logger = logging.getLogger("uvicorn.error")
+    if not any(isinstance(f, QuietClientErrors) for f in logger.filters):
+        logger.addFilter(QuietClientErrors())
 
 
 class HttpProtocol(HttpToolsProtocol):
@@ -218,6 +270,7 @@ def uvicorn_config(settings: Settings) -> ParleyConfig:
     )
     config.limits = limits
     config.request_timeout = settings.request_timeout
+    quiet_client_errors()
     return config
 
 
