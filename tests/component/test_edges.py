@@ -166,7 +166,8 @@ def test_csp_connect_src_names_the_servers_own_origin(
 ) -> None:
     with httpx.Client(base_url=server.url, timeout=10) as http:
         csp = http.get("/").headers["content-security-policy"]
-    assert f"connect-src 'self' ws://127.0.0.1:{server.port};" in csp
+    own = f"127.0.0.1:{server.port}"
+    assert f"connect-src 'self' ws://{own} wss://{own};" in csp
     assert " ws: " not in csp and "wss:;" not in csp
     with httpx.Client(base_url=public.url, timeout=10) as http:
         csp = http.get("/", headers={"Host": "chat.example.com"}).headers["content-security-policy"]

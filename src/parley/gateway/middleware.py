@@ -78,7 +78,7 @@ async def _answer(
 
 class SecurityHeaders:
     """CSP and friends on every HTTP answer. The CSP's ``connect-src`` names the
-    WebSocket origin of ``public_url`` if set, else of the request's own ``Host``."""
+    WebSocket origin of ``public_url`` if set, else the request's own ``Host``."""
 
     def __init__(self, app: ASGIApp, public_url: str | None = None) -> None:
         self.app = app
@@ -94,8 +94,8 @@ class SecurityHeaders:
         host = _header(scope, b"host")
         if host is None or not _HOST_RE.match(host):
             return CSP_TEMPLATE.format(ws="")
-        ws = "wss" if scope.get("scheme") == "https" else "ws"
-        return CSP_TEMPLATE.format(ws=f" {ws}://{host}")
+        # Behind a TLS proxy that is not trusted the scheme is unknown: both.
+        return CSP_TEMPLATE.format(ws=f" ws://{host} wss://{host}")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
