@@ -218,3 +218,19 @@ def test_the_total_cap_refuses_with_503(tmp_path: Path) -> None:
                 break
             time.sleep(0.05)
         assert status == 200
+
+
+def test_a_trusted_proxy_is_capped_by_the_total_only(tmp_path: Path) -> None:
+    """A proxy carries many clients' connections: the per-address cap spares it."""
+    with ServerThread(
+        tmp_path, max_connections_per_ip=2, trusted_proxies="127.0.0.1", rate_limits="off"
+    ) as node:
+        held = [raw(node) for _ in range(4)]
+        try:
+            with normal_client(node) as other:  # 127.0.0.2: not a proxy, still served
+                assert other.get("/healthz").status_code == 200
+            with httpx.Client(base_url=node.url, timeout=5) as proxied:
+                assert proxied.get("/healthz").status_code == 200
+        finally:
+            for sock in held:
+                sock.close()

@@ -274,9 +274,15 @@ def uvicorn_config(settings: Settings) -> ParleyConfig:
     return config
 
 
-def _raise_open_files() -> None:
+FILES_IN_RESERVE = 256
+"""Open files a node needs besides its connections: database, bus, cache, logs."""
+
+
+def _raise_open_files(max_connections: int) -> None:
     """One open file per connection: take the whole hard limit, not the soft one
-    (often 1,024), so a node's connection count is what the operator allowed."""
+    (often 1,024), so a node's connection count is what the operator allowed; and
+    say so if ``PARLEY_MAX_CONNECTIONS`` is more than the limit leaves room for
+    (accept() would fail instead of the cap answering 503)."""
     try:
         import resource
     except ImportError:  # not on this platform
@@ -285,6 +291,14 @@ def _raise_open_files() -> None:
     if hard != resource.RLIM_INFINITY and soft < hard:
         with contextlib.suppress(OSError, ValueError):
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and max_connections > soft - FILES_IN_RESERVE:
+        logging.getLogger("parley").warning(
+            "PARLEY_MAX_CONNECTIONS=%d but only %d files may be open: "
+            "raise the limit (ulimit -n) or lower the setting",
+            max_connections,
+            soft,
+        )
 
 
 def serve(settings: Settings) -> int:
@@ -296,7 +310,7 @@ def serve(settings: Settings) -> int:
     """
     for stop in (signal.SIGINT, signal.SIGTERM):
         signal.signal(stop, lambda *_: None)
-    _raise_open_files()
+    _raise_open_files(settings.max_connections)
     server = ParleyServer(uvicorn_config(settings))
     server.run()
     return 0 if server.started else 1
