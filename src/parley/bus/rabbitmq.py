@@ -137,6 +137,11 @@ class RabbitBus(Bus):
         self._dispatcher: asyncio.Task[None] | None = None
 
     @property
+    def queue_name(self) -> str:
+        """This node's queue on the broker."""
+        return self._queue_name
+
+    @property
     def connected(self) -> bool:
         conn = self._conn
         return self._connected and conn is not None and not conn.is_closed
@@ -273,12 +278,15 @@ class RabbitBus(Bus):
             self._queue_name, durable=False, exclusive=False, arguments=self._queue_args
         )
         self._exchange, self._queue = exchange, queue
-        for stale in tuple(self._bound - self._channels):
-            await queue.unbind(exchange, routing_key=stale, timeout=self._op_timeout)
-            self._bound.discard(stale)
+        # Every channel, not only those missing from ``_bound``: the queue may have
+        # expired during a long cut and been declared afresh, with no bindings.
         for name in tuple(self._channels):
             await queue.bind(exchange, routing_key=name, timeout=self._op_timeout)
             self._bound.add(name)
+        # Unsubscribed while down, or while the loop above ran.
+        for stale in tuple(self._bound - self._channels):
+            await queue.unbind(exchange, routing_key=stale, timeout=self._op_timeout)
+            self._bound.discard(stale)
         self._consumer_tag = await queue.consume(self._on_message, no_ack=True)
         self._connected = True
         self._backoff.reset()
