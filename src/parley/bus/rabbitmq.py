@@ -279,9 +279,15 @@ class RabbitBus(Bus):
         )
         self._exchange, self._queue = exchange, queue
         # Every channel, not only those missing from ``_bound``: the queue may have
-        # expired during a long cut and been declared afresh, with no bindings.
+        # expired during a long cut and been declared afresh, with no bindings. With
+        # ``nowait`` (no bind-ok each): a channel's methods are carried out in order,
+        # so the consume-ok below answers for them all, and thousands of rooms are
+        # bound in one round trip rather than one each.
+        underlay = await channel.get_underlay_channel()
         for name in tuple(self._channels):
-            await queue.bind(exchange, routing_key=name, timeout=self._op_timeout)
+            await underlay.queue_bind(
+                self._queue_name, self._exchange_name, routing_key=name, nowait=True
+            )
             self._bound.add(name)
         # Unsubscribed while down, or while the loop above ran.
         for stale in tuple(self._bound - self._channels):
