@@ -98,8 +98,8 @@ events {{
 http {{
     access_log off;
 {temp_lines}
-    # A WebSocket handshake says "Connection: upgrade"; anything else gets "close"
-    # towards the node, so nginx never pipelines plain requests on an upgraded link.
+    # The node sees "Connection: upgrade" only on a WebSocket handshake (nginx drops
+    # hop-by-hop headers); a plain request to the WebSocket path gets "close".
     map $http_upgrade $connection_upgrade {{
         default upgrade;
         ''      close;
@@ -177,6 +177,31 @@ def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float) -> None:
             last = str(exc)
         time.sleep(0.1)
     raise RuntimeError(f"{url}/readyz did not answer 200 within {timeout:g} s ({last})")
+
+
+def start_nginx(run_dir: Path, port: int, upstreams: Sequence[str]) -> subprocess.Popen[bytes]:
+    """nginx in the foreground on ``127.0.0.1:port`` with everything it writes under
+    ``run_dir``; stop it with SIGQUIT (graceful) or SIGKILL."""
+    binary = find_nginx()
+    if binary is None:
+        raise RuntimeError("nginx is not installed (Debian: apt-get install nginx)")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    conf = run_dir / "nginx.conf"
+    conf.write_text(
+        render_nginx_conf(
+            listen=f"127.0.0.1:{port}",
+            upstreams=upstreams,
+            runtime_dir=run_dir,
+            worker_processes="1",
+        )
+    )
+    with (run_dir / "stdout.log").open("ab") as log:
+        return subprocess.Popen(  # noqa: S603 - the nginx find_nginx found
+            [binary, "-p", str(run_dir), "-c", str(conf), "-g", "daemon off;"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
 
 
 @dataclass
@@ -358,31 +383,10 @@ class LocalCluster:
         return proc.returncode
 
     def _start_nginx(self) -> None:
-        binary = find_nginx()
-        if binary is None:
-            raise RuntimeError("nginx is not installed (Debian: apt-get install nginx)")
-        run = self.workdir / "nginx"
-        run.mkdir(parents=True, exist_ok=True)
         self.nginx_port = self.port or free_port()
-        conf = run / "nginx.conf"
-        conf.write_text(
-            render_nginx_conf(
-                listen=f"127.0.0.1:{self.nginx_port}",
-                upstreams=[f"127.0.0.1:{n.port}" for n in self.nodes],
-                runtime_dir=run,
-                worker_processes="1",
-            )
+        self._nginx_proc = start_nginx(
+            self.workdir / "nginx", self.nginx_port, [f"127.0.0.1:{n.port}" for n in self.nodes]
         )
-        log = (run / "stdout.log").open("ab")
-        try:
-            self._nginx_proc = subprocess.Popen(  # noqa: S603 - the nginx find_nginx found
-                [binary, "-p", str(run), "-c", str(conf), "-g", "daemon off;"],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-            )
-        finally:
-            log.close()
         wait_ready(self.url, self._nginx_proc, self.ready_timeout)
 
     @property
