@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import subprocess
 from collections.abc import AsyncIterator, Iterator
@@ -21,24 +20,15 @@ from websockets.asyncio.client import connect
 
 from parley.testing.cluster import (
     LocalCluster,
-    find_nginx,
     free_port,
     render_nginx_conf,
     start_nginx,
     wait_ready,
 )
+from tests.integration.cluster_support import require_nginx
 from tests.realtime_support import TIMEOUT, body_of, closing, room, take_events, user
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
-
-
-def require_nginx() -> None:
-    """Skip (or, under CI=true, fail) when nginx is not installed."""
-    if find_nginx() is None:
-        message = "nginx is not installed (apt-get install nginx)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{message} (CI=true: services are required)")
-        pytest.skip(message)
 
 
 def test_deploy_conf_is_the_rendered_one() -> None:
