@@ -27,7 +27,7 @@ from parley.testing.proxy import TcpProxy
 from tests.conftest import SERVICES, require_service
 
 TIMEOUT = 10.0
-BACKENDS = ["memory", "redis", "nats"]
+BACKENDS = ["memory", "redis", "nats", "rabbitmq"]
 
 
 class Node:
@@ -77,6 +77,7 @@ class Backend:
     def __init__(self, name: str) -> None:
         self.name = name
         self.prefix = f"t{uuid.uuid4().hex[:12]}"
+        self.prefixes = {self.prefix}
         self.made: list[Node] = []
         self.broker = MemoryBroker()
         self.proxy: TcpProxy | None = None
@@ -136,7 +137,9 @@ class Backend:
 
     async def stranger(self) -> Node:
         """A node of another cluster on the same broker (another prefix)."""
-        node = Node(await self._bus(faulty=False, prefix=f"o{uuid.uuid4().hex[:12]}"))
+        prefix = f"o{uuid.uuid4().hex[:12]}"
+        self.prefixes.add(prefix)
+        node = Node(await self._bus(faulty=False, prefix=prefix))
         self.made.append(node)
         return await node.start()
 
@@ -145,6 +148,13 @@ class Backend:
         self.down = True
         if self.proxy is not None:
             await self.proxy.cut()
+        for bus in self._faulty_memory():
+            self.broker.cut(bus)
+
+    async def blackhole(self) -> None:
+        """Starve every faulty node's connection without closing it (memory: a cut)."""
+        if self.proxy is not None:
+            await self.proxy.blackhole()
         for bus in self._faulty_memory():
             self.broker.cut(bus)
 
@@ -163,6 +173,20 @@ class Backend:
             await node.bus.close()
         if self.proxy is not None:
             await self.proxy.close()
+        if self.name == "rabbitmq":
+            for prefix in self.prefixes:
+                await drop_exchange(f"parley.bus.{prefix}")
+
+
+async def drop_exchange(name: str) -> None:
+    """The suite's exchanges are not durable, but would outlive it on a shared broker."""
+    import aio_pika
+
+    host, port = SERVICES["rabbitmq"]
+    conn = await aio_pika.connect(f"amqp://guest:guest@{host}:{port}/")
+    async with conn:
+        channel = await conn.channel()
+        await channel.exchange_delete(name)
 
 
 @pytest.fixture(params=BACKENDS)
@@ -329,6 +353,23 @@ async def test_reconnect_is_signalled_and_delivery_resumes(backend: Backend) -> 
     await witness.wait_for(ch, b"from-node")
 
 
+async def test_a_silent_dead_line_is_found(backend: Backend) -> None:
+    node = await backend.node(faulty=True)
+    witness = await backend.node()
+    ch = channel()
+    await node.bus.subscribe(ch)
+    await witness.bus.subscribe(ch)
+    await witness.bus.publish(ch, b"before")
+    await node.wait_for(ch, b"before")
+
+    await backend.blackhole()
+    await node.wait_until(lambda: not node.bus.connected)
+    await backend.restore()
+    await node.wait_until(lambda: node.reconnects >= 1 and node.bus.connected)
+    await witness.bus.publish(ch, b"after")
+    await node.wait_for(ch, b"after")
+
+
 async def test_broker_down_at_start(backend: Backend) -> None:
     await backend.cut()
     async with asyncio.timeout(5):
@@ -354,3 +395,32 @@ def test_connect_bus_by_url() -> None:
         connect_bus("carrier-pigeon://", node_id="n1")
     with pytest.raises(ValueError, match="prefix"):
         connect_bus("redis://127.0.0.1:6379/0?prefix=a.b", node_id="n1")
+
+
+async def test_nats_slow_consumer_drops_are_signalled() -> None:
+    """A subscription past its pending limit loses messages: the node must hear of it."""
+    require_service("nats")
+    from parley.bus.nats import NatsBus
+
+    host, port = SERVICES["nats"]
+    prefix = f"t{uuid.uuid4().hex[:12]}"
+    release = asyncio.Event()
+
+    async def stuck(_channel: str, _data: bytes) -> None:
+        await release.wait()
+
+    slow = NatsBus(f"nats://{host}:{port}", prefix=prefix, pending_msgs_limit=2)
+    pub = NatsBus(f"nats://{host}:{port}", prefix=prefix)
+    signals = asyncio.Event()
+    await slow.start(stuck, on_reconnect=signals.set)
+    await pub.start(lambda _c, _d: None)
+    try:
+        ch = channel()
+        await slow.subscribe(ch)
+        await pub.publish_batch([(ch, b"x")] * 20)
+        async with asyncio.timeout(TIMEOUT):
+            await signals.wait()
+    finally:
+        release.set()
+        await slow.close()
+        await pub.close()

@@ -50,7 +50,12 @@ def connect_bus(url: str, *, node_id: str) -> Bus:
         from parley.bus.nats import NatsBus
 
         return NatsBus(driver_url, prefix=prefix, node_id=node_id)
+    if scheme in {"amqp", "amqps"}:
+        _require("rabbitmq")
+        from parley.bus.rabbitmq import RabbitBus
+
+        return RabbitBus(driver_url, prefix=prefix, node_id=node_id)
     raise ValueError(
         f"unsupported bus URL scheme {scheme!r} "
-        "(supported: memory://, redis://, rediss://, nats://, tls://)"
+        "(supported: memory://, redis://, rediss://, nats://, tls://, amqp://, amqps://)"
     )
