@@ -150,6 +150,11 @@ class Store(abc.ABC):
         """The user's rooms and each room's ``last_seq``."""
 
     @abc.abstractmethod
+    async def room_heads(self, room_ids: Sequence[RoomId]) -> dict[RoomId, int]:
+        """Each existing room's ``last_seq``, in one query: what a node checks its
+        fan-out against."""
+
+    @abc.abstractmethod
     async def shares_room(self, a: UserId, b: UserId) -> bool: ...
 
     @abc.abstractmethod

@@ -47,6 +47,15 @@ class Settings(BaseSettings):
     replay_cache: int = Field(
         128, ge=0, description="Recent events kept per active room for resumes (0: off)."
     )
+    repair_interval: float = Field(
+        2.0,
+        gt=0,
+        description="Seconds between checks of this node's rooms against the database, "
+        "which repair what the bus lost.",
+    )
+    bus_outbox: int = Field(
+        10000, ge=16, description="Bus messages held for the broker while it is unreachable."
+    )
     max_frame_bytes: int = Field(65536, ge=1024, description="Max inbound WebSocket frame.")
     frames_per_second: int = Field(50, ge=1, description="Inbound frame rate per connection.")
     argon2_time_cost: int = Field(2, ge=1, description="Argon2id passes (OWASP: 2).")

@@ -350,6 +350,26 @@ class _Pump:
         elif isinstance(frame, f.PresenceSubscribe):
             for reply in await self.rt.presence.subscribe(conn, frame.user_ids, frame.id):
                 conn.push(reply)
+        elif isinstance(frame, f.Resume):
+            await self._resume(frame)
+
+    async def _resume(self, frame: f.Resume) -> None:
+        """Rewind the rooms; ``resumed`` once each reached the database's head. A
+        cursor beyond a room's head is answered ``cursor_ahead`` and the room goes
+        on live from where the connection stands."""
+        conn = self.conn
+        started = asyncio.get_running_loop().time()
+        try:
+            result = await self.hub.resume(conn, dict(frame.cursors))
+        except ParleyError as exc:
+            conn.push(f.error_frame(exc.code, exc.message, frame.id))
+            return
+        for room_id, head in result.ahead.items():
+            conn.push(f.cursor_ahead_frame(room_id, head, frame.id))
+        done = self.session.begin_resume(frame.id, result.replaying, started)
+        if done is not None:
+            conn.push(done)
+            self._observe_resumes()
 
     def handle_now(self, frame: f.ClientFrame) -> bool:
         """Carry out a frame that needs no waiting; False for one that does."""
@@ -368,19 +388,12 @@ class _Pump:
             self._start(frame)
         elif isinstance(frame, f.Ping):
             conn.push(f.pong_frame(frame.id))
-        elif isinstance(frame, f.Typing | f.PresenceSubscribe):
+        elif isinstance(frame, f.Typing | f.PresenceSubscribe | f.Resume):
             return False
         elif isinstance(frame, f.PresenceUnsubscribe):
             self.rt.presence.unsubscribe(conn, frame.user_ids)
         elif isinstance(frame, f.PresenceSet):
             self.rt.presence.set_status(conn, frame.status)
-        elif isinstance(frame, f.Resume):
-            rooms = self.hub.resume(conn, dict(frame.cursors))
-            now = asyncio.get_running_loop().time()
-            done = self.session.begin_resume(frame.id, rooms, now)
-            if done is not None:
-                conn.push(done)
-                self._observe_resumes()
         else:
             conn.push(
                 f.error_frame("unsupported", f"{type(frame).__name__} is not supported", frame.id)

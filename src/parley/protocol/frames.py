@@ -176,6 +176,14 @@ class _Error(msgspec.Struct, tag_field="type", tag="error", omit_defaults=True):
     retry_after: float | None = None
 
 
+class _CursorAhead(msgspec.Struct, tag_field="type", tag="error", omit_defaults=True):
+    code: str
+    message: str
+    room_id: str
+    head: int
+    id: str | int | None = None
+
+
 class _Typing(msgspec.Struct, tag_field="type", tag="typing"):
     room_id: str
     user_id: str
@@ -214,6 +222,14 @@ def error_frame(
     retry_after: float | None = None,
 ) -> bytes:
     return _encoder.encode(_Error(code, message, frame_id, retry_after))
+
+
+def cursor_ahead_frame(room_id: str, head: int, frame_id: str | int | None = None) -> bytes:
+    """A resume cursor beyond the room's head: the client holds a history this
+    server does not (a restore, a failover) and should reset its view of the room,
+    which goes on live from ``head``."""
+    message = f"the cursor is beyond the room's head ({head}); the room goes on live from it"
+    return _encoder.encode(_CursorAhead("cursor_ahead", message, room_id, head, frame_id))
 
 
 TYPING_EXPIRES_MS: Final = 6000
