@@ -48,7 +48,6 @@ NODE_ENV = {
     **FAST_ARGON2,
 }
 T = TypeVar("T")
-NEEDS_LEAD = pytest.mark.xfail(strict=False, reason="needs commit-driven delivery (lead)")
 
 
 @dataclass
@@ -304,7 +303,6 @@ REPAIR_WAIT = 10.0
 connection is back (a few reconnect attempts and one pass over its rooms)."""
 
 
-@NEEDS_LEAD
 async def test_broker_cut_mid_stream_loses_nothing_acknowledged(harness: Harness) -> None:
     """Senders on every node write while the nodes' broker connections are reset and
     refused; then the line comes back and nobody sends again. Every acknowledged
