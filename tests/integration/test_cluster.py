@@ -39,6 +39,9 @@ from tests.integration.cluster_support import (
 )
 from tests.realtime_support import TIMEOUT, body_of, room, uid, user
 
+pytestmark = pytest.mark.xdist_group("cluster")
+"""One worker runs the module, so each broker's cluster starts once."""
+
 SENDERS = 3
 PER_SENDER = 50
 NODE_ENV = {
