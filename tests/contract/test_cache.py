@@ -136,3 +136,23 @@ async def test_take_with_a_cost(cache: Cache) -> None:
     wait = await cache.take("c", rate=1.0, burst=5.0, cost=4.0)
     assert 2.5 < wait <= 3.0
     assert await cache.take("c", rate=1.0, burst=5.0, cost=1.0) == 0.0
+
+
+async def test_redis_url_prefix_names_the_keys() -> None:
+    require_service("redis")
+    from parley.cache.redis import RedisCache, RedisPresence
+
+    name = f"t{uuid.uuid4().hex[:8]}"
+    cache = connect_cache(f"{REDIS_URL}?prefix={name}")
+    presence = connect_presence(f"{REDIS_URL}?prefix={name}", cache=cache)
+    try:
+        assert isinstance(cache, RedisCache) and cache.prefix == f"{name}:cache:"
+        assert isinstance(presence, RedisPresence)
+        assert presence.prefix == f"{name}:{{presence}}:"
+        await cache.set("k", b"v", ttl=30)
+        assert await cache.client.get(f"{name}:cache:k") == b"v"
+        await cache.delete("k")
+    finally:
+        await cache.close()
+    with pytest.raises(ValueError, match="prefix"):
+        connect_cache(f"{REDIS_URL}?prefix=")
