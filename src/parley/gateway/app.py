@@ -129,14 +129,17 @@ def create_app(settings: Settings) -> ParleyApp:
 
     @app.get("/readyz", tags=["health"])
     async def readyz(request: Request) -> JSONResponse:
-        """Database, bus and cache all answer; 503 naming the one that does not."""
+        """Database, bus and cache all answer; 503 naming the one that does not, or
+        ``draining`` once the node was told to stop (the load balancer stops sending)."""
         rt: Runtime = request.app.state.runtime
         ports: dict[str, Pingable] = {"database": rt.store, "bus": rt.bus, "cache": rt.cache}
         results = await asyncio.gather(*(_check(port) for port in ports.values()))
         checks = dict(zip(ports, results, strict=True))
-        ready = all(v == "ok" for v in checks.values())
+        draining = rt.hub.closing
+        ready = not draining and all(v == "ok" for v in checks.values())
+        status = "draining" if draining else "ready" if ready else "unavailable"
         body: dict[str, Any] = {
-            "status": "ready" if ready else "unavailable",
+            "status": status,
             "node_id": rt.node_id,
             "checks": checks,
         }

@@ -222,9 +222,12 @@ class HttpProtocol(HttpToolsProtocol):
 
 
 class ParleyServer(uvicorn.Server):
-    """uvicorn, but WebSockets and SSE streams are told 1001 (going away) before
-    uvicorn closes what is left, so clients reconnect elsewhere and resume; and
-    the collector is tuned once it has started (``tune_gc``)."""
+    """uvicorn, but a stop (SIGTERM, SIGINT) drains first: ``/readyz`` turns 503
+    (``draining``) at once, the listening sockets close, the sends already
+    accepted finish, and WebSockets are closed with 1012 (service restart) and SSE
+    streams ended, so clients reconnect to another node at once and resume; then
+    uvicorn closes what is left, within ``PARLEY_DRAIN_SECONDS`` in all. The
+    collector is tuned once the server has started (``tune_gc``)."""
 
     async def startup(self, sockets: Any = None) -> None:
         await super().startup(sockets)
@@ -236,8 +239,13 @@ class ParleyServer(uvicorn.Server):
             tune_gc(hub)
 
     async def shutdown(self, sockets: Any = None) -> None:
-        if isinstance(self.config.app, FastAPI):
-            await ws.drain(self.config.app)
+        app = self.config.app
+        runtime = getattr(app.state, "runtime", None) if isinstance(app, FastAPI) else None
+        if runtime is not None:
+            runtime.hub.closing = True
+            for server in self.servers:
+                server.close()
+            await ws.drain(app, runtime.settings.drain_seconds / 2)
         await super().shutdown(sockets)
 
 
@@ -260,7 +268,7 @@ def uvicorn_config(settings: Settings) -> ParleyConfig:
         log_level=settings.log_level,
         access_log=False,
         server_header=False,
-        timeout_graceful_shutdown=10,
+        timeout_graceful_shutdown=max(1, round(settings.drain_seconds / 2)),
         timeout_keep_alive=settings.keepalive_timeout,
         # Forwarded headers only from the configured proxies (uvicorn's default
         # believes any loopback peer), right-most untrusted hop first.
