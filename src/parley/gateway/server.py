@@ -245,7 +245,7 @@ class ParleyServer(uvicorn.Server):
             runtime.hub.closing = True
             for server in self.servers:
                 server.close()
-            await ws.drain(app, runtime.settings.drain_seconds / 2)
+            await runtime.hub.drain(runtime.settings.drain_seconds / 2)
         await super().shutdown(sockets)
 
 

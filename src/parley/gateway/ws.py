@@ -44,7 +44,7 @@ from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import urlsplit
 
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter
 from starlette.routing import WebSocketRoute
 from starlette.types import Receive, Scope, Send
 
@@ -646,16 +646,3 @@ async def _send_close(send: Send, code: int, reason: str) -> None:
 ws_endpoint: Final = WebSocketEndpoint()
 router = APIRouter()
 router.routes.append(WebSocketRoute(PATH, ws_endpoint, name="websocket"))
-
-
-async def drain(app: FastAPI, grace: float = 5.0) -> None:
-    """Finish the accepted sends, close every WebSocket with 1012 (service restart)
-    and end every SSE stream, and wait for them (``Hub.drain``).
-
-    For the server's shutdown, *before* uvicorn closes connections itself and long
-    before the store closes: e.g. in a ``uvicorn.Server`` subclass whose
-    ``shutdown()`` awaits this first. ``Runtime.close()`` drains too, later.
-    """
-    runtime = getattr(app.state, "runtime", None)
-    if runtime is not None:
-        await runtime.hub.drain(grace)
