@@ -16,7 +16,7 @@ from starlette.types import Receive, Scope, Send
 
 import parley
 from parley.errors import ParleyError
-from parley.gateway import errors, rest
+from parley.gateway import docs, errors, rest
 from parley.gateway.metrics import router as metrics_router
 from parley.gateway.middleware import BodyLimit, SecurityHeaders
 from parley.gateway.ratelimit import RateLimiter
@@ -78,8 +78,8 @@ def create_app(settings: Settings) -> FastAPI:
         description=DESCRIPTION,
         lifespan=lifespan,
         openapi_url="/openapi.json",
-        docs_url="/docs",
-        redoc_url="/redoc",
+        docs_url=None,  # gateway/docs.py: Swagger UI from the package, not a CDN
+        redoc_url=None,
     )
     errors.install(app)
     app.include_router(rest.router)
@@ -111,6 +111,7 @@ def create_app(settings: Settings) -> FastAPI:
         }
         return JSONResponse(body, status_code=200 if ready else 503)
 
+    docs.install(app)
     if WEB_DIR.is_dir():
         app.mount("/", StaticFiles(directory=WEB_DIR, html=True), name="web")
 
