@@ -16,7 +16,7 @@ from starlette.types import Receive, Scope, Send
 
 import parley
 from parley.errors import ParleyError
-from parley.gateway import docs, errors, rest
+from parley.gateway import docs, errors, openapi, rest
 from parley.gateway.metrics import router as metrics_router
 from parley.gateway.middleware import BodyLimit, SecurityHeaders
 from parley.gateway.ratelimit import RateLimiter
@@ -112,6 +112,7 @@ def create_app(settings: Settings) -> FastAPI:
         return JSONResponse(body, status_code=200 if ready else 503)
 
     docs.install(app)
+    openapi.install(app)
     if WEB_DIR.is_dir():
         app.mount("/", StaticFiles(directory=WEB_DIR, html=True), name="web")
 
