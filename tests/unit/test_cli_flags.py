@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -63,3 +65,22 @@ def test_admin_takes_the_data_dir_before_or_after_its_command() -> None:
     ):
         assert make_parser().parse_args(argv).data_dir == "/x"
     assert make_parser().parse_args(["admin", "migrate"]).data_dir is None
+
+
+def test_serving_imports_no_benchmark_code() -> None:
+    """``parley serve`` builds its parser and the server without the benchmark (a
+    fifth of the package) or its extra's libraries; ``parley bench`` still parses."""
+    probe = (
+        "import sys\n"
+        "from parley.cli.main import make_parser\n"
+        "import parley.gateway.server\n"
+        "make_parser('serve').parse_args(['serve'])\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('parley.cli.bench', "
+        "'matplotlib', 'aiohttp', 'numpy'))))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert done.stdout.strip() == "[]", done.stdout
+    args = make_parser("bench").parse_args(["bench", "fanout", "--receivers", "3"])
+    assert args.receivers == 3

@@ -104,6 +104,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
+    if settings.log_level.lower() != "debug":  # seven lines of plugin set-up at every start
+        logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
     try:
         return serve(settings)
     except ServeError as exc:
@@ -120,7 +122,12 @@ def cmd_admin(args: argparse.Namespace) -> int:
     return result
 
 
-def make_parser() -> argparse.ArgumentParser:
+BENCH_HELP = "load-test a server: fanout, dms, idle, reconnect-storm, presence"
+
+
+def make_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The CLI's parser; ``command`` (the first word of the command line) decides
+    whether ``parley bench``'s full parser is built, which imports the benchmark."""
     parser = argparse.ArgumentParser(prog="parley", description="Parley chat server and tools.")
     parser.add_argument("--version", action="version", version=f"parley {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -153,17 +160,22 @@ def make_parser() -> argparse.ArgumentParser:
     export.add_argument("room_id")
     admin.set_defaults(func=cmd_admin)
 
-    for module in ("client", "bench"):
-        try:
-            register = __import__(f"parley.cli.{module}", fromlist=["register"]).register
-        except ImportError:  # pragma: no cover - optional parts of the CLI
-            continue
-        register(sub)
+    from parley.cli import client
+
+    client.register(sub)
+    if command == "bench":
+        from parley.cli import bench
+
+        bench.register(sub)
+    else:  # listed in the help, never parsed: the server does not import the benchmark
+        sub.add_parser("bench", help=BENCH_HELP)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = make_parser().parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    command = next((word for word in words if not word.startswith("-")), None)
+    args = make_parser(command).parse_args(words)
     try:
         code: int = args.func(args)
     except SettingsError as exc:
