@@ -1,4 +1,4 @@
-"""``parley login | rooms | send | tail`` as a user runs them, against a real node."""
+"""The command-line client (login, rooms, dm, send, tail) as a user runs it, against a real node."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from parley.cli.client import _Tail
 from parley.client import ParleyClient
 from parley.testing.server import ServerThread
 from tests.realtime_support import PASSWORD, TIMEOUT, closing, room, running_server, user
@@ -199,3 +200,37 @@ async def test_the_readme_walkthrough(node: ServerThread, tmp_path: Path) -> Non
         assert "2 rooms are named" in await alice.fails("send", secret, "hi")
         assert "you are in no room" in await alice.fails("send", f"nowhere-{tag}", "hi")
         assert "standard input was empty" in await alice.fails("send", dm_id, "-")
+
+
+async def test_tail_lines_name_people_and_changes() -> None:
+    """What ``parley tail`` prints for each kind of event (names already known)."""
+    async with ParleyClient("http://127.0.0.1:9") as client:  # never called
+        tail = _Tail(client)
+        tail.names |= {"A": "alice", "B": "bob"}
+        at = "2026-01-02T03:04:05Z"
+
+        async def line(type_: str, **fields: object) -> str:
+            return await tail.line({"type": type_, "created_at": at, "actor_id": "A", **fields})
+
+        message = {"id": "m1", "seq": 7, "body": "hi"}
+        assert await line("message.created", message=message) == "[03:04:05] alice: hi"
+        assert await line("reaction.added", message_id="m1", user_id="B", emoji="🎉") == (
+            "[03:04:05] alice reacted 🎉 to #7"
+        )
+        assert await line("reaction.removed", message_id="m0", emoji="👍") == (
+            "[03:04:05] alice took back 👍 from a message"
+        )
+        assert await line("member.joined", user_id="B", invited_by="A") == (
+            "[03:04:05] alice added bob"
+        )
+        assert await line("member.joined", user_id="B") == "[03:04:05] bob joined"
+        assert await line("member.left", user_id="B", reason="kicked") == (
+            "[03:04:05] alice removed bob"
+        )
+        assert await line("member.left", user_id="B", reason="banned") == (
+            "[03:04:05] alice banned bob"
+        )
+        assert await line("member.left", user_id="A", reason="left") == "[03:04:05] alice left"
+        assert await line("room.updated", room={"name": "ops", "topic": "pager"}) == (
+            "[03:04:05] alice updated the room ops (topic: pager)"
+        )
