@@ -3,10 +3,13 @@ and a non-zero exit: real ``parley`` processes, as a user runs them."""
 
 from __future__ import annotations
 
+import functools
+import http.server
 import os
 import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -94,3 +97,21 @@ def test_uncreatable_data_dir(tmp_path: Path, command: tuple[str, ...]) -> None:
     code, err = run(tmp_path, *command, "--data-dir", str(blocker / "data"))
     assert code == 2
     assert f"--data-dir (PARLEY_DATA_DIR) '{blocker / 'data'}': cannot create it" in err
+
+
+def test_some_other_server_is_named(tmp_path: Path) -> None:
+    """A URL where another kind of server answers (here Python's file server)."""
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler) as other:
+        thread = threading.Thread(target=other.serve_forever, daemon=True)
+        thread.start()
+        url = f"http://127.0.0.1:{other.server_address[1]}"
+        try:
+            code, err = run(
+                tmp_path, "login", "--server", url, "--username", "a", "--password-stdin",
+                stdin="pw\n",
+            )  # fmt: skip
+        finally:
+            other.shutdown()
+            thread.join()
+    assert code == 1 and f"{url} answered 501" in err and "Parley server's base URL" in err

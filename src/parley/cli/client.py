@@ -114,7 +114,14 @@ def _run(args: argparse.Namespace, main: Callable[[], Coroutine[Any, Any, int]])
     except AuthError as exc:
         print(f"parley: {exc.message} (run `parley login`)", file=sys.stderr)
     except ApiError as exc:
-        print(f"parley: {exc.message} ({exc.code})", file=sys.stderr)
+        if exc.code == "error":  # not the API's error shape: some other server
+            print(
+                f"parley: {server} answered {exc.status} {exc.message}: is that a Parley "
+                "server's base URL? (set it with --server or PARLEY_SERVER)",
+                file=sys.stderr,
+            )
+        else:
+            print(f"parley: {exc.message} ({exc.code})", file=sys.stderr)
     except httpx.ConnectError:
         print(
             f"parley: cannot connect to {server}: is Parley running there? "

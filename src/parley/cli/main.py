@@ -65,7 +65,10 @@ def add_settings_flags(
         default = "unset" if field.default is None else field.default
         if name == "data_dir":
             default = str(default)
-        help_text = f"{field.description} ({env}; default: {default})".replace("%", "%%")
+        help_text = f"{field.description} ({env}; default: {default})"
+        if field.repr is False:  # a secret: the process list shows flags to every user
+            help_text += "; prefer the variable"
+        help_text = help_text.replace("%", "%%")
         options: dict[str, Any] = {"dest": name, "help": help_text}
         if nested:
             options["default"] = argparse.SUPPRESS
