@@ -150,6 +150,11 @@ class Store(abc.ABC):
         """The user's rooms and each room's ``last_seq``."""
 
     @abc.abstractmethod
+    async def room_heads(self, room_ids: Sequence[RoomId]) -> dict[RoomId, int]:
+        """Each existing room's ``last_seq``, in one query: what a node checks its
+        fan-out against."""
+
+    @abc.abstractmethod
     async def shares_room(self, a: UserId, b: UserId) -> bool: ...
 
     @abc.abstractmethod
@@ -303,6 +308,12 @@ class Cache(abc.ABC):
     @abc.abstractmethod
     async def incr(self, key: str, *, ttl: float) -> int:
         """Increment a counter, starting its expiry when it is created."""
+
+    @abc.abstractmethod
+    async def take(self, key: str, *, rate: float, burst: float, cost: float = 1.0) -> float:
+        """Take ``cost`` tokens from the token bucket ``key`` (``burst`` tokens when
+        full, refilled at ``rate`` a second): 0.0 when taken, else the seconds until
+        they would be (nothing is taken then). One round trip on a shared cache."""
 
 
 class Clock(abc.ABC):

@@ -12,7 +12,7 @@ import dataclasses
 import shutil
 import sqlite3
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +47,7 @@ from parley.errors import (
 )
 from parley.ports import SendRequest, Store
 from parley.protocol import codec
-from parley.store import SqlStore, migrate
+from parley.store import SqlStore, journal, migrate, statements
 from parley.store import sql as sql_module
 
 FUTURE = "2999-01-01T00:00:00.000000Z"
@@ -890,6 +890,210 @@ async def test_a_write_queued_two_turns_later_joins_the_commit(store_url: str) -
         assert sizes == [2]
     finally:
         await store.close()
+
+
+class Hooked:
+    """An ``on_events`` hook that keeps each call's events."""
+
+    def __init__(self) -> None:
+        self.calls: list[list[Event]] = []
+
+    def __call__(self, events: Sequence[Event]) -> None:
+        self.calls.append(list(events))
+
+    def events(self, room_id: RoomId | None = None) -> list[Event]:
+        return [e for call in self.calls for e in call if room_id in (None, e.room_id)]
+
+
+async def test_the_commit_hook_sees_every_stored_event_once(store_url: str) -> None:
+    hooked = Hooked()
+    store = SqlStore(store_url, on_events=hooked)
+    await store.start()
+    try:
+        owner, bob, carol = await new_user(store), await new_user(store), await new_user(store)
+        room, _ = await store.create_room(
+            name="hooked", visibility=Visibility.PUBLIC, topic="", kind=RoomKind.ROOM,
+            owner_id=owner.id,
+        )  # fmt: skip
+        await store.join_room(room.id, bob.id)
+        sent = await asyncio.gather(
+            *(store.send_message(send(room, owner, f"{i}", f"c{i}")) for i in range(20)),
+            store.invite(room.id, carol.id, Role.MEMBER, owner.id),
+            *(store.send_message(send(room, bob, f"b{i}")) for i in range(5)),
+        )
+        first = sent[0]
+        assert isinstance(first, SendResult)
+        await store.edit_message(room.id, first.message.id, owner.id, "edited", 1)
+        await store.set_reaction(room.id, first.message.id, bob.id, "+1", on=True)
+        await store.set_reaction(room.id, first.message.id, bob.id, "+1", on=False)
+        await store.delete_message(room.id, first.message.id, owner.id, any_sender=False)
+        await store.update_room(room.id, owner.id, name="renamed", topic=None)
+        await store.remove_member(room.id, carol.id, owner.id, ban=False)
+        dm, _, _ = await store.get_or_create_dm(owner.id, bob.id)
+        log = await assert_contiguous(store, room.id)
+        assert [(e.seq, e.raw) for e in hooked.events(room.id)] == [(e.seq, e.raw) for e in log]
+        assert hooked.events(dm.id) == await all_events(store, dm.id)
+        assert all(hooked.calls), "no call without events"
+        for call in hooked.calls:
+            seqs = [e.seq for e in call if e.room_id == room.id]
+            assert seqs == sorted(seqs)
+        assert len(hooked.calls) <= store.stats.commits
+    finally:
+        await store.close()
+
+
+async def test_the_commit_hook_sees_nothing_of_refusals_repeats_and_no_ops(
+    store_url: str,
+) -> None:
+    hooked = Hooked()
+    store = SqlStore(store_url, on_events=hooked)
+    await store.start()
+    try:
+        owner, stranger = await new_user(store), await new_user(store)
+        room = await new_room(store, owner)
+        first = await store.send_message(send(room, owner, "once", "retry-me"))
+        hooked.calls.clear()
+        results = await asyncio.gather(
+            store.send_message(send(room, owner, "once", "retry-me")),  # stored before
+            store.send_message(send(room, stranger, "not a member")),
+            store.send_message(send(room, owner, "bad \ud800")),
+            store.join_room(RoomId(str(uuid.uuid4())), owner.id),
+            store.join_room(room.id, owner.id),  # already a member: no event
+            store.edit_message(room.id, first.message.id, owner.id, "stale", 7),
+            store.update_room(room.id, owner.id, name=None, topic=None),
+            store.set_read(room.id, owner.id, 1),
+            return_exceptions=True,
+        )
+        assert isinstance(results[0], SendResult) and not results[0].created
+        assert [type(r) for r in results[1:4]] == [NotFound, InvalidInput, NotFound]
+        assert isinstance(results[5], VersionConflict)
+        pair = await asyncio.gather(
+            store.send_message(send(room, owner, "twice", "same")),
+            store.send_message(send(room, owner, "twice", "same")),
+        )
+        assert [r.created for r in pair] == [True, False]
+        assert [e.seq for e in hooked.events()] == [pair[0].message.seq]
+        assert len(hooked.calls) == 1
+    finally:
+        await store.close()
+
+
+async def test_the_commit_hook_drops_the_events_of_an_operation_rolled_back(
+    store: SqlStore,
+) -> None:
+    """An operation that stored events and then failed is undone by its SAVEPOINT:
+    its events are not delivered, and the send committed beside it is."""
+    hooked = Hooked()
+    store.on_events = hooked
+    owner = await new_user(store)
+    room = await new_room(store, owner)
+    hooked.calls.clear()
+
+    def store_then_fail(conn: Any) -> None:
+        now = NOW
+        seq = statements._take_seqs(conn, room.id, 1, now)
+        event = journal._new_event(room.id, seq, EventType.ROOM_UPDATED, now, owner.id)
+        journal._insert_events(conn, [event])
+        raise Conflict("changed my mind")
+
+    failed, sent = await asyncio.gather(
+        store._writer.write(store_then_fail, room.id),
+        store.send_message(send(room, owner, "kept")),
+        return_exceptions=True,
+    )
+    assert isinstance(failed, Conflict)
+    assert isinstance(sent, SendResult) and sent.event is not None
+    assert sent.message.seq == room.last_seq + 1
+    assert hooked.calls == [[sent.event]]
+    await assert_contiguous(store, room.id)
+
+
+async def test_the_commit_hook_runs_before_any_caller_is_answered(store: SqlStore) -> None:
+    owner = await new_user(store)
+    room = await new_room(store, owner)
+    answered: list[int] = []
+    answered_when_hooked: list[int] = []
+    hooked = Hooked()
+
+    def hook(events: Sequence[Event]) -> None:
+        answered_when_hooked.append(len(answered))
+        hooked(events)
+
+    store.on_events = hook
+
+    async def sender(i: int) -> None:
+        result = await store.send_message(send(room, owner, f"{i}"))
+        assert result.event in hooked.events()
+        answered.append(result.message.seq)
+
+    await asyncio.gather(*(sender(i) for i in range(10)))
+    assert answered_when_hooked[0] == 0
+    assert answered_when_hooked == sorted(answered_when_hooked)
+    assert len(hooked.events()) == 10
+
+
+async def test_a_cancelled_callers_events_are_still_delivered(store: SqlStore) -> None:
+    """Delivery follows the commit, not the caller."""
+    hooked = Hooked()
+    store.on_events = hooked
+    owner = await new_user(store)
+    room = await new_room(store, owner)
+    hooked.calls.clear()
+    task = asyncio.create_task(store.send_message(send(room, owner, "gone")))
+    await asyncio.sleep(0)  # queued, waiting for its commit
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    after = await store.send_message(send(room, owner, "after"))
+    delivered = hooked.events(room.id)
+    assert [e.seq for e in delivered] == [after.message.seq - 1, after.message.seq]
+    assert delivered == (await all_events(store, room.id))[-2:]
+
+
+async def test_a_failing_commit_hook_fails_no_write(
+    store: SqlStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    calls = 0
+
+    def broken(events: Sequence[Event]) -> None:
+        nonlocal calls
+        calls += 1
+        raise RuntimeError("hook on fire")
+
+    store.on_events = broken
+    owner = await new_user(store)
+    room = await new_room(store, owner)
+    sent = await asyncio.gather(*(store.send_message(send(room, owner, f"{i}")) for i in range(5)))
+    assert [r.created for r in sent] == [True] * 5
+    assert calls >= 2
+    assert "the on_events hook failed" in caplog.text
+    await assert_contiguous(store, room.id)
+
+
+async def test_a_failed_commit_calls_no_hook(store: SqlStore) -> None:
+    hooked = Hooked()
+    store.on_events = hooked
+    owner = await new_user(store)
+    room = await new_room(store, owner)
+    hooked.calls.clear()
+    engine = store._sync_engine
+
+    def fail_commit(conn: Any) -> None:
+        raise RuntimeError("disk on fire")
+
+    sa_event.listen(engine, "commit", fail_commit)
+    try:
+        results = await asyncio.gather(
+            *(store.send_message(send(room, owner, f"{i}")) for i in range(3)),
+            store.update_room(room.id, owner.id, name="never", topic=None),
+            return_exceptions=True,
+        )
+    finally:
+        sa_event.remove(engine, "commit", fail_commit)
+    assert all(isinstance(r, Unavailable) for r in results)
+    assert hooked.calls == []
+    after = await store.send_message(send(room, owner, "works"))
+    assert hooked.calls == [[after.event]]
 
 
 async def test_sqlite_reads_are_single_statements(store: SqlStore, backend: str) -> None:

@@ -6,24 +6,54 @@ against the same contract as the network brokers (``tests/contract/test_bus.py``
 Delivery is synchronous, in publish order, exactly once (at least once is all the
 port promises); a handler that raises is logged and does not fail the publisher,
 as a broker would not let one consumer fail another's publish.
+
+The broker can cut one bus off and restore it (``MemoryBroker.cut``/``restore``),
+with what a network broker would do: while cut, the bus hears nothing, its publishes
+raise ``Unavailable`` and so does ``ping``; on restore its subscriptions (including
+those made while cut) are active again before its ``on_reconnect`` is called. In-process
+multi-node tests use this to drive the repair path without a network.
 """
 
 from __future__ import annotations
 
-import inspect
-import logging
 from collections.abc import Sequence
 
+from parley.bus._common import dispatch, signal
+from parley.errors import Unavailable
 from parley.ports import Bus, BusHandler, BusSignal
-
-log = logging.getLogger("parley.bus")
 
 
 class MemoryBroker:
-    """What several in-process buses share: who listens on which channel."""
+    """What several in-process buses share: who listens on which channel, and which
+    buses are cut off."""
 
     def __init__(self) -> None:
         self._listeners: dict[str, list[MemoryBus]] = {}
+        self._cut: set[MemoryBus] = set()
+
+    def cut(self, bus: MemoryBus) -> None:
+        """Drop ``bus``'s connection: the broker forgets its subscriptions."""
+        if bus in self._cut:
+            return
+        self._cut.add(bus)
+        for channel in bus._channels:
+            self._remove(channel, bus)
+
+    def restore(self, bus: MemoryBus) -> None:
+        """Let ``bus`` connect again: its subscriptions come back, then its
+        ``on_reconnect`` fires (if it has been started)."""
+        if bus not in self._cut:
+            return
+        self._cut.discard(bus)
+        if bus._closed:
+            return
+        for channel in bus._channels:
+            self._add(channel, bus)
+        if bus._started:
+            signal(bus._on_reconnect)
+
+    def is_cut(self, bus: MemoryBus) -> bool:
+        return bus in self._cut
 
     def _add(self, channel: str, bus: MemoryBus) -> None:
         listeners = self._listeners.setdefault(channel, [])
@@ -40,7 +70,7 @@ class MemoryBroker:
     async def _publish(self, channel: str, data: bytes) -> None:
         # A copy: a handler may (un)subscribe while we iterate.
         for bus in tuple(self._listeners.get(channel, ())):
-            await bus._deliver(channel, data)
+            await dispatch(bus._handler, channel, data)
 
 
 class MemoryBus(Bus):
@@ -49,46 +79,54 @@ class MemoryBus(Bus):
     def __init__(self, broker: MemoryBroker | None = None) -> None:
         self._broker = broker if broker is not None else MemoryBroker()
         self._handler: BusHandler | None = None
+        self._on_reconnect: BusSignal | None = None
         self._channels: set[str] = set()
+        self._started = False
+        self._closed = False
+
+    @property
+    def broker(self) -> MemoryBroker:
+        return self._broker
 
     async def start(self, handler: BusHandler, *, on_reconnect: BusSignal | None = None) -> None:
         self._handler = handler
+        self._on_reconnect = on_reconnect
+        self._started = True
 
     async def close(self) -> None:
         for channel in self._channels:
             self._broker._remove(channel, self)
         self._channels.clear()
         self._handler = None
+        self._closed = True
 
     async def publish(self, channel: str, data: bytes) -> None:
+        self._check()
         await self._broker._publish(channel, data)
 
     async def publish_batch(self, messages: Sequence[tuple[str, bytes]]) -> None:
+        self._check()
         for channel, data in messages:
             await self._broker._publish(channel, data)
 
     @property
     def connected(self) -> bool:
-        return True
+        return not self._closed and not self._broker.is_cut(self)
 
     async def subscribe(self, channel: str) -> None:
         self._channels.add(channel)
-        self._broker._add(channel, self)
+        if self.connected:
+            self._broker._add(channel, self)
 
     async def unsubscribe(self, channel: str) -> None:
         self._channels.discard(channel)
         self._broker._remove(channel, self)
 
     async def ping(self) -> None:
-        return None
+        self._check()
 
-    async def _deliver(self, channel: str, data: bytes) -> None:
-        handler = self._handler
-        if handler is None:
-            return
-        try:
-            result = handler(channel, data)
-            if inspect.isawaitable(result):
-                await result
-        except Exception:
-            log.exception("bus handler failed on channel %s", channel)
+    def _check(self) -> None:
+        if self._closed:
+            raise Unavailable("the bus is closed")
+        if self._broker.is_cut(self):
+            raise Unavailable("cut off from the in-process broker")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import errno
+import importlib
 import logging
 import sys
 from collections.abc import Iterable, Sequence
@@ -125,12 +126,17 @@ def cmd_admin(args: argparse.Namespace) -> int:
     return result
 
 
-BENCH_HELP = "load-test a server: fanout, dms, idle, reconnect-storm, presence"
+LAZY_COMMANDS = {
+    "bench": "load-test a server: fanout, dms, idle, reconnect-storm, presence",
+    "cluster": "run or configure a cluster of nodes",
+}
+"""Commands whose modules (the benchmark, the local cluster) are imported only
+when run: ``parley serve`` and the client commands never load them."""
 
 
 def make_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The CLI's parser; ``command`` (the first word of the command line) decides
-    whether ``parley bench``'s full parser is built, which imports the benchmark."""
+    whether a ``LAZY_COMMANDS`` parser is built, which imports its module."""
     parser = argparse.ArgumentParser(prog="parley", description="Parley chat server and tools.")
     parser.add_argument("--version", action="version", version=f"parley {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -166,12 +172,11 @@ def make_parser(command: str | None = None) -> argparse.ArgumentParser:
     from parley.cli import client
 
     client.register(sub)
-    if command == "bench":
-        from parley.cli import bench
-
-        bench.register(sub)
-    else:  # listed in the help, never parsed: the server does not import the benchmark
-        sub.add_parser("bench", help=BENCH_HELP)
+    for name, help_text in LAZY_COMMANDS.items():
+        if command == name:
+            importlib.import_module(f"parley.cli.{name}").register(sub)
+        else:  # listed in the help, never parsed: the server does not import them
+            sub.add_parser(name, help=help_text)
     return parser
 
 

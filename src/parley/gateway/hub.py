@@ -2,8 +2,14 @@
 
 Flow (``docs/architecture.md``)::
 
-    ChatService ──commit──▶ Hub.publish(events) ──▶ local fan-out  (same process, at once)
-                                   └──▶ Bus.publish(room.<id>)  ──▶ other nodes' Hub._on_bus
+    Store writer ──commit──▶ Hub.committed(events) ──▶ local fan-out  (at once, no await)
+                                     └──▶ Outbox ──▶ Bus.publish_batch(room.<id>: the commit's
+                                          events)  ──▶ other nodes' Hub._on_bus
+
+Delivery follows the commit, not the caller: the store's writer calls
+``committed`` (its ``on_events`` hook) before it answers anyone, and the outbox
+publishes in the background, retrying, so neither a cancelled caller nor a failing
+broker loses a doorbell and no ack waits on the broker.
 
 Invariants
     * One ``RoomChannel`` per room with local subscribers. Its ``head`` is the last
@@ -11,7 +17,14 @@ Invariants
       (the bus is at-least-once, and a node hears its own publishes) are dropped by
       ``(room_id, seq)`` and an out-of-order event waits in ``pending``. A gap that
       does not close within ``REPAIR_DELAY`` is read from the store, the source of
-      truth (the bus is only a doorbell).
+      truth (the bus is only a doorbell). A channel also repairs up to a ``target``
+      read from the store: after a bus reconnect, every ``repair_interval``, when a
+      connection attaches with a newer head, and for a ``resume``.
+    * A ``resume`` is answered ``resumed`` only once each named room was delivered
+      up to the database's head at the time of the resume, not merely the node's
+      (which may have missed bus traffic). Replay is paced by the client's reading:
+      a page is read only when the connection's queue has room for it, so a resume
+      of any age completes on one connection while live events keep flowing.
     * Each event is framed once (``Fanout``) and the same object is queued for every
       recipient: no per-recipient encoding, query or ``await``. Each connection has
       one bounded queue and one writer (in ``ws.py``/``sse.py``); a full queue closes
@@ -25,9 +38,10 @@ Invariants
 
 Bus channels: ``room.<room_id>`` (subscribed while the room has local subscribers)
 and ``user.<user_id>`` (while the user has local connections: a join reaches a node
-that has no channel for the room yet). Each bus message is an envelope: one kind
-byte, the origin node's id (so a node skips its own echo without decoding), then
-the stored event bytes or an ephemeral ``typing`` frame.
+that has no channel for the room yet). Each bus message is a
+``parley.protocol.envelope``: the origin node's id (so a node skips its own echo
+without decoding), then a commit's stored events for the room, or an ephemeral
+``typing`` frame.
 """
 
 from __future__ import annotations
@@ -35,29 +49,30 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import itertools
 import logging
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Final
 
-from parley.domain.models import Event, RoomId, UserId, new_id
+from parley.delivery.channel import RoomChannel
+from parley.delivery.fanout import Fanout
+from parley.delivery.outbox import Outbox
+from parley.delivery.session import Connection
+from parley.domain.models import Event, RoomId, UserId
 from parley.errors import NotFound, ParleyError
-from parley.gateway.direct import text_frame
 from parley.gateway.metrics import HubStats, Metrics
 from parley.ports import Bus, Store
 from parley.presence import PresenceService
-from parley.protocol.codec import event_frame, loads
-from parley.protocol.events import MEMBER_JOINED, MEMBER_LEFT, decode_head
+from parley.protocol import envelope
+from parley.protocol.codec import loads
+from parley.protocol.events import MEMBER_JOINED, MEMBER_LEFT, REWRITES
 from parley.protocol.frames import typing_frame
 from parley.protocol.session import (
     CLOSE_GOING_AWAY,
-    CLOSE_INTERNAL,
     CLOSE_TRY_AGAIN,
     DELIVER,
     GAP,
-    Close,
     RoomCursor,
 )
 from parley.settings import Settings
@@ -75,253 +90,20 @@ DRAIN_TIMEOUT: Final = 5.0
 # The event loop's lag is sampled this often (s).
 LAG_PROBE: Final = 0.05
 
-_EVENT: Final = b"E"
-_TYPING: Final = b"T"
-_PRESENCE: Final = b"P"
+HEADS_PER_QUERY: Final = 500
+"""Rooms whose heads one store read checks."""
+TARGET_WAIT: Final = 10.0
+"""Seconds a resume waits for its rooms to reach the database's head (a store that
+cannot be read meanwhile): then the connection is closed, to resume again later."""
 
 
-class Fanout:
-    """One event on its way to this node's connections, framed once for all of them."""
+@dataclass(slots=True)
+class Resumed:
+    """What ``Hub.resume`` did: rooms still replaying, rooms whose cursor was beyond
+    the database's head (with that head)."""
 
-    __slots__ = ("_frame", "_message", "_wire", "member", "raw", "room_id", "seq", "type")
-
-    def __init__(self, room_id: str, seq: int, type_: str, raw: bytes, member: str | None) -> None:
-        self.room_id = room_id
-        self.seq = seq
-        self.type = type_
-        self.raw = raw
-        self.member = member
-        self._frame: bytes | None = None
-        self._message: dict[str, Any] | None = None
-        self._wire: bytes | None = None
-
-    @classmethod
-    def of_event(cls, event: Event) -> Fanout:
-        """From a stored event; only ``member.*`` events are decoded (for the user)."""
-        member = None
-        if event.type in (MEMBER_JOINED, MEMBER_LEFT):
-            member = decode_head(event.raw).user_id
-        return cls(event.room_id, event.seq, str(event.type), event.raw, member)
-
-    @classmethod
-    def of_raw(cls, raw: bytes) -> Fanout:
-        head = decode_head(raw)
-        return cls(head.room_id, head.seq, head.type, raw, head.user_id)
-
-    @property
-    def frame(self) -> bytes:
-        """The ``event`` frame's bytes, built once."""
-        frame = self._frame
-        if frame is None:
-            frame = self._frame = event_frame(self.raw)
-        return frame
-
-    @property
-    def wire(self) -> bytes:
-        """The ``event`` frame as a whole WebSocket frame, built once."""
-        wire = self._wire
-        if wire is None:
-            wire = self._wire = text_frame(self.frame)
-        return wire
-
-    def ws_message(self) -> dict[str, Any]:
-        """The ASGI message that sends the ``event`` frame: built on first use and
-        then shared by every recipient (ASGI servers only read it)."""
-        message = self._message
-        if message is None:
-            message = {"type": "websocket.send", "text": self.frame.decode()}
-            self._message = message
-        return message
-
-
-Item = bytes | Fanout
-"""What a connection's queue holds: a frame of its own, or a shared event."""
-
-
-class Connection:
-    """A client connection as the hub sees it: its user, its rooms' cursors and its
-    bounded outbound queue. ``ws.py`` and ``sse.py`` pump the queue to the socket.
-
-    ``close()`` asks the writer to close the connection; ``abort()`` (a writer stuck
-    on a dead peer) cancels the connection's task, which then detaches it.
-    """
-
-    def __init__(self, hub: Hub, user_id: UserId, *, transport: str) -> None:
-        self.hub = hub
-        self.user_id = user_id
-        self.transport = transport
-        self.session_id = new_id()
-        self.rooms: dict[str, RoomCursor] = {}
-        self.close_request: Close | None = None
-        self.opening = False
-        self.membership_log: list[tuple[str, int, bool]] = []
-        self.deferred_joins: dict[str, int] = {}
-        self.sent = 0
-        self.writing = False
-        self.on_caught_up: Callable[[str], None] | None = None
-        self.on_abort: Callable[[], None] | None = None
-        self.flusher: Callable[[], None] | None = None
-        self._dirty = False
-        self._queue: list[Item] = []
-        self._max = hub.settings.outbound_queue
-        self._waiter: asyncio.Future[None] | None = None
-        self._replay_rooms: list[str] = []
-        self._replay_task: asyncio.Task[None] | None = None
-        self._watch_sent = -1
-        self._watch_sweeps = 0
-
-    # outbound queue
-
-    def push(self, item: Item, *, urgent: bool = False) -> bool:
-        """Queue a frame for the writer; ``False`` (and the connection closes with
-        1013) when the queue is full: the client reads too slowly. ``urgent``: this
-        connection is written before the others this turn (an ack unblocks its
-        sender, whose next send waits for it, while a fan-out's events wait on
-        nothing)."""
-        if self.close_request is not None:
-            return True
-        queue = self._queue
-        if len(queue) >= self._max:
-            self.hub.stats.queue_drops += 1
-            self.close(CLOSE_TRY_AGAIN, "too slow: outbound queue full", flush=False)
-            return False
-        queue.append(item)
-        self._wake(urgent)
-        return True
-
-    def _wake(self, urgent: bool = False) -> None:
-        """Something to write (or a close): a direct writer is flushed once the
-        current callback is done; a writer task is woken."""
-        if self.flusher is not None:
-            if urgent:
-                self._dirty = True
-                self.hub.flush_soon(self, urgent=True)
-            elif not self._dirty:
-                self._dirty = True
-                self.hub.flush_soon(self)
-            return
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    def take_now(self) -> list[Item]:
-        """Everything queued, at once (for a writer that can write synchronously)."""
-        items, self._queue = self._queue, []
-        return items
-
-    async def take(self) -> list[Item]:
-        """Everything queued, waiting for at least one item; ``[]`` once closing."""
-        while not self._queue:
-            if self.close_request is not None:
-                return []
-            waiter = asyncio.get_running_loop().create_future()
-            self._waiter = waiter
-            try:
-                await waiter
-            finally:
-                self._waiter = None
-        items, self._queue = self._queue, []
-        return items
-
-    @property
-    def queued(self) -> int:
-        return len(self._queue)
-
-    def close(self, code: int, reason: str, *, flush: bool = True) -> None:
-        """Ask the writer to close; ``flush=False`` drops what is still queued."""
-        if self.close_request is not None:
-            return
-        self.close_request = Close(code, reason)
-        if not flush:
-            self._queue.clear()
-        self._wake()
-
-    def abort(self) -> None:
-        """Give up on the connection at once (its writer is stuck)."""
-        self.close(CLOSE_INTERNAL, "stalled", flush=False)
-        if self.on_abort is not None:
-            self.on_abort()
-
-    # replay
-
-    def schedule_replay(self, room_id: str) -> None:
-        """Read this room from the store until its cursor reaches the live head."""
-        if room_id not in self._replay_rooms:
-            self._replay_rooms.append(room_id)
-        if self._replay_task is None and self.close_request is None:
-            self._replay_task = asyncio.create_task(self._replay_all(), name="parley-replay")
-
-    async def _replay_all(self) -> None:
-        try:
-            while self._replay_rooms and self.close_request is None:
-                await self.hub._replay(self, self._replay_rooms.pop(0))
-        except ParleyError as exc:
-            log.warning("replay for %s failed: %s", self.user_id, exc)
-            self.close(CLOSE_TRY_AGAIN, "store unavailable; resume later", flush=False)
-        finally:
-            self._replay_task = None
-
-    def caught_up(self, room_id: str) -> None:
-        if self.on_caught_up is not None:
-            self.on_caught_up(room_id)
-
-    def stop(self) -> None:
-        """The connection is gone: stop its background work, and drop the callbacks
-        into its writer (bound methods of the pump, or closures over its task). Each
-        closes a reference cycle through this connection; left in place, a closed
-        connection waits for a full collection instead of going at once."""
-        self.on_caught_up = self.on_abort = self.flusher = None
-        if self._replay_task is not None:
-            self._replay_task.cancel()
-            self._replay_task = None
-        self._replay_rooms.clear()
-        if self.close_request is None:
-            self.close_request = Close(CLOSE_GOING_AWAY, "gone")
-
-    def stalled(self) -> bool:
-        """Called once per sweep: true after two sweeps with frames queued and none
-        written (a peer that stopped reading, or a half-open TCP connection)."""
-        if (self._queue or self.writing) and self.sent == self._watch_sent:
-            self._watch_sweeps += 1
-        else:
-            self._watch_sweeps = 0
-        self._watch_sent = self.sent
-        return self._watch_sweeps >= 2
-
-
-class RoomChannel:
-    """One room's fan-out on this node (see the module doc)."""
-
-    __slots__ = ("head", "idle_since", "pending", "ready", "recent", "repair", "room_id", "subs")
-
-    def __init__(self, room_id: str, head: int | None, recent: int = 0) -> None:
-        self.room_id = room_id
-        self.head = head
-        self.recent: deque[Fanout] = deque(maxlen=recent)
-        """The last events fanned out, contiguous up to ``head``: a resume within
-        them is served from memory, with the frames already built."""
-        self.subs: dict[Connection, RoomCursor] = {}
-        self.pending: dict[int, Fanout] = {}
-        self.ready: asyncio.Event | None = None if head is not None else asyncio.Event()
-        self.repair: asyncio.Task[None] | None = None
-        self.idle_since = time.monotonic()
-
-    async def wait_head(self) -> int | None:
-        """The head, once read; None if the channel was dropped before that (its
-        ``ready`` is set then too, and stays set: waiting again would spin)."""
-        if self.head is None and self.ready is not None:
-            await self.ready.wait()
-        return self.head
-
-
-def _recent(channel: RoomChannel, after: int) -> list[Fanout] | None:
-    """The channel's events after ``after`` (a page at most) when its memory still
-    holds them all; ``None``: read the store."""
-    recent = channel.recent
-    if not recent or recent[0].seq > after + 1 or recent[-1].seq <= after:
-        return None
-    start = after + 1 - recent[0].seq
-    return list(itertools.islice(recent, start, start + REPLAY_PAGE))
+    replaying: list[str] = field(default_factory=list)
+    ahead: dict[str, int] = field(default_factory=dict)
 
 
 def _replay_head(cursor: RoomCursor, channel: RoomChannel | None) -> int | None:
@@ -333,7 +115,7 @@ def _replay_head(cursor: RoomCursor, channel: RoomChannel | None) -> int | None:
 
 
 class Hub:
-    """Implements ``parley.service.notify.Notifier``; owns every local connection."""
+    """Owns every local connection; ``committed`` is the store's commit hook."""
 
     def __init__(self, *, bus: Bus, store: Store, settings: Settings, node_id: str) -> None:
         self.bus = bus
@@ -347,8 +129,10 @@ class Hub:
         self.connections: set[Connection] = set()
         self.closing = False
         self._origin = node_id.encode()
-        self._prefix_event = _EVENT + bytes([len(self._origin)]) + self._origin
-        self._prefix_typing = _TYPING + bytes([len(self._origin)]) + self._origin
+        self._prefix_events = envelope.prefix(envelope.EVENTS, self._origin)
+        self._prefix_typing = envelope.prefix(envelope.TYPING, self._origin)
+        self.outbox = Outbox(bus, limit=settings.bus_outbox)
+        self.metrics.watch_outbox(self.outbox)
         self.presence: PresenceService | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._sweeper: asyncio.Task[None] | None = None
@@ -361,15 +145,15 @@ class Hub:
         """Connections gained between two ``gc.freeze()`` calls (``refreeze_gc``);
         None: never (``parley.gateway.server.tune_gc`` turns it on)."""
         self._frozen_at = 0
-        if len(self._origin) > 255:
-            raise ValueError("node_id: at most 255 bytes")
 
     # lifecycle
 
     async def start(self) -> None:
-        await self.bus.start(self._on_bus)
+        await self.bus.start(self._on_bus, on_reconnect=self._bus_reconnected)
+        self.outbox.start()
         self._sweeper = asyncio.create_task(self._sweep_forever(), name="parley-hub-sweeper")
         self.spawn(self._watch_lag(), "parley-loop-lag")
+        self.spawn(self._check_heads_forever(), "parley-head-check")
 
     async def drain(self, grace: float = DRAIN_TIMEOUT) -> None:
         """Close every connection with 1001 (going away) and wait for them to go;
@@ -396,7 +180,15 @@ class Hub:
             if channel.repair is not None:
                 channel.repair.cancel()
         self.rooms.clear()
+        await self.outbox.close()
         await self.bus.close()
+
+    @property
+    def outbound_queue(self) -> int:
+        return self.settings.outbound_queue
+
+    def overflowed(self, conn: Connection) -> None:
+        self.stats.queue_drops += 1
 
     def flush_soon(self, conn: Connection, *, urgent: bool = False) -> None:
         """Write ``conn``'s queue once the current callback is done: every frame a
@@ -476,6 +268,8 @@ class Hub:
             if channel is None:
                 channel = self._open_channel(room_id, None)
                 created.append(channel)
+            else:
+                self._want(channel, seq)
             self._subscribe(conn, channel, RoomCursor(room_id, seq))
         if created:
             self.spawn(self._init_channels(user, created), "parley-channel-init")
@@ -516,24 +310,47 @@ class Hub:
             cursor.replaying = True
             conn.schedule_replay(channel.room_id)
 
-    def resume(self, conn: Connection, cursors: dict[str, int]) -> list[str]:
-        """Rewind the named rooms the user is in; the rooms now replaying. A room
-        whose missed events are all in the channel's memory (the usual short
-        disconnect) is replayed here and now, before the caller's next frame: no
-        task, no store read, so no wait behind a busy loop's other work."""
-        rooms = []
-        for room_id, seq in cursors.items():
+    async def resume(self, conn: Connection, cursors: dict[str, int]) -> Resumed:
+        """Rewind the named rooms the user is in to the client's cursors.
+
+        The rooms' heads are read from the store first: each replay then goes on
+        until the database's head at this moment, even where this node's fan-out
+        is behind it (it missed bus traffic: the channel is repaired meanwhile). A
+        cursor beyond that head (the client holds a history this database does not:
+        a restore, a failover) is not rewound; the room goes on live from where the
+        connection stands, and the caller tells the client (``cursor_ahead``).
+
+        A room whose missed events are all in the channel's memory (the usual short
+        disconnect) is replayed here and now: no task and no store read beyond the
+        heads'. Returns the rooms still replaying and the rooms ahead."""
+        result = Resumed()
+        wanted = {
+            room_id: seq
+            for room_id, seq in cursors.items()
+            if (cursor := conn.rooms.get(room_id)) is not None and cursor.end_seq is None
+        }
+        self.stats.resumes += 1
+        if not wanted:
+            return result
+        heads = await self.store.room_heads([RoomId(r) for r in wanted])
+        for room_id, seq in wanted.items():
             cursor = conn.rooms.get(room_id)
             if cursor is None or cursor.end_seq is not None:
                 continue
-            cursor.rewind(seq)
-            if self._replay_from_memory(conn, room_id, cursor):
+            head = heads.get(RoomId(room_id), 0)
+            if seq > head:
+                result.ahead[room_id] = head
+                continue
+            cursor.rewind(seq, head)
+            channel = self.rooms.get(room_id)
+            if channel is not None:
+                self._want(channel, head)
+            if self._replay_from_memory(conn, room_id, cursor) and cursor.reached:
                 self._replayed(conn, room_id, cursor)
                 continue
             conn.schedule_replay(room_id)
-            rooms.append(room_id)
-        self.stats.resumes += 1
-        return rooms
+            result.replaying.append(room_id)
+        return result
 
     # channels
 
@@ -569,6 +386,7 @@ class Hub:
 
     def _set_head(self, channel: RoomChannel, head: int) -> None:
         channel.head = head
+        channel.moved()
         if channel.ready is not None:
             channel.ready.set()
             channel.ready = None
@@ -582,47 +400,82 @@ class Hub:
             self.spawn(self.bus.unsubscribe(f"room.{channel.room_id}"), "parley-bus-unsub")
         if channel.ready is not None:
             channel.ready.set()
+        channel.moved()
 
     # events in
 
-    async def publish(self, events: Sequence[Event]) -> None:
-        """After commit: fan out locally at once, then ring the other nodes."""
-        fanouts = [Fanout.of_event(e) for e in events]
-        for fanout in fanouts:
+    def committed(self, events: Sequence[Event]) -> None:
+        """The store's commit hook: fan out locally at once, then queue one bus
+        message per room (the commit's events for it) and one per member whose
+        membership changed (a join reaches a node with no channel for the room)."""
+        by_room: dict[str, list[bytes]] = {}
+        outbox, head = self.outbox, self._prefix_events
+        for event in events:
+            fanout = Fanout.of_event(event)
             self._accept(fanout)
-        for fanout in fanouts:
-            data = self._prefix_event + fanout.raw
-            await self._ring(f"room.{fanout.room_id}", data)
+            raws = by_room.get(fanout.room_id)
+            if raws is None:
+                by_room[fanout.room_id] = [fanout.raw]
+            else:
+                raws.append(fanout.raw)
             if fanout.member is not None:
-                await self._ring(f"user.{fanout.member}", data)
-
-    async def _ring(self, channel: str, data: bytes) -> None:
-        """Publish on the bus; a failure is logged, never raised: the event is
-        committed, and other nodes repair from the store on their next event."""
-        try:
-            await self.bus.publish(channel, data)
-        except Exception:
-            self.stats.bus_errors += 1
-            log.exception("bus publish on %s failed", channel)
+                outbox.put(f"user.{fanout.member}", envelope.pack_events(head, (fanout.raw,)))
+        for room_id, raws in by_room.items():
+            outbox.put(f"room.{room_id}", envelope.pack_events(head, raws))
 
     async def _on_bus(self, channel: str, data: bytes) -> None:
-        kind = data[:1]
-        if kind == _PRESENCE:
+        if data[:1] == envelope.PRESENCE:
             if self.presence is not None:
                 self.presence.on_bus(data)
             return
-        size = data[1] if len(data) > 1 else 0
-        if data[2 : 2 + size] == self._origin:
-            return
-        payload = data[2 + size :]
         try:
-            if kind == _EVENT:
-                self._accept(Fanout.of_raw(payload))
-            elif kind == _TYPING:
-                frame = loads(payload)
-                self._typing_local(str(frame["room_id"]), str(frame["user_id"]), payload)
+            message = envelope.unpack(data)
+            if message.origin == self._origin:
+                return
+            if message.kind == envelope.EVENTS:
+                for raw in envelope.unpack_events(message.body):
+                    self._accept(Fanout.of_raw(raw))
+            elif message.kind == envelope.TYPING:
+                frame = loads(message.body)
+                self._typing_local(str(frame["room_id"]), str(frame["user_id"]), message.body)
         except (ValueError, KeyError, TypeError):
             log.warning("dropped a malformed bus message on %s", channel)
+
+    # repair: the store is the truth, the bus a doorbell
+
+    def _bus_reconnected(self) -> None:
+        """The bus was cut off and is back: what was published meanwhile may be gone."""
+        self.stats.bus_reconnects += 1
+        self.spawn(self.check_heads(), "parley-head-check")
+
+    async def _check_heads_forever(self) -> None:
+        interval = self.settings.repair_interval
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.check_heads()
+            except ParleyError as exc:
+                log.warning("checking room heads failed: %s", exc)
+
+    async def check_heads(self) -> None:
+        """Read the heads of this node's rooms from the store and repair every
+        channel that is behind (a doorbell that never rang here)."""
+        channels = [c for c in self.rooms.values() if c.head is not None]
+        for start in range(0, len(channels), HEADS_PER_QUERY):
+            chunk = channels[start : start + HEADS_PER_QUERY]
+            heads = await self.store.room_heads([RoomId(c.room_id) for c in chunk])
+            for channel in chunk:
+                head = heads.get(RoomId(channel.room_id))
+                if head is not None:
+                    self._want(channel, head)
+        self.stats.head_checks += 1
+
+    def _want(self, channel: RoomChannel, head: int) -> None:
+        """The store holds ``head``: repair the channel up to it if it is behind."""
+        if head > channel.target:
+            channel.target = head
+        if channel.head is not None and channel.head < channel.target:
+            self._schedule_repair(channel)
 
     def _accept(self, fanout: Fanout) -> None:
         """Fan out in ``seq`` order per room, once per ``(room_id, seq)``."""
@@ -631,19 +484,10 @@ class Hub:
             channel = self._channel_for_join(fanout)
             if channel is None:
                 return
-        head = channel.head
-        if head is None:
-            channel.pending[fanout.seq] = fanout
-            return
-        if fanout.seq <= head:
-            return
-        if fanout.seq > head + 1:
-            channel.pending[fanout.seq] = fanout
+        for ready in channel.take(fanout):
+            self._fanout(channel, ready)
+        if channel.pending and channel.behind:
             self._schedule_repair(channel)
-            return
-        self._fanout(channel, fanout)
-        if channel.pending:
-            self._drain_pending(channel)
 
     def _channel_for_join(self, fanout: Fanout) -> RoomChannel | None:
         """No channel: only a join (or leave) of a locally connected user matters."""
@@ -662,16 +506,9 @@ class Hub:
         return self._open_channel(fanout.room_id, fanout.seq - 1)
 
     def _drain_pending(self, channel: RoomChannel) -> None:
-        pending = channel.pending
-        while pending and channel.head is not None:
-            fanout = pending.pop(channel.head + 1, None)
-            if fanout is None:
-                break
-            self._fanout(channel, fanout)
-        if channel.head is not None:
-            for seq in [s for s in pending if s <= channel.head]:
-                del pending[seq]
-        if pending:
+        for ready in channel.drain():
+            self._fanout(channel, ready)
+        if channel.pending:
             self._schedule_repair(channel)
 
     def _schedule_repair(self, channel: RoomChannel) -> None:
@@ -679,10 +516,11 @@ class Hub:
             channel.repair = asyncio.create_task(self._repair(channel), name="parley-repair")
 
     async def _repair(self, channel: RoomChannel) -> None:
-        """Fill a gap the bus left from the store (the doorbell missed a ring)."""
+        """Fill a gap the bus left from the store (the doorbell missed a ring), and
+        reach the channel's ``target``."""
         try:
             await asyncio.sleep(REPAIR_DELAY)
-            while channel.pending and channel.head is not None:
+            while channel.behind and channel.head is not None:
                 events, _ = await self.store.list_events(
                     RoomId(channel.room_id), after_seq=channel.head, limit=REPLAY_PAGE
                 )
@@ -690,14 +528,14 @@ class Hub:
                     break
                 self.stats.gap_repairs += 1
                 for event in events:
-                    if event.seq == channel.head + 1:
+                    if channel.head is not None and event.seq == channel.head + 1:
                         self._fanout(channel, Fanout.of_event(event))
                 self._drain_pending(channel)
         except ParleyError as exc:
             log.warning("gap repair of room %s failed: %s", channel.room_id, exc)
         finally:
             channel.repair = None
-        if channel.pending and self.rooms.get(channel.room_id) is channel:
+        if channel.behind and self.rooms.get(channel.room_id) is channel:
             self._schedule_repair(channel)
 
     def _fanout(self, channel: RoomChannel, fanout: Fanout) -> None:
@@ -708,7 +546,12 @@ class Hub:
         if member is not None and fanout.type == MEMBER_JOINED:
             self._joined(channel, member, seq)
         channel.head = seq
+        if channel.advanced is not None:
+            channel.moved()
         if channel.recent.maxlen:
+            if fanout.type in REWRITES:
+                # Earlier events in memory may hold text the store no longer has.
+                channel.recent.clear()
             channel.recent.append(fanout)
         delivered = 0
         for conn, cursor in channel.subs.items():
@@ -757,13 +600,38 @@ class Hub:
 
     # replay (per connection, off the fan-out path)
 
-    async def _replay(self, conn: Connection, room_id: str) -> None:
+    async def replay(self, conn: Connection, room_id: str) -> None:
         """Bring one room of a connection up to the live stream, then report it
         caught up (which completes ``resume`` requests waiting for it)."""
         cursor = conn.rooms.get(room_id)
         if cursor is not None:
             await self._replay_room(conn, room_id, cursor)
+            if not await self._reach_target(conn, room_id, cursor):
+                return
         self._replayed(conn, room_id, cursor)
+
+    async def _reach_target(self, conn: Connection, room_id: str, cursor: RoomCursor) -> bool:
+        """After the replay met the channel's head: wait until the cursor reached
+        the store's head of the resume too (the channel repairs up to it, and its
+        live events carry the cursor there). False: the connection was closed."""
+        while not cursor.reached and not cursor.ended:
+            if conn.rooms.get(room_id) is not cursor or conn.close_request is not None:
+                return True
+            if cursor.replaying:
+                await self._replay_room(conn, room_id, cursor)
+                continue
+            channel = self.rooms.get(room_id)
+            if channel is None:
+                return True
+            self._want(channel, cursor.target)
+            try:
+                async with asyncio.timeout(TARGET_WAIT):
+                    await channel.wait_advance()
+            except TimeoutError:
+                log.warning("room %s: could not reach the store's head for a resume", room_id)
+                conn.close(CLOSE_TRY_AGAIN, "store unavailable; resume later", flush=False)
+                return False
+        return True
 
     def _replayed(self, conn: Connection, room_id: str, cursor: RoomCursor | None) -> None:
         """A room's replay is over: forget it if the user left it there (or follow a
@@ -794,7 +662,7 @@ class Hub:
                 return False
             if cursor.catch_up(head):
                 return True
-            page = _recent(channel, cursor.seq)
+            page = channel.recent_after(cursor.seq, REPLAY_PAGE)
             if not page:
                 return False
             before = cursor.seq
@@ -819,6 +687,9 @@ class Hub:
                 if channel is None or await channel.wait_head() is None:
                     return
                 continue
+            await conn.wait_room(REPLAY_PAGE)
+            if conn.rooms.get(room_id) is not cursor or conn.close_request is not None:
+                return
             events, _ = await self.store.list_events(
                 RoomId(room_id), after_seq=cursor.seq, limit=REPLAY_PAGE
             )
@@ -872,7 +743,7 @@ class Hub:
             return
         frame = typing_frame(room_id, conn.user_id)
         self._typing_local(room_id, conn.user_id, frame)
-        await self.bus.publish(f"room.{room_id}", self._prefix_typing + frame)
+        self.outbox.put(f"room.{room_id}", self._prefix_typing + frame)
 
     def _typing_local(self, room_id: str, user_id: str, frame: bytes) -> None:
         channel = self.rooms.get(room_id)

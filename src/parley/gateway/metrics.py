@@ -30,6 +30,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
+from parley.delivery.outbox import Outbox
 from parley.presence import PresenceStats
 
 _COUNTERS = {
@@ -46,8 +47,16 @@ _COUNTERS = {
     "stalled": "Connections aborted because their writer made no progress.",
     "resumes": "resume requests.",
     "gap_repairs": "Store reads that filled a gap left by the bus.",
-    "bus_errors": "Bus publishes that failed (other nodes repair from the store).",
+    "bus_reconnects": "Times the bus connection was lost and restored (heads re-checked).",
+    "head_checks": "Checks of this node's room heads against the store.",
 }
+
+OUTBOX_COUNTERS = {
+    "published": "Bus messages the broker took (a commit's events for one room each).",
+    "failures": "Failed bus publishes (retried with backoff).",
+    "dropped": "Bus messages dropped while the broker was away (repaired from the store).",
+}
+"""``parley_bus_<field>_total`` for each ``OutboxStats`` field."""
 
 PRESENCE_COUNTERS = {
     "frames_sent": (
@@ -82,7 +91,8 @@ class HubStats:
     stalled: int = 0
     resumes: int = 0
     gap_repairs: int = 0
-    bus_errors: int = 0
+    bus_reconnects: int = 0
+    head_checks: int = 0
     connections_ws: int = 0
     connections_sse: int = 0
 
@@ -117,6 +127,19 @@ class _PresenceCollector(Collector):
             yield CounterMetricFamily(
                 f"parley_presence_{name}", help_text, value=getattr(stats, name)
             )
+
+
+class _OutboxCollector(Collector):
+    def __init__(self, outbox: Outbox) -> None:
+        self._outbox = outbox
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self._outbox.stats
+        for name, help_text in OUTBOX_COUNTERS.items():
+            yield CounterMetricFamily(f"parley_bus_{name}", help_text, value=getattr(stats, name))
+        yield GaugeMetricFamily(
+            "parley_bus_outbox", "Bus messages waiting for the broker.", value=self._outbox.pending
+        )
 
 
 _go_float: Callable[[float], str] = floatToGoString
@@ -202,6 +225,10 @@ class Metrics:
     def watch_presence(self, stats: PresenceStats) -> None:
         """Export the presence service's counters (once per registry)."""
         self.registry.register(_PresenceCollector(stats))
+
+    def watch_outbox(self, outbox: Outbox) -> None:
+        """Export the bus outbox's counters and backlog (once per registry)."""
+        self.registry.register(_OutboxCollector(outbox))
 
     def observe_commit(self, seconds: float, batch_size: int) -> None:
         """The store's hook: one call per committed transaction."""

@@ -53,6 +53,7 @@ class Runtime:
         await cache.start()
         hub = Hub(bus=bus, store=store, settings=settings, node_id=node_id)
         store.on_commit = hub.metrics.observe_commit
+        store.on_events = hub.committed
         presence_store = connect_presence(settings.cache_url, cache=cache)
         await presence_store.start()
         clock = SystemClock()
@@ -93,7 +94,7 @@ class Runtime:
             presence=presence,
             tokens=tokens,
             accounts=Accounts(store, passwords, tokens),
-            chat=ChatService(store, hub, max_body_bytes=settings.max_body_bytes),
+            chat=ChatService(store, max_body_bytes=settings.max_body_bytes),
         )
 
     async def close(self) -> None:

@@ -24,13 +24,14 @@ from fastapi import APIRouter, Header, Query, Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from parley.delivery.fanout import Fanout
+from parley.delivery.session import Connection
 from parley.domain.models import UserId
 from parley.errors import ParleyError, Unauthorized, Unavailable
-from parley.gateway.hub import Connection, Fanout
 from parley.gateway.ws import parse_bearer
 from parley.protocol import codec
 from parley.protocol.cursors import decode_cursors, encode_entry, join_entries
-from parley.protocol.frames import ready_frame
+from parley.protocol.frames import cursor_ahead_frame, ready_frame
 from parley.protocol.session import CLOSE_TRY_AGAIN
 
 if TYPE_CHECKING:
@@ -84,7 +85,15 @@ class EventStream(Response):
             cursors = dict(rooms)
             if self.last_event_id:
                 resumed = decode_cursors(self.last_event_id, list(conn.rooms))
-                hub.resume(conn, resumed)
+                try:
+                    result = await hub.resume(conn, resumed)
+                except ParleyError as exc:
+                    body = codec.dumps({"error": {"code": exc.code, "message": exc.message}})
+                    await _respond(send, 503, body)
+                    return
+                for room_id, head in result.ahead.items():
+                    del resumed[room_id]
+                    conn.push(cursor_ahead_frame(room_id, head))
                 cursors.update(resumed)
             self._entries = {r: encode_entry(r, s) for r, s in cursors.items() if s > 0}
             await send(
@@ -140,7 +149,8 @@ class EventStream(Response):
             event_id = join_entries(self._entries.values()).encode()
             return b"id: " + event_id + b"\ndata: " + item.frame + b"\n\n"
         event_id = join_entries(self._entries.values()).encode()
-        return b"event: ready\nid: " + event_id + b"\ndata: " + item + b"\n\n"
+        name = str(codec.loads(item)["type"]).encode()
+        return b"event: " + name + b"\nid: " + event_id + b"\ndata: " + item + b"\n\n"
 
 
 async def _listen(receive: Receive, conn: Connection) -> None:

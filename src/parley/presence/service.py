@@ -47,13 +47,12 @@ from parley.domain.models import RoomId, UserId
 from parley.ports import Bus, Clock, ConnectionPresence, PresenceStore
 from parley.presence.config import PresenceConfig
 from parley.presence.visibility import Visibility
-from parley.protocol import codec
+from parley.protocol import codec, envelope
 
 log = logging.getLogger("parley.presence")
 
 PRESENCE_CHANNEL: Final = "presence"
 """The bus channel of change notices."""
-_NOTICE: Final = b"P"
 _CHUNK: Final = 500
 """Most users in one bus notice or one store read."""
 
@@ -73,18 +72,17 @@ class Peer(Protocol):
 
 
 def encode_notice(origin: bytes, user_ids: Iterable[str]) -> bytes:
-    """A change notice: kind byte, origin node id (so a node skips its own echo
-    without decoding), then the user ids, one per line. The hub's bus envelope."""
-    return _NOTICE + bytes([len(origin)]) + origin + "\n".join(user_ids).encode()
+    """A change notice in the bus envelope (``parley.protocol.envelope``): the
+    user ids, one per line."""
+    return envelope.pack(envelope.PRESENCE, origin, "\n".join(user_ids).encode())
 
 
 def decode_notice(data: bytes) -> tuple[bytes, list[UserId]]:
     """``(origin, user_ids)`` of a notice; ``ValueError`` if it is not one."""
-    if data[:1] != _NOTICE or len(data) < 2 or len(data) < 2 + data[1]:
+    decoded = envelope.unpack(data)
+    if decoded.kind != envelope.PRESENCE:
         raise ValueError("not a presence notice")
-    end = 2 + data[1]
-    body = data[end:].decode()
-    return data[2:end], [UserId(u) for u in body.split("\n") if u]
+    return decoded.origin, [UserId(u) for u in decoded.body.decode().split("\n") if u]
 
 
 def presence_body(user_id: str, presence: rules.Presence) -> dict[str, Any]:

@@ -241,15 +241,18 @@ class RoomCursor:
     ``seq``: the last event this connection has (sent, or known from ``ready`` or a
     ``resume``). ``replaying``: live events are skipped while the store is read.
     ``end_seq``: the user left the room at this event; nothing after it is sent.
+    ``target``: the database's head when the client last resumed: the resume is
+    complete once ``seq`` reached it (``reached``), whatever the fan-out's head.
     """
 
-    __slots__ = ("end_seq", "replaying", "room_id", "seq")
+    __slots__ = ("end_seq", "replaying", "room_id", "seq", "target")
 
     def __init__(self, room_id: str, seq: int) -> None:
         self.room_id = room_id
         self.seq = seq
         self.replaying = False
         self.end_seq: int | None = None
+        self.target = 0
 
     def live(self, seq: int) -> int:
         """A live event: ``DELIVER`` (and advance), ``SKIP``, or ``GAP`` (now replaying)."""
@@ -263,10 +266,17 @@ class RoomCursor:
         self.replaying = True
         return GAP
 
-    def rewind(self, seq: int) -> None:
-        """``resume``: the client has everything up to ``seq``; replay the rest."""
+    def rewind(self, seq: int, target: int = 0) -> None:
+        """``resume``: the client has everything up to ``seq``; replay the rest, at
+        least up to ``target``."""
         self.seq = seq
+        self.target = target
         self.replaying = True
+
+    @property
+    def reached(self) -> bool:
+        """Live again and at (or past) the resume's ``target``."""
+        return not self.replaying and self.seq >= self.target
 
     def need_replay(self, head: int) -> bool:
         """Attach or re-check against the fan-out's head: replay if behind it."""

@@ -1,15 +1,15 @@
 """Rooms, membership and messages as the API offers them.
 
-Each call checks who may do it (``parley.domain.permissions``), changes state through
-the ``Store`` in one transaction and, only after it committed, hands the resulting
-events to the ``Notifier`` (Zulip's ``send_event_on_commit`` discipline). Role checks
+Each call checks who may do it (``parley.domain.permissions``) and changes state
+through the ``Store`` in one transaction. Delivery is not the caller's business: the
+store's writer hands every committed event to its commit hook (the hub's
+``committed``) before it answers, Zulip's ``send_event_on_commit`` discipline with no
+caller in between to forget, cancel or fail it. Role checks
 read the membership first; sends re-check membership inside the write transaction,
 so a kicked user cannot slip a message in after the kick.
 """
 
 from __future__ import annotations
-
-from collections.abc import Sequence
 
 from parley.domain import permissions, validation
 from parley.domain.models import (
@@ -29,7 +29,6 @@ from parley.domain.models import (
 )
 from parley.errors import Forbidden, InvalidInput, NotFound
 from parley.ports import SendRequest, Store
-from parley.service.notify import Notifier
 
 MAX_PAGE = 200
 
@@ -37,14 +36,9 @@ MAX_PAGE = 200
 class ChatService:
     """The application layer every edge calls: REST, WebSocket, CLI."""
 
-    def __init__(self, store: Store, notifier: Notifier, *, max_body_bytes: int = 16384):
+    def __init__(self, store: Store, *, max_body_bytes: int = 16384):
         self.store = store
-        self.notifier = notifier
         self.max_body_bytes = max_body_bytes
-
-    async def _emit(self, events: Sequence[Event]) -> None:
-        if events:
-            await self.notifier.publish(events)
 
     async def _membership(self, room_id: RoomId, user_id: UserId) -> Membership | None:
         return await self.store.get_membership(room_id, user_id)
@@ -58,14 +52,13 @@ class ChatService:
     async def create_room(
         self, actor: UserId, name: str, visibility: Visibility, topic: str = ""
     ) -> Room:
-        room, events = await self.store.create_room(
+        room, _ = await self.store.create_room(
             name=validation.check_room_name(name),
             visibility=visibility,
             topic=validation.check_topic(topic),
             kind=RoomKind.ROOM,
             owner_id=actor,
         )
-        await self._emit(events)
         return room
 
     async def update_room(
@@ -75,13 +68,12 @@ class ChatService:
         if room.kind is RoomKind.DM:
             raise Forbidden("direct rooms have no settings to change")
         permissions.check_manage(membership, None)
-        updated, events = await self.store.update_room(
+        updated, _ = await self.store.update_room(
             room_id,
             actor,
             name=validation.check_room_name(name) if name is not None else None,
             topic=validation.check_topic(topic) if topic is not None else None,
         )
-        await self._emit(events)
         return updated
 
     async def list_rooms(self, actor: UserId) -> list[RoomSummary]:
@@ -101,14 +93,14 @@ class ChatService:
             raise NotFound("room not found")
         membership = await self._membership(room_id, actor)
         permissions.check_join(room, membership)
-        await self._emit(await self.store.join_room(room_id, actor))
+        await self.store.join_room(room_id, actor)
         return await self.store.get_room(room_id) or room
 
     async def leave(self, actor: UserId, room_id: RoomId) -> None:
         room, _ = await self._member_room(actor, room_id)
         if room.kind is RoomKind.DM:
             raise Forbidden("direct rooms cannot be left")
-        await self._emit(await self.store.remove_member(room_id, actor, actor, ban=False))
+        await self.store.remove_member(room_id, actor, actor, ban=False)
 
     async def members(self, actor: UserId, room_id: RoomId) -> list[tuple[User, Role]]:
         await self._member_room(actor, room_id)
@@ -124,7 +116,7 @@ class ChatService:
         permissions.check_grant(membership, role)
         if await self.store.get_user(user_id) is None:
             raise NotFound("user not found")
-        await self._emit(await self.store.invite(room_id, user_id, role, actor))
+        await self.store.invite(room_id, user_id, role, actor)
 
     async def remove_member(
         self, actor: UserId, room_id: RoomId, user_id: UserId, *, ban: bool
@@ -141,22 +133,21 @@ class ChatService:
             raise NotFound("not a member of this room")
         if ban and await self.store.get_user(user_id) is None:
             raise NotFound("user not found")
-        await self._emit(await self.store.remove_member(room_id, user_id, actor, ban=ban))
+        await self.store.remove_member(room_id, user_id, actor, ban=ban)
 
     async def open_dm(self, actor: UserId, other: UserId) -> tuple[Room, bool]:
         if other == actor:
             raise InvalidInput("a direct room needs another user", code="dm_with_self")
         if await self.store.get_user(other) is None:
             raise NotFound("user not found")
-        room, events, created = await self.store.get_or_create_dm(actor, other)
-        await self._emit(events)
+        room, _, created = await self.store.get_or_create_dm(actor, other)
         return room, created
 
     # messages
     async def send(
         self, actor: UserId, room_id: RoomId, body: str, client_msg_id: str | None
     ) -> SendResult:
-        """Store a message and emit it. Membership is checked inside the commit."""
+        """Store a message. Membership is checked inside the commit."""
         request = SendRequest(
             room_id=room_id,
             sender_id=actor,
@@ -169,8 +160,6 @@ class ChatService:
             # Only on this error path: tell an outsider of a public room to join.
             await self._member_room(actor, room_id)
             raise
-        if result.event is not None:
-            await self._emit([result.event])
         return result
 
     async def messages(
@@ -199,10 +188,9 @@ class ChatService:
         self, actor: UserId, room_id: RoomId, message_id: MessageId, body: str, version: int
     ) -> Message:
         await self._member_room(actor, room_id)
-        message, events = await self.store.edit_message(
+        message, _ = await self.store.edit_message(
             room_id, message_id, actor, validation.check_body(body, self.max_body_bytes), version
         )
-        await self._emit(events)
         return message
 
     async def delete(self, actor: UserId, room_id: RoomId, message_id: MessageId) -> Message:
@@ -213,20 +201,18 @@ class ChatService:
         if not permissions.can_delete_message(membership, existing.sender_id):
             raise Forbidden("only the sender, admins and owners can delete a message")
         any_sender = existing.sender_id != actor
-        message, events = await self.store.delete_message(
+        message, _ = await self.store.delete_message(
             room_id, message_id, actor, any_sender=any_sender
         )
-        await self._emit(events)
         return message
 
     async def react(
         self, actor: UserId, room_id: RoomId, message_id: MessageId, emoji: str, *, on: bool
     ) -> Message:
         await self._member_room(actor, room_id)
-        message, events = await self.store.set_reaction(
+        message, _ = await self.store.set_reaction(
             room_id, message_id, actor, validation.check_emoji(emoji), on=on
         )
-        await self._emit(events)
         return message
 
     async def mark_read(self, actor: UserId, room_id: RoomId, seq: int) -> int:

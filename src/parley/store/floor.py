@@ -21,18 +21,12 @@ from typing import Any
 
 from parley.domain.models import Event, RoomId, RoomKind, UserId, Visibility, utc_now
 from parley.ports import SendRequest
+from parley.store.engine import _raw_cursor, _sqlite_engine, normalize_url
+from parley.store.journal import _insert_events
 from parley.store.migrations import migrate
-from parley.store.sql import (
-    _RAW_INSERT_MESSAGES,
-    SqlStore,
-    _check_sends,
-    _insert_events,
-    _new_message,
-    _raw_cursor,
-    _sqlite_engine,
-    _take_seqs_per_room,
-    normalize_url,
-)
+from parley.store.sends import _check_sends, _new_message, _take_seqs_per_room
+from parley.store.sql import SqlStore
+from parley.store.statements import _RAW_INSERT_MESSAGES
 
 
 def commit_sizes(sends_per_commit: float, commits: int) -> list[int]:

@@ -17,7 +17,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
 from parley.errors import Unavailable
-from parley.store.sql import make_engine, normalize_url, prepare_sqlite_path, writer_engine
+from parley.store.engine import make_engine, normalize_url, prepare_sqlite_path, writer_engine
 
 if TYPE_CHECKING:
     from alembic.config import Config

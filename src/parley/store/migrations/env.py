@@ -13,8 +13,8 @@ import asyncio
 from alembic import context
 from sqlalchemy.engine import Connection
 
+from parley.store.engine import make_engine, writer_engine
 from parley.store.schema import metadata
-from parley.store.sql import make_engine, writer_engine
 
 config = context.config
 

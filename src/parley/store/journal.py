@@ -1,0 +1,61 @@
+"""The events a transaction stores: each encoded once (``_new_event``), inserted
+(``_insert_events``) and, while the writer runs a batch on the connection, added to
+the batch's journal (``_journal``), which the writer hands to the commit hook once the
+batch committed. An operation whose SAVEPOINT rolls back cuts its events off again
+(``writer._apply_one``)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from sqlalchemy.engine import Connection
+
+from parley.domain.models import Event, EventType, RoomId
+from parley.protocol.codec import encode_event
+from parley.store.statements import _RAW_INSERT_EVENTS
+
+_JOURNAL = "parley_stored_events"
+
+
+def _new_event(
+    room_id: str,
+    seq: int,
+    type_: EventType,
+    created_at: str,
+    actor_id: str | None,
+    **fields: Any,
+) -> Event:
+    """Encode an event once: these bytes are stored and sent to every recipient."""
+    raw = encode_event(room_id, seq, type_.value, created_at, actor_id, **fields)
+    return Event(RoomId(room_id), seq, type_, raw)
+
+
+def _insert_events(conn: Connection, new: Sequence[Event]) -> None:
+    """Store events; when a batch is running on ``conn``, add them to its journal
+    (for the commit hook) once they are written."""
+    if new:
+        _RAW_INSERT_EVENTS.executemany(
+            conn,
+            [
+                {"room_id": e.room_id, "seq": e.seq, "type": e.type.value, "data": e.raw}
+                for e in new
+            ],
+        )
+        journal: list[Event] | None = conn.info.get(_JOURNAL)
+        if journal is not None:
+            journal.extend(new)
+
+
+@contextlib.contextmanager
+def _journal(conn: Connection) -> Iterator[list[Event]]:
+    """The journal of the batch about to run on ``conn``: every event
+    ``_insert_events`` stores until the block ends, in the order stored."""
+    journal: list[Event] = []
+    info = conn.info  # read once: a connection that failed may not give it again
+    info[_JOURNAL] = journal
+    try:
+        yield journal
+    finally:
+        info.pop(_JOURNAL, None)
