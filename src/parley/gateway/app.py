@@ -16,7 +16,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
 
 import parley
-from parley.gateway import errors, rest
+from parley.gateway import docs, errors, openapi, rest
 from parley.gateway.metrics import router as metrics_router
 from parley.gateway.middleware import (
     ApiPaths,
@@ -113,8 +113,8 @@ def create_app(settings: Settings) -> ParleyApp:
         description=DESCRIPTION,
         lifespan=lifespan,
         openapi_url="/openapi.json",
-        docs_url="/docs",
-        redoc_url="/redoc",
+        docs_url=None,  # gateway/docs.py: Swagger UI from the package, not a CDN
+        redoc_url=None,
     )
     errors.install(app)
     app.include_router(rest.router)
@@ -145,6 +145,8 @@ def create_app(settings: Settings) -> ParleyApp:
         }
         return JSONResponse(body, status_code=200 if ready else 503)
 
+    docs.install(app)
+    openapi.install(app)
     if WEB_DIR.is_dir():
         web = StaticFiles(directory=WEB_DIR, html=True)
         api_routes = [*rest.router.routes, *sse_router.routes]

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import gc
 import logging
 import signal
+import socket
 import time
 from typing import Any, Final
 
@@ -309,6 +311,45 @@ def _raise_open_files(max_connections: int) -> None:
         )
 
 
+class ServeError(Exception):
+    """The node cannot start for a reason its operator can fix (the message says how)."""
+
+
+def bind(settings: Settings) -> socket.socket:
+    """The listening socket, bound before anything else starts, so a port in use is
+    found before migrations run and before anything says the node is ready."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            settings.host, settings.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+    except socket.gaierror as exc:
+        raise ServeError(
+            f"cannot listen on host {settings.host!r} ({exc.strerror}): "
+            "give an address of this machine with --host or PARLEY_HOST"
+        ) from None
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        where = f"{settings.host} port {settings.port}"
+        if exc.errno == errno.EADDRINUSE:
+            raise ServeError(
+                f"{where} is already in use (another Parley?): "
+                "choose another with --port or PARLEY_PORT"
+            ) from None
+        if exc.errno == errno.EACCES:
+            raise ServeError(
+                f"not allowed to listen on {where}: use a port above 1023 (--port)"
+            ) from None
+        raise ServeError(
+            f"cannot listen on {where} ({exc.strerror}): check --host and --port"
+        ) from None
+    sock.set_inheritable(True)
+    return sock
+
+
 def serve(settings: Settings) -> int:
     """Serve until SIGINT or SIGTERM, then shut down cleanly and exit 0.
 
@@ -318,7 +359,11 @@ def serve(settings: Settings) -> int:
     """
     for stop in (signal.SIGINT, signal.SIGTERM):
         signal.signal(stop, lambda *_: None)
+    sock = bind(settings)
     _raise_open_files(settings.max_connections)
     server = ParleyServer(uvicorn_config(settings))
-    server.run()
+    try:
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
     return 0 if server.started else 1
