@@ -1,5 +1,5 @@
 """A node told to stop (SIGTERM) drains: ``/readyz`` says ``draining``, the sends
-it read are answered (an ``ack``, or ``unavailable`` for those read after the stop),
+it read are answered (an ``ack``, or ``draining`` for those read after the stop),
 every WebSocket is closed with 1012, SSE streams end, and the process exits 0
 within ``PARLEY_DRAIN_SECONDS``. What is stored is exactly what was acknowledged: a
 send still in the socket when the node closed was never read, gets no answer, and
@@ -112,7 +112,7 @@ async def test_sigterm_answers_accepted_sends_closes_1012_and_exits_in_time(
     acked = {str(f["message"]["body"]) for f in answered.values() if f["type"] == "ack"}
     refused = [f for f in answered.values() if f["type"] == "error"]
     assert acked, "the sends read before the stop are acknowledged"
-    assert all(f["code"] == "unavailable" for f in refused), refused
+    assert all(f["code"] == "draining" for f in refused), refused
     store = SqlStore(f"sqlite:///{data_dir / 'parley.db'}")
     await store.start()
     try:

@@ -242,7 +242,9 @@ class Live:
     ) -> dict[str, Any]:
         """Send a message; the stored ``Message`` once the server acknowledged it.
         Retried with the same ``client_msg_id`` across reconnects (stored once)
-        until acknowledged: bound the wait with ``asyncio.timeout``."""
+        until acknowledged, and after ``rate_limited`` or ``draining`` (the node is
+        restarting: the send goes again on the next connection, to another node);
+        bound the wait with ``asyncio.timeout``. Other errors are raised."""
         msg_id = client_msg_id or secrets.token_hex(12)
         while True:
             frame = f.Send(room_id=room_id, body=body, client_msg_id=msg_id, id=self._next_id())
@@ -251,9 +253,10 @@ class Live:
             except ConnectionLost:
                 continue
             except ApiError as exc:
-                if exc.code != "rate_limited":
+                if exc.code == "rate_limited":
+                    await asyncio.sleep(exc.retry_after or 1.0)
+                elif exc.code != "draining":  # the next call waits for a new ``ready``
                     raise
-                await asyncio.sleep(exc.retry_after or 1.0)
                 continue
             message: dict[str, Any] = answer["message"]
             return message
@@ -494,6 +497,8 @@ class Live:
         if frame.get("code") == "cursor_ahead":
             self._cursor_ahead(frame)
             return
+        if frame.get("code") == "draining":
+            self._ready.clear()  # the node closes this connection: wait for the next
         self._resume_answered(frame)
         error = ApiError(
             0,

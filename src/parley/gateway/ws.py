@@ -432,7 +432,9 @@ class _Pump:
         client's messages still share commits. An operation is never cancelled
         half-way: its events must be published once it commits."""
         if self.hub.closing:
-            self.conn.push(f.error_frame("unavailable", "the node is restarting", frame.id))
+            self.conn.push(
+                f.error_frame("draining", "the node is restarting: send again", frame.id)
+            )
             return
         self.in_flight += 1
         op = self._send(frame) if isinstance(frame, f.Send) else self._read(frame)

@@ -25,7 +25,7 @@ const PAGE = 50;
 export const MAX_BODY_BYTES = 16_384;
 
 /** Send errors worth retrying by ourselves before telling the user. */
-const TRANSIENT_SEND_ERRORS = new Set(['unavailable', 'internal']);
+const TRANSIENT_SEND_ERRORS = new Set(['unavailable', 'draining', 'internal']);
 const TRANSIENT_RETRIES = 6;
 
 /** Send errors the user can do nothing about by retrying as is. */
