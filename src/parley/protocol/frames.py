@@ -14,6 +14,7 @@ decoding by ``parley.protocol.codec.event_frame``.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Annotated, Any, Final, Literal, cast
 
@@ -174,6 +175,7 @@ class _Error(msgspec.Struct, tag_field="type", tag="error", omit_defaults=True):
     message: str
     id: str | int | None = None
     retry_after: float | None = None
+    retry_after_ms: int | None = None
 
 
 class _CursorAhead(msgspec.Struct, tag_field="type", tag="error", omit_defaults=True):
@@ -221,7 +223,8 @@ def error_frame(
     *,
     retry_after: float | None = None,
 ) -> bytes:
-    return _encoder.encode(_Error(code, message, frame_id, retry_after))
+    retry_ms = None if retry_after is None else max(1, math.ceil(retry_after * 1000))
+    return _encoder.encode(_Error(code, message, frame_id, retry_after, retry_ms))
 
 
 def cursor_ahead_frame(room_id: str, head: int, frame_id: str | int | None = None) -> bytes:
