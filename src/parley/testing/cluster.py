@@ -301,6 +301,9 @@ class LocalCluster:
                 "PARLEY_SECRET_KEY": secret,
                 "PARLEY_NODE_ID": f"node-{self._name}-{index + 1}",
                 "PARLEY_LOG_LEVEL": "warning",
+                # nginx runs on loopback: its X-Forwarded-For is believed, and its
+                # connections are not counted as one client's.
+                "PARLEY_TRUSTED_PROXIES": "127.0.0.1",
             }
         )
         if self.database_url:
