@@ -256,11 +256,12 @@ async def test_killed_node_clients_resume_elsewhere(harness: Harness) -> None:
     acknowledged one is stored."""
     nodes, lb = harness.nodes, harness.cluster.url
     victim, alive = nodes[0], nodes[1:]
-    owner, people, room_id = await members(lb, SENDERS + 4)
+    owner, people, room_id = await members(lb, SENDERS + 5)
     senders, receivers = people[:SENDERS], people[SENDERS:]
     try:
         send_at = [victim.url] + [n.url for n in alive]
-        recv_at = [victim.url, lb, lb, alive[0].url]
+        # three WebSockets in a row through nginx's round robin: one lands on each node
+        recv_at = [victim.url, lb, lb, lb, alive[0].url]
         acked: list[str] = []
         async with (
             lives(*zip(senders, send_at, strict=True)) as send_lives,
@@ -297,6 +298,10 @@ async def test_killed_node_clients_resume_elsewhere(harness: Harness) -> None:
                 for live in recv_lives[1:]:
                     seen = await collect(live, room_id, set(stored))
                     check_exactly_once_in_order(seen, by_sender)
+                through_lb = recv_lives[1:4]
+                assert any(live.connects >= 2 for live in through_lb), (
+                    "no client through nginx was on the killed node"
+                )
     finally:
         await close_all(owner, *people)
 
