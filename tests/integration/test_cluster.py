@@ -457,11 +457,6 @@ async def test_postgres_cut_fails_sends_clearly_then_recovers(harness: Harness) 
         await close_all(owner, *people)
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="store: a connection the outage left stale (the writer's, a kept-open "
-    "reader's) fails its first use after PostgreSQL returns (one 503 each)",
-)
 async def test_first_reads_after_postgres_returns_succeed(harness: Harness) -> None:
     """Once a write has succeeded again after the outage, writes and reads on every
     node succeed too: no client should see a 503 from a database that is back."""

@@ -1,4 +1,4 @@
-"""The REST API of ``API.md``: auth, users, rooms, membership, messages, events."""
+"""The REST API (``docs/protocol.md``): auth, users, rooms, membership, messages, events."""
 
 from __future__ import annotations
 

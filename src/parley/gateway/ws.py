@@ -87,7 +87,7 @@ _DEFAULT_PORTS: Final = {"http": "80", "https": "443", "ws": "80", "wss": "443"}
 def uvicorn_ws_options(settings: Settings) -> dict[str, Any]:
     """The uvicorn WebSocket settings this endpoint is designed for: the sans-I/O
     implementation, no compression (~300 KiB and most of the CPU per connection,
-    FIELD-NOTES), the frame limit, and pings every ``heartbeat_interval`` with the
+    measured here), the frame limit, and pings every ``heartbeat_interval`` with the
     same time allowed for the pong (silent for two intervals: closed)."""
     return {
         "ws": DirectWebSocketProtocol,
