@@ -10,6 +10,7 @@ import contextlib
 import inspect
 import logging
 import random
+from collections.abc import Iterator
 from typing import ClassVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -105,6 +106,8 @@ class BrokerBus(Bus):
 
     _broker: ClassVar[str]
     _log: ClassVar[logging.Logger]
+    _link_errors: ClassVar[tuple[type[BaseException], ...]]
+    """What the driver raises when the connection fails under a call."""
 
     def __init__(self, *, connect_timeout: float, op_timeout: float) -> None:
         self._connect_timeout = connect_timeout
@@ -159,6 +162,14 @@ class BrokerBus(Bus):
         if not self.connected:
             raise Unavailable(f"not connected to {self._broker}")
 
+    @contextlib.contextmanager
+    def _as_unavailable(self, what: str) -> Iterator[None]:
+        """Report a call that the connection failed as ``Unavailable``."""
+        try:
+            yield
+        except self._link_errors as exc:
+            raise Unavailable(f"{self._broker} {what} failed: {exc!r}") from exc
+
     def _connected_now(self, active: str = "subscriptions active") -> None:
         """The connection is up and everything subscribed is active: say so, and
         signal it unless this is the connection ``start`` is waiting for."""
@@ -169,7 +180,8 @@ class BrokerBus(Bus):
             signal(self._on_reconnect)
 
     def _lost(self, exc: BaseException | None = None) -> None:
-        """The connection is down, or could not be made: log which (a loss once)."""
+        """The connection is down, or could not be made: a loss is a warning (once:
+        the loss of a live connection), a failed attempt with its error is news."""
         if self._connected and not self._closed:
             detail = f": {exc!r}" if exc is not None else ""
             self._log.warning("%s bus connection lost%s", self._broker, detail)
@@ -186,8 +198,6 @@ class ReconnectingBus(BrokerBus):
     A session connects, subscribes everything, calls ``_connected_now`` and lasts
     until the connection breaks; ``_end_session`` then drops what it held.
     """
-
-    _link_errors: ClassVar[tuple[type[BaseException], ...]]
 
     def __init__(
         self, *, connect_timeout: float, op_timeout: float, retry_min: float, retry_max: float

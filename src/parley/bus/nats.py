@@ -33,7 +33,6 @@ from nats.errors import Error as NatsError
 from nats.errors import SlowConsumerError
 
 from parley.bus._common import BrokerBus, dispatch, signal
-from parley.errors import Unavailable
 
 log = logging.getLogger("parley.bus.nats")
 
@@ -53,6 +52,7 @@ class NatsBus(BrokerBus):
 
     _broker = "nats"
     _log = log
+    _link_errors = _LINK_ERRORS
 
     def __init__(
         self,
@@ -99,10 +99,8 @@ class NatsBus(BrokerBus):
     async def publish(self, channel: str, data: bytes) -> None:
         """Hand one message to the client's buffer, which its flusher sends at once."""
         self._check()
-        try:
+        with self._as_unavailable("publish"):
             await self._nc.publish(self._prefix + channel, data)
-        except _LINK_ERRORS as exc:
-            raise Unavailable(f"nats publish failed: {exc}") from exc
 
     async def publish_batch(self, messages: Sequence[tuple[str, bytes]]) -> None:
         """Buffer every message, then one ``flush`` (a PING/PONG round trip): the
@@ -110,12 +108,10 @@ class NatsBus(BrokerBus):
         self._check()
         if not messages:
             return
-        try:
+        with self._as_unavailable("publish"):
             for channel, data in messages:
                 await self._nc.publish(self._prefix + channel, data)
             await self._round_trip()
-        except _LINK_ERRORS as exc:
-            raise Unavailable(f"nats publish failed: {exc}") from exc
 
     async def subscribe(self, channel: str) -> None:
         self._channels.add(channel)
@@ -136,10 +132,8 @@ class NatsBus(BrokerBus):
 
     async def ping(self) -> None:
         self._check()
-        try:
+        with self._as_unavailable("ping"):
             await self._round_trip()
-        except _LINK_ERRORS as exc:
-            raise Unavailable(f"nats ping failed: {exc}") from exc
 
     async def _round_trip(self) -> None:
         """Return once the server has read everything sent so far.

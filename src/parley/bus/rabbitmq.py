@@ -186,15 +186,13 @@ class RabbitBus(ReconnectingBus):
             raise Unavailable("not connected to rabbitmq")
         if not messages:
             return
-        try:
+        with self._as_unavailable("publish"):
             await asyncio.gather(
                 *(
                     exchange.publish(msg, routing_key=ch, mandatory=False, timeout=self._op_timeout)
                     for ch, msg in messages
                 )
             )
-        except _LINK_ERRORS as exc:
-            raise Unavailable(f"rabbitmq publish failed: {exc!r}") from exc
 
     async def subscribe(self, channel: str) -> None:
         self._channels.add(channel)

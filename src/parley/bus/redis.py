@@ -36,7 +36,6 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from parley.bus._common import ReconnectingBus, dispatch
-from parley.errors import Unavailable
 
 log = logging.getLogger("parley.bus.redis")
 
@@ -99,22 +98,18 @@ class RedisBus(ReconnectingBus):
 
     async def publish(self, channel: str, data: bytes) -> None:
         self._check()
-        try:
+        with self._as_unavailable("publish"):
             await self._client.publish(self._prefix + channel, data)
-        except _LINK_ERRORS as exc:
-            raise Unavailable(f"redis publish failed: {exc}") from exc
 
     async def publish_batch(self, messages: Sequence[tuple[str, bytes]]) -> None:
         self._check()
         if not messages:
             return
-        try:
+        with self._as_unavailable("publish"):
             async with self._client.pipeline(transaction=False) as pipe:
                 for channel, data in messages:
                     pipe.publish(self._prefix + channel, data)
                 await pipe.execute()
-        except _LINK_ERRORS as exc:
-            raise Unavailable(f"redis publish failed: {exc}") from exc
 
     async def subscribe(self, channel: str) -> None:
         name = (self._prefix + channel).encode()
@@ -145,10 +140,8 @@ class RedisBus(ReconnectingBus):
 
     async def ping(self) -> None:
         self._check()
-        try:
+        with self._as_unavailable("ping"):
             await self._client.ping()
-        except _LINK_ERRORS as exc:
-            raise Unavailable(f"redis ping failed: {exc}") from exc
 
     async def _session(self) -> None:
         """One connection: subscribe to everything, then read until it breaks."""
