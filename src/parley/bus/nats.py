@@ -32,16 +32,14 @@ from nats.aio.subscription import Subscription
 from nats.errors import Error as NatsError
 from nats.errors import SlowConsumerError
 
-from parley.bus._common import dispatch, signal
-from parley.errors import Unavailable
-from parley.ports import Bus, BusHandler, BusSignal
+from parley.bus._common import BrokerBus, dispatch, signal
 
 log = logging.getLogger("parley.bus.nats")
 
 _LINK_ERRORS = (NatsError, OSError, asyncio.TimeoutError)
 
 
-class NatsBus(Bus):
+class NatsBus(BrokerBus):
     """A node's bus over core NATS.
 
     ``url`` is ``nats://[user:password@]host:port`` (several servers: comma-separated).
@@ -51,6 +49,10 @@ class NatsBus(Bus):
     ``max_outstanding_pings`` unanswered. ``pending_msgs_limit`` and
     ``pending_bytes_limit`` bound what one subscription buffers for a slow handler.
     """
+
+    _broker = "nats"
+    _log = log
+    _link_errors = _LINK_ERRORS
 
     def __init__(
         self,
@@ -66,10 +68,9 @@ class NatsBus(Bus):
         pending_msgs_limit: int = 1_000_000,
         pending_bytes_limit: int = 256 * 1024 * 1024,
     ) -> None:
+        super().__init__(connect_timeout=connect_timeout, op_timeout=op_timeout)
         self._servers = url.split(",")
         self._prefix = f"{prefix}." if prefix else ""
-        self._connect_timeout = connect_timeout
-        self._op_timeout = op_timeout
         self._options: dict[str, Any] = {
             "name": f"parley-{node_id}" if node_id else "parley",
             "connect_timeout": connect_timeout,
@@ -82,39 +83,14 @@ class NatsBus(Bus):
         self._pending_msgs_limit = pending_msgs_limit
         self._pending_bytes_limit = pending_bytes_limit
         self._nc = Client()
-        self._handler: BusHandler | None = None
-        self._on_reconnect: BusSignal | None = None
-        self._channels: set[str] = set()
         self._subs: dict[str, Subscription] = {}
-        self._ready = False
-        self._starting = False
-        self._closed = False
         self._failures = 0
         self._signal_pending = False
-        self._tried = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
 
-    @property
-    def connected(self) -> bool:
-        return self._ready and self._nc.is_connected
+    def _link_up(self) -> bool:
+        return self._nc.is_connected
 
-    async def start(self, handler: BusHandler, *, on_reconnect: BusSignal | None = None) -> None:
-        self._handler = handler
-        self._on_reconnect = on_reconnect
-        self._starting = True
-        self._task = asyncio.create_task(self._connect(), name="parley-bus-nats-connect")
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(self._connect_timeout + 1):
-                await self._tried.wait()
-        self._starting = False
-
-    async def close(self) -> None:
-        self._closed = True
-        self._ready = False
-        if self._task is not None and not self._task.done():
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+    async def _release(self) -> None:
         if not self._nc.is_closed:
             with contextlib.suppress(*_LINK_ERRORS):
                 await self._nc.close()
@@ -123,10 +99,8 @@ class NatsBus(Bus):
     async def publish(self, channel: str, data: bytes) -> None:
         """Hand one message to the client's buffer, which its flusher sends at once."""
         self._check()
-        try:
+        with self._as_unavailable("publish"):
             await self._nc.publish(self._prefix + channel, data)
-        except _LINK_ERRORS as exc:
-            raise Unavailable(f"nats publish failed: {exc}") from exc
 
     async def publish_batch(self, messages: Sequence[tuple[str, bytes]]) -> None:
         """Buffer every message, then one ``flush`` (a PING/PONG round trip): the
@@ -134,12 +108,10 @@ class NatsBus(Bus):
         self._check()
         if not messages:
             return
-        try:
+        with self._as_unavailable("publish"):
             for channel, data in messages:
                 await self._nc.publish(self._prefix + channel, data)
             await self._round_trip()
-        except _LINK_ERRORS as exc:
-            raise Unavailable(f"nats publish failed: {exc}") from exc
 
     async def subscribe(self, channel: str) -> None:
         self._channels.add(channel)
@@ -160,14 +132,8 @@ class NatsBus(Bus):
 
     async def ping(self) -> None:
         self._check()
-        try:
+        with self._as_unavailable("ping"):
             await self._round_trip()
-        except _LINK_ERRORS as exc:
-            raise Unavailable(f"nats ping failed: {exc}") from exc
-
-    def _check(self) -> None:
-        if not self.connected:
-            raise Unavailable("not connected to nats")
 
     async def _round_trip(self) -> None:
         """Return once the server has read everything sent so far.
@@ -181,7 +147,7 @@ class NatsBus(Bus):
             await asyncio.wait_for(self._nc._flush_pending(force_flush=True), self._op_timeout)
         await self._nc.flush(timeout=self._op_timeout)  # type: ignore[arg-type]
 
-    async def _connect(self) -> None:
+    async def _run(self) -> None:
         """The first connection; nats-py keeps it (and reconnects) from then on."""
         try:
             await self._nc.connect(
@@ -220,12 +186,8 @@ class NatsBus(Bus):
             if channel in self._channels:  # not unsubscribed meanwhile
                 await self._subscribe(channel)
         await self._round_trip()
-        self._ready = True
-        self._tried.set()
         self._failures = 0
-        if not self._starting:
-            log.info("nats bus connected; subscriptions active")
-            signal(self._on_reconnect)
+        self._connected_now()
 
     async def _on_error(self, exc: Exception) -> None:
         if isinstance(exc, SlowConsumerError):
@@ -238,9 +200,7 @@ class NatsBus(Bus):
         log.log(level, "nats bus error: %r", exc)
 
     async def _on_disconnected(self) -> None:
-        if self._ready and not self._closed:
-            log.warning("nats bus connection lost")
-        self._ready = False
+        self._lost()
 
     async def _on_reconnected(self) -> None:
         try:

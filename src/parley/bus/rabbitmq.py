@@ -50,9 +50,9 @@ from aio_pika.abc import (
 from aio_pika.exceptions import AMQPError
 from yarl import URL
 
-from parley.bus._common import Backoff, dispatch, signal
+from parley.bus._common import ReconnectingBus, dispatch, signal, stop
 from parley.errors import Unavailable
-from parley.ports import Bus, BusHandler, BusSignal
+from parley.ports import BusHandler, BusSignal
 
 log = logging.getLogger("parley.bus.rabbitmq")
 
@@ -79,7 +79,7 @@ def unpack(body: bytes) -> list[bytes]:
     return out
 
 
-class RabbitBus(Bus):
+class RabbitBus(ReconnectingBus):
     """A node's bus over RabbitMQ.
 
     ``url`` is ``amqp://user:password@host:port/vhost``. ``connect_timeout`` bounds
@@ -87,6 +87,10 @@ class RabbitBus(Bus):
     ``heartbeat`` (seconds) is the AMQP heartbeat that finds a silent dead line;
     reconnection waits between ``retry_min`` and ``retry_max`` seconds, doubling.
     """
+
+    _broker = "rabbitmq"
+    _log = log
+    _link_errors = _LINK_ERRORS
 
     def __init__(
         self,
@@ -103,6 +107,12 @@ class RabbitBus(Bus):
         retry_min: float = 0.1,
         retry_max: float = 5.0,
     ) -> None:
+        super().__init__(
+            connect_timeout=connect_timeout,
+            op_timeout=op_timeout,
+            retry_min=retry_min,
+            retry_max=retry_max,
+        )
         parsed = URL(url)
         if "heartbeat" not in parsed.query:
             parsed = parsed.update_query(heartbeat=heartbeat)
@@ -113,12 +123,6 @@ class RabbitBus(Bus):
             "x-expires": int(queue_expiry * 1000),
             "x-max-length": queue_max_length,
         }
-        self._connect_timeout = connect_timeout
-        self._op_timeout = op_timeout
-        self._backoff = Backoff(retry_min, retry_max)
-        self._handler: BusHandler | None = None
-        self._on_reconnect: BusSignal | None = None
-        self._channels: set[str] = set()
         self._bound: set[str] = set()
         # Strong references for the life of one connection.
         self._conn: AbstractConnection | None = None
@@ -126,14 +130,9 @@ class RabbitBus(Bus):
         self._exchange: AbstractExchange | None = None
         self._queue: AbstractQueue | None = None
         self._consumer_tag: str | None = None
-        self._connected = False
-        self._starting = False
-        self._closed = False
-        self._tried = asyncio.Event()
         self._inbox: asyncio.Queue[tuple[str, str | None, bytes]] = asyncio.Queue()
         self._buffer_limit = buffer_limit
         self._dropping = False
-        self._task: asyncio.Task[None] | None = None
         self._dispatcher: asyncio.Task[None] | None = None
 
     @property
@@ -141,41 +140,28 @@ class RabbitBus(Bus):
         """This node's queue on the broker."""
         return self._queue_name
 
-    @property
-    def connected(self) -> bool:
+    def _link_up(self) -> bool:
         conn = self._conn
-        return self._connected and conn is not None and not conn.is_closed
+        return conn is not None and not conn.is_closed
 
     async def start(self, handler: BusHandler, *, on_reconnect: BusSignal | None = None) -> None:
-        self._handler = handler
-        self._on_reconnect = on_reconnect
-        self._starting = True
-        self._dispatcher = asyncio.create_task(self._dispatch(), name="parley-bus-amqp-dispatch")
-        self._task = asyncio.create_task(self._run(), name="parley-bus-amqp")
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(self._connect_timeout + 1):
-                await self._tried.wait()
-        self._starting = False
+        self._dispatcher = asyncio.create_task(
+            self._dispatch(), name="parley-bus-rabbitmq-dispatch"
+        )
+        await super().start(handler, on_reconnect=on_reconnect)
 
-    async def close(self) -> None:
-        """Leave: delete this node's queue (``x-expires`` covers a node that cannot)."""
-        self._closed = True
-        self._connected = False
+    async def _leave(self) -> None:
+        """Delete this node's queue (``x-expires`` covers a node that cannot)."""
         queue, tag = self._queue, self._consumer_tag
         if queue is not None:
             with contextlib.suppress(*_LINK_ERRORS):
                 if tag is not None:
                     await queue.cancel(tag, timeout=self._op_timeout)
                 await queue.delete(if_unused=False, if_empty=False, timeout=self._op_timeout)
-        for task in (self._task, self._dispatcher):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            with contextlib.suppress(*_LINK_ERRORS):
-                await conn.close()
+
+    async def _release(self) -> None:
+        await stop(self._dispatcher)
+        await self._end_session()
 
     async def publish(self, channel: str, data: bytes) -> None:
         await self._publish([(channel, aio_pika.Message(data))])
@@ -194,20 +180,19 @@ class RabbitBus(Bus):
         )
 
     async def _publish(self, messages: list[tuple[str, aio_pika.Message]]) -> None:
+        self._check()
         exchange = self._exchange
-        if not self.connected or exchange is None:
+        if exchange is None:
             raise Unavailable("not connected to rabbitmq")
         if not messages:
             return
-        try:
+        with self._as_unavailable("publish"):
             await asyncio.gather(
                 *(
                     exchange.publish(msg, routing_key=ch, mandatory=False, timeout=self._op_timeout)
                     for ch, msg in messages
                 )
             )
-        except _LINK_ERRORS as exc:
-            raise Unavailable(f"rabbitmq publish failed: {exc!r}") from exc
 
     async def subscribe(self, channel: str) -> None:
         self._channels.add(channel)
@@ -232,34 +217,11 @@ class RabbitBus(Bus):
             log.info("rabbitmq unbind of %s deferred to the reconnect", channel)
 
     async def ping(self) -> None:
-        if not self.connected:
-            raise Unavailable("not connected to rabbitmq")
-
-    async def _run(self) -> None:
-        """Keep a connection, its queue and bindings up, for the bus's whole life."""
-        while not self._closed:
-            try:
-                await self._session()
-            except _LINK_ERRORS as exc:
-                if self._connected:
-                    log.warning("rabbitmq bus connection lost: %r", exc)
-                else:
-                    log.info("rabbitmq bus cannot connect: %r", exc)
-            except Exception:
-                log.exception("rabbitmq bus link failed; reconnecting")
-            finally:
-                self._connected = False
-                self._queue = self._exchange = self._channel = None
-                self._consumer_tag = None
-                conn, self._conn = self._conn, None
-                self._tried.set()
-                if conn is not None:
-                    with contextlib.suppress(*_LINK_ERRORS):
-                        await conn.close()
-            if not self._closed:
-                await asyncio.sleep(self._backoff.delay())
+        self._check()
 
     async def _session(self) -> None:
+        """One connection: declare the exchange and our queue, bind every channel,
+        consume, then wait until the connection or its channel closes."""
         conn = await aio_pika.connect(self._url, timeout=self._connect_timeout)
         self._conn = conn
         lost = asyncio.Event()
@@ -294,14 +256,17 @@ class RabbitBus(Bus):
             await queue.unbind(exchange, routing_key=stale, timeout=self._op_timeout)
             self._bound.discard(stale)
         self._consumer_tag = await queue.consume(self._on_message, no_ack=True)
-        self._connected = True
-        self._backoff.reset()
-        self._tried.set()
-        if not self._starting:
-            log.info("rabbitmq bus connected; queue and bindings active")
-            signal(self._on_reconnect)
+        self._connected_now("queue and bindings active")
         await lost.wait()
         raise ConnectionError("connection or channel closed")
+
+    async def _end_session(self) -> None:
+        self._queue = self._exchange = self._channel = None
+        self._consumer_tag = None
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(*_LINK_ERRORS):
+                await conn.close()
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
         if self._inbox.qsize() >= self._buffer_limit:

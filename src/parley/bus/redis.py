@@ -35,16 +35,14 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
-from parley.bus._common import Backoff, dispatch, signal
-from parley.errors import Unavailable
-from parley.ports import Bus, BusHandler, BusSignal
+from parley.bus._common import ReconnectingBus, dispatch
 
 log = logging.getLogger("parley.bus.redis")
 
 _LINK_ERRORS = (RedisError, OSError, asyncio.TimeoutError, EOFError)
 
 
-class RedisBus(Bus):
+class RedisBus(ReconnectingBus):
     """A node's bus over Redis pub/sub.
 
     ``url`` is a redis-py URL (``redis://[:password@]host:port/db``); ``prefix`` is
@@ -54,6 +52,10 @@ class RedisBus(Bus):
     counted lost when two intervals pass without a word from Redis. Reconnection waits
     between ``retry_min`` and ``retry_max`` seconds, doubling.
     """
+
+    _broker = "redis"
+    _log = log
+    _link_errors = _LINK_ERRORS
 
     def __init__(
         self,
@@ -66,10 +68,14 @@ class RedisBus(Bus):
         retry_min: float = 0.1,
         retry_max: float = 5.0,
     ) -> None:
+        super().__init__(
+            connect_timeout=connect_timeout,
+            op_timeout=op_timeout,
+            retry_min=retry_min,
+            retry_max=retry_max,
+        )
         self._prefix = f"{prefix}." if prefix else ""
-        self._connect_timeout = connect_timeout
         self._health_interval = health_interval
-        self._backoff = Backoff(retry_min, retry_max)
         self._pool = ConnectionPool.from_url(
             url,
             socket_connect_timeout=connect_timeout,
@@ -78,61 +84,32 @@ class RedisBus(Bus):
             protocol=2,
         )
         self._client = Redis(connection_pool=self._pool)
-        self._handler: BusHandler | None = None
-        self._on_reconnect: BusSignal | None = None
-        self._channels: set[str] = set()
         self._waiters: dict[bytes, asyncio.Future[None]] = {}
+        # The session's subscriber connection from its first attempt (to close it),
+        # and the same once connected (what ``subscribe`` sends on).
+        self._link: AbstractConnection | None = None
         self._conn: AbstractConnection | None = None
-        self._connected = False
-        self._starting = False
-        self._closed = False
-        self._tried = asyncio.Event()
         self._last_heard = 0.0
         self._dispatching = False
-        self._task: asyncio.Task[None] | None = None
 
-    @property
-    def connected(self) -> bool:
-        return self._connected
-
-    async def start(self, handler: BusHandler, *, on_reconnect: BusSignal | None = None) -> None:
-        self._handler = handler
-        self._on_reconnect = on_reconnect
-        self._starting = True
-        self._task = asyncio.create_task(self._run(), name="parley-bus-redis")
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(self._connect_timeout + 1):
-                await self._tried.wait()
-        self._starting = False
-
-    async def close(self) -> None:
-        self._closed = True
-        self._connected = False
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+    async def _release(self) -> None:
         await self._client.aclose()
         await self._pool.disconnect()
 
     async def publish(self, channel: str, data: bytes) -> None:
         self._check()
-        try:
+        with self._as_unavailable("publish"):
             await self._client.publish(self._prefix + channel, data)
-        except _LINK_ERRORS as exc:
-            raise Unavailable(f"redis publish failed: {exc}") from exc
 
     async def publish_batch(self, messages: Sequence[tuple[str, bytes]]) -> None:
         self._check()
         if not messages:
             return
-        try:
+        with self._as_unavailable("publish"):
             async with self._client.pipeline(transaction=False) as pipe:
                 for channel, data in messages:
                     pipe.publish(self._prefix + channel, data)
                 await pipe.execute()
-        except _LINK_ERRORS as exc:
-            raise Unavailable(f"redis publish failed: {exc}") from exc
 
     async def subscribe(self, channel: str) -> None:
         name = (self._prefix + channel).encode()
@@ -163,43 +140,13 @@ class RedisBus(Bus):
 
     async def ping(self) -> None:
         self._check()
-        try:
+        with self._as_unavailable("ping"):
             await self._client.ping()
-        except _LINK_ERRORS as exc:
-            raise Unavailable(f"redis ping failed: {exc}") from exc
 
-    def _check(self) -> None:
-        if not self._connected:
-            raise Unavailable("not connected to redis")
-
-    async def _run(self) -> None:
-        """Keep the subscriber connection up, for the bus's whole life."""
-        while not self._closed:
-            conn = self._pool.make_connection()  # type: ignore[no-untyped-call]
-            try:
-                await self._session(conn)
-            except _LINK_ERRORS as exc:
-                if self._connected:
-                    log.warning("redis bus connection lost: %s", exc)
-                else:
-                    log.info("redis bus cannot connect: %s", exc)
-            except Exception:
-                log.exception("redis bus link failed; reconnecting")
-            finally:
-                self._conn = None
-                self._connected = False
-                self._tried.set()
-                for waiter in self._waiters.values():
-                    if not waiter.done():
-                        waiter.set_result(None)  # re-subscribed on reconnect
-                self._waiters.clear()
-                with contextlib.suppress(Exception):
-                    await conn.disconnect(nowait=True)
-            if not self._closed:
-                await asyncio.sleep(self._backoff.delay())
-
-    async def _session(self, conn: AbstractConnection) -> None:
+    async def _session(self) -> None:
         """One connection: subscribe to everything, then read until it breaks."""
+        conn: AbstractConnection = self._pool.make_connection()  # type: ignore[no-untyped-call]
+        self._link = conn
         await conn.connect()  # type: ignore[no-untyped-call]
         loop = asyncio.get_running_loop()
         self._last_heard = loop.time()
@@ -208,7 +155,7 @@ class RedisBus(Bus):
         if pending:
             await conn.send_command("SUBSCRIBE", *pending, check_health=False)
         else:
-            self._up()
+            self._connected_now()
         pinger = asyncio.create_task(self._keepalive(conn), name="parley-bus-redis-ping")
         try:
             while True:
@@ -234,19 +181,22 @@ class RedisBus(Bus):
                     if pending:
                         pending.discard(name)
                         if not pending:
-                            self._up()
+                            self._connected_now()
         finally:
             pinger.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await pinger
 
-    def _up(self) -> None:
-        self._connected = True
-        self._backoff.reset()
-        self._tried.set()
-        if not self._starting:
-            log.info("redis bus connected; subscriptions active")
-            signal(self._on_reconnect)
+    async def _end_session(self) -> None:
+        self._conn = None
+        for waiter in self._waiters.values():
+            if not waiter.done():
+                waiter.set_result(None)  # re-subscribed on reconnect
+        self._waiters.clear()
+        conn, self._link = self._link, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                await conn.disconnect(nowait=True)
 
     async def _keepalive(self, conn: AbstractConnection) -> None:
         """PING so that a silent dead line is found; drop the link past two
