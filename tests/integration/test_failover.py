@@ -40,6 +40,7 @@ from tests.integration.test_cluster import (
     members,
     stored_bodies,
     until_ok,
+    wait_for,
 )
 from tests.realtime_support import TIMEOUT
 
@@ -116,9 +117,7 @@ async def test_primary_killed_and_standby_promoted_loses_and_repeats_nothing(
                     asyncio.create_task(keep_sending(live, room_id, me, stop))
                     for live, me in zip(send_lives, record, strict=True)
                 ]
-                async with asyncio.timeout(TIMEOUT):
-                    while min(len(me.acked) for me in record) < 20:
-                        await asyncio.sleep(0.02)
+                await wait_for(lambda: min(len(me.acked) for me in record) >= 20)
                 before = {me.tag: len(me.acked) for me in record}
                 killed = time.monotonic()
                 await asyncio.to_thread(pair.primary.kill)
@@ -128,9 +127,10 @@ async def test_primary_killed_and_standby_promoted_loses_and_repeats_nothing(
                     pair.standby.run, "pg_ctl", "-D", str(pair.standby.data), "-w", "promote"
                 )
                 promoted = time.monotonic()
-                async with asyncio.timeout(TIMEOUT * 2):
-                    while min(len(me.acked) - before[me.tag] for me in record) < AFTER:
-                        await asyncio.sleep(0.02)
+                await wait_for(
+                    lambda: min(len(me.acked) - before[me.tag] for me in record) >= AFTER,
+                    TIMEOUT * 2,
+                )
                 stop.set()
                 async with asyncio.timeout(TIMEOUT):
                     await asyncio.gather(*tasks)
