@@ -169,8 +169,18 @@ class Replicated:
             time.sleep(0.1)
         raise RuntimeError("the standby never became synchronous")
 
+    def wait_caught_up(self, timeout: float = 30) -> None:
+        """Until the standby has replayed everything the primary has written."""
+        lsn = self.primary.sql("SELECT pg_current_wal_lsn()")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.standby.sql(f"SELECT pg_last_wal_replay_lsn() >= '{lsn}'::pg_lsn") == "t":
+                return
+            time.sleep(0.05)
+        raise RuntimeError("the standby never caught up")
 
-def _configure_primary(server: Server, socket_dir: Path) -> None:
+
+def _configure_primary(server: Server, socket_dir: Path, *, synchronous: bool) -> None:
     settings = {
         "port": str(server.port),
         "listen_addresses": "'127.0.0.1'",
@@ -178,7 +188,7 @@ def _configure_primary(server: Server, socket_dir: Path) -> None:
         "wal_level": "replica",
         "max_wal_senders": "5",
         "hot_standby": "on",
-        "synchronous_standby_names": "'*'",
+        "synchronous_standby_names": "'*'" if synchronous else "''",
         "synchronous_commit": "remote_apply",
         "fsync": "off",
         "full_page_writes": "off",
@@ -193,9 +203,9 @@ def _configure_primary(server: Server, socket_dir: Path) -> None:
 
 
 @contextlib.contextmanager
-def replicated_postgres(bin_dir: Path) -> Iterator[Replicated]:
-    """A primary and a synchronous standby, both running, with a database ``parley``;
-    everything stopped and deleted afterwards."""
+def replicated_postgres(bin_dir: Path, *, synchronous: bool = True) -> Iterator[Replicated]:
+    """A primary and a standby (synchronous unless told), both running, with a
+    database ``parley``; everything stopped and deleted afterwards."""
     root = Path(tempfile.mkdtemp(prefix="parley-pg-"))
     entry = pwd.getpwnam(PG_USER)
     os.chown(root, entry.pw_uid, entry.pw_gid)
@@ -204,7 +214,7 @@ def replicated_postgres(bin_dir: Path) -> Iterator[Replicated]:
     standby = Server(bin_dir, root / "standby", free_port(), root / "standby.log")
     try:
         primary.run("initdb", "-D", str(primary.data), "-U", PG_USER, "-A", "trust", "-N")
-        _configure_primary(primary, root)
+        _configure_primary(primary, root, synchronous=synchronous)
         primary.start()
         standby.run(
             "pg_basebackup",
@@ -229,7 +239,8 @@ def replicated_postgres(bin_dir: Path) -> Iterator[Replicated]:
             conf.write("synchronous_standby_names = ''\n")
         standby.start()
         pair = Replicated(primary, standby, "parley")
-        pair.wait_sync()
+        if synchronous:
+            pair.wait_sync()
         primary.sql("CREATE DATABASE parley")
         yield pair
     finally:
