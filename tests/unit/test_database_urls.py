@@ -1,5 +1,5 @@
 """Database URLs: drivers filled in, and libpq's multi-host form turned into the one
-SQLAlchemy's asyncpg dialect reads, down to the keyword arguments asyncpg receives."""
+SQLAlchemy's asyncpg dialect reads, down to the keyword arguments asyncpg receives; the read replicas' list."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ from typing import Any
 import pytest
 from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
 
+from parley.settings import Settings
+from parley.store import SqlStore
 from parley.store.engine import normalize_url
 
 
@@ -68,3 +70,26 @@ def test_sqlite_url_with_a_comma_is_not_a_host_list() -> None:
     url = normalize_url("sqlite:////tmp/a,b.db")
     assert url.drivername == "sqlite+aiosqlite"
     assert url.database == "/tmp/a,b.db"
+
+
+def test_replica_list_splits_between_urls_not_inside_a_multi_host_one() -> None:
+    settings = Settings(
+        database_replica_urls=(
+            "postgresql://u@r1/db, postgresql://u@r2:5432,r3:5433/db?x=1,postgres://u@r4/db"
+        )
+    )
+    assert settings.replica_urls == [
+        "postgresql://u@r1/db",
+        "postgresql://u@r2:5432,r3:5433/db?x=1",
+        "postgres://u@r4/db",
+    ]
+    assert Settings().replica_urls == []
+
+
+@pytest.mark.parametrize(
+    ("primary", "replica"),
+    [("sqlite:////tmp/x.db", "postgresql://u@r/db"), ("postgresql://u@p/db", "sqlite:///r.db")],
+)
+def test_read_replicas_need_postgresql_on_both_sides(primary: str, replica: str) -> None:
+    with pytest.raises(ValueError, match="read replicas need PostgreSQL"):
+        SqlStore(primary, replica_urls=[replica])
