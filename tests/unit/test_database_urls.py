@@ -1,5 +1,6 @@
 """Database URLs: drivers filled in, and libpq's multi-host form turned into the one
-SQLAlchemy's asyncpg dialect reads, down to the keyword arguments asyncpg receives; the read replicas' list."""
+SQLAlchemy's asyncpg dialect reads, down to the keyword arguments asyncpg receives;
+the read replicas' list."""
 
 from __future__ import annotations
 
