@@ -17,14 +17,18 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
+from sqlalchemy.engine import Connection
 
 from parley.client import ApiError, ParleyClient
 from parley.client._live import Live
+from parley.store.engine import normalize_url
+from parley.store.runners import _PostgresRunner
 from parley.testing.cluster import FAST_ARGON2, LocalCluster
 from tests.integration.cluster_support import cache_url, require_broker
 from tests.integration.pg_replication import (
@@ -189,3 +193,44 @@ async def all_events(client: ParleyClient, room_id: str) -> list[dict[str, objec
         if not page or not more:
             return out
         after = int(page[-1]["seq"])  # type: ignore[call-overload]
+
+
+async def test_commit_waiting_for_a_lost_synchronous_standby_fails_then_recovers(
+    pair: Replicated,
+) -> None:
+    """The standby stops: the primary holds each commit until a synchronous standby
+    confirms it. The write fails after the runner's write timeout instead of hanging,
+    and once the standby is back the next write succeeds on a fresh connection."""
+    runner = _PostgresRunner(normalize_url(pair.url()), 1, write_timeout=1.0)
+
+    def insert(value: int) -> Callable[[Connection], None]:
+        def run(conn: Connection) -> None:
+            conn.execute(text("INSERT INTO t VALUES (:v)"), {"v": value})
+            conn.commit()
+
+        return run
+
+    def create(conn: Connection) -> None:
+        conn.execute(text("CREATE TABLE t (v int)"))
+        conn.commit()
+
+    try:
+        await runner.write(create)
+        await runner.write(insert(1))
+        await asyncio.to_thread(
+            pair.standby.run, "pg_ctl", "-D", str(pair.standby.data), "-m", "fast", "-w", "stop"
+        )
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(TIMEOUT):
+                await runner.write(insert(2))
+        await asyncio.to_thread(pair.standby.start)
+        await asyncio.to_thread(pair.wait_sync)
+        async with asyncio.timeout(TIMEOUT):
+            await runner.write(insert(3))
+        stored = await runner.read(
+            lambda conn: [r[0] for r in conn.execute(text("SELECT v FROM t ORDER BY v"))],
+            snapshot=False,
+        )
+        assert stored == [1, 2, 3], "the timed-out commit was committed locally all along"
+    finally:
+        await runner.close()
