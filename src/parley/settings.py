@@ -110,6 +110,12 @@ class Settings(BaseSettings):
     replay_cache: int = Field(
         128, ge=0, description="Recent events kept per active room for resumes (0: off)."
     )
+    drain_seconds: float = Field(
+        20.0,
+        gt=0,
+        description="Seconds a stopping node (SIGTERM) takes at most to finish its sends, "
+        "close its WebSockets with 1012 and exit.",
+    )
     repair_interval: float = Field(
         2.0,
         gt=0,

@@ -16,7 +16,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
 
 import parley
-from parley.gateway import errors, rest
+from parley.gateway import docs, errors, openapi, rest
 from parley.gateway.metrics import router as metrics_router
 from parley.gateway.middleware import (
     ApiPaths,
@@ -113,8 +113,8 @@ def create_app(settings: Settings) -> ParleyApp:
         description=DESCRIPTION,
         lifespan=lifespan,
         openapi_url="/openapi.json",
-        docs_url="/docs",
-        redoc_url="/redoc",
+        docs_url=None,  # gateway/docs.py: Swagger UI from the package, not a CDN
+        redoc_url=None,
     )
     errors.install(app)
     app.include_router(rest.router)
@@ -129,19 +129,24 @@ def create_app(settings: Settings) -> ParleyApp:
 
     @app.get("/readyz", tags=["health"])
     async def readyz(request: Request) -> JSONResponse:
-        """Database, bus and cache all answer; 503 naming the one that does not."""
+        """Database, bus and cache all answer; 503 naming the one that does not, or
+        ``draining`` once the node was told to stop (the load balancer stops sending)."""
         rt: Runtime = request.app.state.runtime
         ports: dict[str, Pingable] = {"database": rt.store, "bus": rt.bus, "cache": rt.cache}
         results = await asyncio.gather(*(_check(port) for port in ports.values()))
         checks = dict(zip(ports, results, strict=True))
-        ready = all(v == "ok" for v in checks.values())
+        draining = rt.hub.closing
+        ready = not draining and all(v == "ok" for v in checks.values())
+        status = "draining" if draining else "ready" if ready else "unavailable"
         body: dict[str, Any] = {
-            "status": "ready" if ready else "unavailable",
+            "status": status,
             "node_id": rt.node_id,
             "checks": checks,
         }
         return JSONResponse(body, status_code=200 if ready else 503)
 
+    docs.install(app)
+    openapi.install(app)
     if WEB_DIR.is_dir():
         web = StaticFiles(directory=WEB_DIR, html=True)
         api_routes = [*rest.router.routes, *sse_router.routes]

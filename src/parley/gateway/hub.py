@@ -69,7 +69,7 @@ from parley.protocol.codec import loads
 from parley.protocol.events import MEMBER_JOINED, MEMBER_LEFT, REWRITES
 from parley.protocol.frames import typing_frame
 from parley.protocol.session import (
-    CLOSE_GOING_AWAY,
+    CLOSE_SERVICE_RESTART,
     CLOSE_TRY_AGAIN,
     DELIVER,
     GAP,
@@ -87,6 +87,9 @@ CHANNEL_LINGER: Final = 60.0
 """Seconds a room's channel outlives its last local subscriber, so that a burst of
 reconnects (a deploy, a network blip) does not re-read every room's head."""
 DRAIN_TIMEOUT: Final = 5.0
+OPERATION: Final = "parley-operation"
+"""The name of a connection's accepted operation's task (a send, a read): a drain
+lets them finish."""
 # The event loop's lag is sampled this often (s).
 LAG_PROBE: Final = 0.05
 
@@ -156,13 +159,21 @@ class Hub:
         self.spawn(self._check_heads_forever(), "parley-head-check")
 
     async def drain(self, grace: float = DRAIN_TIMEOUT) -> None:
-        """Close every connection with 1001 (going away) and wait for them to go;
-        new connections are refused from now on. Clients resume elsewhere."""
+        """Stop taking work (new connections and sends are refused, ``/readyz`` says
+        ``draining``), let the operations already accepted finish (their acks are
+        queued: never silence), then close every connection with 1012 (service
+        restart) after what is queued for it, and wait for them to go, ``grace``
+        seconds in all. Clients reconnect to another node at once and resume."""
         self.closing = True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        accepted = [t for t in self._tasks if t.get_name() == OPERATION]
+        if accepted:
+            await asyncio.wait(accepted, timeout=grace / 2)
         for conn in list(self.connections):
-            conn.close(CLOSE_GOING_AWAY, "server shutting down", flush=False)
+            conn.close(CLOSE_SERVICE_RESTART, "service restart: reconnect to another node")
         with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(grace):
+            async with asyncio.timeout_at(deadline):
                 await self._empty.wait()
         for conn in list(self.connections):
             conn.abort()

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import gc
 import logging
 import signal
+import socket
 import time
 from typing import Any, Final
 
@@ -222,9 +224,12 @@ class HttpProtocol(HttpToolsProtocol):
 
 
 class ParleyServer(uvicorn.Server):
-    """uvicorn, but WebSockets and SSE streams are told 1001 (going away) before
-    uvicorn closes what is left, so clients reconnect elsewhere and resume; and
-    the collector is tuned once it has started (``tune_gc``)."""
+    """uvicorn, but a stop (SIGTERM, SIGINT) drains first: ``/readyz`` turns 503
+    (``draining``) at once, the listening sockets close, the sends already
+    accepted finish, and WebSockets are closed with 1012 (service restart) and SSE
+    streams ended, so clients reconnect to another node at once and resume; then
+    uvicorn closes what is left, within ``PARLEY_DRAIN_SECONDS`` in all. The
+    collector is tuned once the server has started (``tune_gc``)."""
 
     async def startup(self, sockets: Any = None) -> None:
         await super().startup(sockets)
@@ -236,8 +241,13 @@ class ParleyServer(uvicorn.Server):
             tune_gc(hub)
 
     async def shutdown(self, sockets: Any = None) -> None:
-        if isinstance(self.config.app, FastAPI):
-            await ws.drain(self.config.app)
+        app = self.config.app
+        runtime = getattr(app.state, "runtime", None) if isinstance(app, FastAPI) else None
+        if runtime is not None:
+            runtime.hub.closing = True
+            for server in self.servers:
+                server.close()
+            await runtime.hub.drain(runtime.settings.drain_seconds / 2)
         await super().shutdown(sockets)
 
 
@@ -260,7 +270,7 @@ def uvicorn_config(settings: Settings) -> ParleyConfig:
         log_level=settings.log_level,
         access_log=False,
         server_header=False,
-        timeout_graceful_shutdown=10,
+        timeout_graceful_shutdown=max(1, round(settings.drain_seconds / 2)),
         timeout_keep_alive=settings.keepalive_timeout,
         # Forwarded headers only from the configured proxies (uvicorn's default
         # believes any loopback peer), right-most untrusted hop first.
@@ -301,6 +311,45 @@ def _raise_open_files(max_connections: int) -> None:
         )
 
 
+class ServeError(Exception):
+    """The node cannot start for a reason its operator can fix (the message says how)."""
+
+
+def bind(settings: Settings) -> socket.socket:
+    """The listening socket, bound before anything else starts, so a port in use is
+    found before migrations run and before anything says the node is ready."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            settings.host, settings.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+    except socket.gaierror as exc:
+        raise ServeError(
+            f"cannot listen on host {settings.host!r} ({exc.strerror}): "
+            "give an address of this machine with --host or PARLEY_HOST"
+        ) from None
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        where = f"{settings.host} port {settings.port}"
+        if exc.errno == errno.EADDRINUSE:
+            raise ServeError(
+                f"{where} is already in use (another Parley?): "
+                "choose another with --port or PARLEY_PORT"
+            ) from None
+        if exc.errno == errno.EACCES:
+            raise ServeError(
+                f"not allowed to listen on {where}: use a port above 1023 (--port)"
+            ) from None
+        raise ServeError(
+            f"cannot listen on {where} ({exc.strerror}): check --host and --port"
+        ) from None
+    sock.set_inheritable(True)
+    return sock
+
+
 def serve(settings: Settings) -> int:
     """Serve until SIGINT or SIGTERM, then shut down cleanly and exit 0.
 
@@ -310,7 +359,11 @@ def serve(settings: Settings) -> int:
     """
     for stop in (signal.SIGINT, signal.SIGTERM):
         signal.signal(stop, lambda *_: None)
+    sock = bind(settings)
     _raise_open_files(settings.max_connections)
     server = ParleyServer(uvicorn_config(settings))
-    server.run()
+    try:
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
     return 0 if server.started else 1

@@ -44,7 +44,7 @@ from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import urlsplit
 
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter
 from starlette.routing import WebSocketRoute
 from starlette.types import Receive, Scope, Send
 
@@ -53,7 +53,7 @@ from parley.delivery.session import Connection
 from parley.domain.models import RoomId, UserId
 from parley.errors import ParleyError, RateLimited, Unauthorized
 from parley.gateway.direct import EXTENSION, DirectSocket, DirectWebSocketProtocol, text_frame
-from parley.gateway.hub import Hub
+from parley.gateway.hub import OPERATION, Hub
 from parley.gateway.ratelimit import RateLimiter
 from parley.protocol import codec
 from parley.protocol import frames as f
@@ -431,9 +431,12 @@ class _Pump:
         messages take their ``seq`` in the order it sent them, while a pipelining
         client's messages still share commits. An operation is never cancelled
         half-way: its events must be published once it commits."""
+        if self.hub.closing:
+            self.conn.push(f.error_frame("unavailable", "the node is restarting", frame.id))
+            return
         self.in_flight += 1
         op = self._send(frame) if isinstance(frame, f.Send) else self._read(frame)
-        self.hub.spawn(self._finish(op), "parley-ws-op")
+        self.hub.spawn(self._finish(op), OPERATION)
 
     async def _finish(self, op: Awaitable[None]) -> None:
         try:
@@ -643,15 +646,3 @@ async def _send_close(send: Send, code: int, reason: str) -> None:
 ws_endpoint: Final = WebSocketEndpoint()
 router = APIRouter()
 router.routes.append(WebSocketRoute(PATH, ws_endpoint, name="websocket"))
-
-
-async def drain(app: FastAPI, grace: float = 5.0) -> None:
-    """Close every WebSocket and SSE stream with 1001 (going away) and wait for them.
-
-    For the server's shutdown, *before* uvicorn closes connections itself (with 1012)
-    and long before the store closes: e.g. in a ``uvicorn.Server`` subclass whose
-    ``shutdown()`` awaits this first. ``Runtime.close()`` drains too, later.
-    """
-    runtime = getattr(app.state, "runtime", None)
-    if runtime is not None:
-        await runtime.hub.drain(grace)
