@@ -4,6 +4,7 @@ defaults, then passed down frozen. Nothing reads the environment at import time.
 from __future__ import annotations
 
 import ipaddress
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -33,6 +34,11 @@ class Settings(BaseSettings):
     data_dir: Path = Field(Path("./parley-data"), description="Embedded database, keys.")
     database_url: str | None = Field(
         None, description="sqlite:///path or postgresql://…; default: SQLite in data_dir."
+    )
+    database_replica_urls: str | None = Field(
+        None,
+        description="Comma-separated postgresql:// read replicas for history pages; "
+        "a replica behind the primary is never read for a room it has not caught up with.",
     )
     bus_url: str = Field("memory://", description="memory://, amqp://, redis://, nats://")
     cache_url: str = Field("memory://", description="memory:// or redis://")
@@ -202,6 +208,15 @@ class Settings(BaseSettings):
     def _rate(cls, value: str) -> str:
         parse_rate(value)
         return value
+
+    @property
+    def replica_urls(self) -> list[str]:
+        """The read replicas' URLs, as listed (a comma splits URLs only before a
+        ``postgres`` scheme: a multi-host URL keeps its own commas)."""
+        if not self.database_replica_urls:
+            return []
+        parts = re.split(r",(?=\s*postgres)", self.database_replica_urls)
+        return [p.strip() for p in parts if p.strip()]
 
     @property
     def proxies(self) -> list[str]:

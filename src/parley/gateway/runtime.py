@@ -46,6 +46,7 @@ class Runtime:
             url,
             group_commit=settings.group_commit,
             group_commit_max=settings.group_commit_max,
+            replica_urls=settings.replica_urls,
         )
         await store.start()
         bus = connect_bus(settings.bus_url, node_id=node_id)

@@ -27,17 +27,52 @@ from parley.errors import Unavailable
 __all__ = ["make_engine", "normalize_url", "prepare_sqlite_path", "writer_engine"]
 
 _WRITE = "parley_write"
+_PG_PORT = 5432
 
 
 def normalize_url(url: str) -> URL:
     """The URL with its async driver named: ``sqlite://`` → aiosqlite, ``postgresql://``
-    (or ``postgres://``) → asyncpg."""
-    parsed = make_url(url.replace("postgres://", "postgresql://", 1))
+    (or ``postgres://``) → asyncpg. A libpq multi-host URL
+    (``postgresql://u@h1:5432,h2:5433/db?target_session_attrs=read-write``) becomes the
+    form SQLAlchemy's asyncpg dialect reads (``?host=h1:5432&host=h2:5433``); asyncpg
+    then tries the hosts in order and keeps the first whose role matches
+    ``target_session_attrs``, so a promoted standby is found on the next connect."""
+    parsed = make_url(_multi_host(url.replace("postgres://", "postgresql://", 1)))
     if parsed.drivername == "sqlite":
         parsed = parsed.set(drivername="sqlite+aiosqlite")
     elif parsed.drivername == "postgresql":
         parsed = parsed.set(drivername="postgresql+asyncpg")
     return parsed
+
+
+def _multi_host(url: str) -> str:
+    """``scheme://user@h1:p1,h2:p2/db?q`` → ``scheme://user@/db?host=h1:p1&host=h2:p2&q``
+    (every port spelled out: the dialect wants one for each host); other URLs as they
+    are."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or not scheme.startswith("postgresql"):
+        return url
+    netloc, slash, tail = rest.partition("/")
+    if not slash:
+        netloc, _, query = netloc.partition("?")
+        tail = f"?{query}" if query else ""
+    userinfo, at, hosts = netloc.rpartition("@")
+    if "," not in hosts:
+        return url
+    pairs = []
+    for entry in hosts.split(","):
+        if not entry or entry.startswith("["):
+            raise ValueError(
+                f"cannot read host {entry!r} of a multi-host database URL: give each "
+                "host as name:port or IPv4:port (no IPv6 literals)"
+            )
+        host, colon, port = entry.partition(":")
+        if colon and not port.isdigit():
+            raise ValueError(f"bad port {port!r} in a multi-host database URL")
+        pairs.append(f"host={host}:{port or _PG_PORT}")
+    database, _, query = tail.partition("?")
+    params = "&".join([*pairs, query] if query else pairs)
+    return f"{scheme}://{userinfo}{at}/{database}?{params}"
 
 
 def prepare_sqlite_path(url: URL) -> None:

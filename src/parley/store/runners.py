@@ -41,6 +41,10 @@ log = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
 
+WRITE_TIMEOUT = 15.0
+"""Seconds a PostgreSQL write may wait for its answer (a commit waiting for a
+synchronous standby included) before it fails as ``unavailable``."""
+
 
 def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
     if future.done():
@@ -252,9 +256,15 @@ class _PostgresRunner:
     and runs once more on a fresh connection (reads change nothing). A write batch
     is never run twice: its outcome is unknown once sent. No client sees a 503 from
     a database that is back.
+
+    A write that has no answer within ``write_timeout`` seconds fails (its
+    connection dropped, its outcome unknown: a retried send with its
+    ``client_msg_id`` is stored once either way). A primary left waiting for a
+    synchronous standby that is gone would otherwise hold every send forever.
     """
 
-    def __init__(self, url: URL, readers: int) -> None:
+    def __init__(self, url: URL, readers: int, *, write_timeout: float = WRITE_TIMEOUT) -> None:
+        self._write_timeout = write_timeout
         self._reads = _postgres_engine(url, pool_size=readers, max_overflow=0, autocommit=True)
         self._writes = _postgres_engine(url, pool_size=1, max_overflow=0)
         self._read_slots = asyncio.Semaphore(readers)
@@ -310,9 +320,10 @@ class _PostgresRunner:
             if stale is not None and await _closed(stale):
                 self._conn = None
                 await _drop_async(stale)
-            if self._conn is None:
-                self._conn = await self._writes.connect()
-            return await self._conn.run_sync(fn)
+            async with asyncio.timeout(self._write_timeout):
+                if self._conn is None:
+                    self._conn = await self._writes.connect()
+                return await self._conn.run_sync(fn)
         except BaseException:
             conn, self._conn = self._conn, None
             if conn is not None:

@@ -84,6 +84,7 @@ from parley.store.engine import (
 )
 from parley.store.journal import _insert_events, _new_event
 from parley.store.ops import _Op
+from parley.store.replicas import ReplicaStats, _Replicas, room_head
 from parley.store.rows import _ROLES, _event, _membership, _message, _room, _storable, _user
 from parley.store.runners import _PostgresRunner, _Runner, _SqliteRunner
 from parley.store.statements import (
@@ -290,6 +291,9 @@ class SqlStore(Store):
     ``group_commit_max``: the most operations in one transaction.
     ``pool_size``: the most PostgreSQL connections reading at once (kept open).
     ``read_threads``: SQLite reader threads, each with its own connection.
+    ``replica_urls``: PostgreSQL read replicas (streaming standbys) that may answer
+    ``list_messages`` and ``list_events`` once they have caught up with the room
+    (``parley.store.replicas`` says why no lag shows).
     ``on_commit(seconds, batch_size)``: called on the event loop after each commit (also
     a settable attribute); ``stats`` holds running counters.
     ``on_events(events)``: the commit hook (``Store.on_events``; also a settable
@@ -305,6 +309,7 @@ class SqlStore(Store):
         group_commit_max: int = 512,
         pool_size: int = 10,
         read_threads: int = 4,
+        replica_urls: Sequence[str] = (),
         on_commit: Callable[[float, int], None] | None = None,
         on_events: CommitHook | None = None,
     ) -> None:
@@ -316,6 +321,12 @@ class SqlStore(Store):
         if self._url.get_backend_name() not in ("sqlite", "postgresql"):
             raise ValueError(f"unsupported database: {self._url.get_backend_name()}")
         self._postgres = self._url.get_backend_name() == "postgresql"
+        self._replica_urls = [normalize_url(u) for u in replica_urls]
+        if self._replica_urls and not (
+            self._postgres and all(u.get_backend_name() == "postgresql" for u in self._replica_urls)
+        ):
+            raise ValueError("read replicas need PostgreSQL, for the primary and each replica")
+        self._replicas: _Replicas | None = None
         self._pool_size = pool_size
         self._read_threads = read_threads
         self._runner: _Runner | None = None
@@ -355,6 +366,8 @@ class SqlStore(Store):
         runner: _Runner
         if self._postgres:
             runner = _PostgresRunner(self._url, self._pool_size)
+            if self._replica_urls:
+                self._replicas = _Replicas(self._replica_urls, self._pool_size)
         else:
             runner = _SqliteRunner(self._url, self._read_threads)
         self._runner = runner
@@ -366,6 +379,9 @@ class SqlStore(Store):
         runner, self._runner = self._runner, None
         if runner is not None:
             await runner.close()
+        replicas, self._replicas = self._replicas, None
+        if replicas is not None:
+            await replicas.close()
 
     async def ping(self) -> None:
         try:
@@ -393,6 +409,40 @@ class SqlStore(Store):
             raise
         except (SQLAlchemyError, OSError) as exc:
             raise _unavailable(exc) from exc
+
+    @property
+    def replica_stats(self) -> ReplicaStats | None:
+        """Pages the read replicas served and the reads they could not (``None``: no
+        replicas)."""
+        return None if self._replicas is None else self._replicas.stats
+
+    async def _read_history(
+        self,
+        room_id: RoomId,
+        fn: Callable[[Connection], _T],
+        *,
+        full: Callable[[_T], bool],
+        snapshot: bool,
+    ) -> _T:
+        """``fn`` on a replica that has caught up with the room, else on the primary.
+        ``full(result)``: the result holds only rows that never change (a full page of
+        events), so the replica's copy is the primary's whatever its lag."""
+        replicas = self._replicas
+        if replicas is None:
+            return await self._read(fn, snapshot=snapshot)
+        got = await replicas.read(room_id, fn)
+        if got is not None:
+            replica_head, result = got
+            if replica_head is not None:
+                if full(result):
+                    replicas.stats.served += 1
+                    return result
+                primary_head = await self._read(room_head(room_id))
+                if primary_head is not None and replica_head >= primary_head:
+                    replicas.stats.served += 1
+                    return result
+            replicas.stats.lagged += 1
+        return await self._read(fn, snapshot=snapshot)
 
     # users
 
@@ -895,7 +945,7 @@ class SqlStore(Store):
                 page.reverse()
             return _fold_reactions(conn, page), has_more
 
-        return await self._read(run, snapshot=True)
+        return await self._read_history(room_id, run, full=lambda _: False, snapshot=True)
 
     async def list_events(
         self, room_id: RoomId, *, after_seq: int, limit: int
@@ -905,7 +955,7 @@ class SqlStore(Store):
             page = [_event(row) for row in rows]
             return page[:limit], len(page) > limit
 
-        return await self._read(run)
+        return await self._read_history(room_id, run, full=lambda result: result[1], snapshot=False)
 
     async def set_read(self, room_id: RoomId, user_id: UserId, seq: int) -> int:
         """Through the writer, so read cursors are group-committed like sends."""
