@@ -113,3 +113,59 @@ def test_refuses_several_nodes_without_postgresql(tmp_path: Path) -> None:
     [line] = done.stderr.splitlines()
     assert "PostgreSQL" in line and "SQLite cannot be shared" in line
     assert done.stdout == ""
+
+
+def test_cluster_restart_restarts_every_node_in_turn(tmp_path: Path, postgres_url: str) -> None:
+    """``parley cluster restart`` against a running ``cluster up``: every node is
+    stopped (exit 0: it drained) and started again, one after the other, and the
+    cluster answers throughout and after."""
+    require_nginx()
+    bus = require_broker("redis")
+    workdir = tmp_path / "cluster"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PARLEY_")}
+    flags = ["--nodes", "2", "--bus", bus, "--database-url", postgres_url]
+    proc = subprocess.Popen(
+        [*PARLEY, "cluster", "up", "--workdir", str(workdir), *flags, "--cache-url", cache_url()],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        url = proc.stdout.readline().split()[-1]
+        assert "nodes:" in proc.stdout.readline()
+        before = descendants(proc.pid)
+        done = subprocess.run(
+            [*PARLEY, "cluster", "restart", "--workdir", str(workdir), "--timeout", "120"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=150,
+        )
+        assert done.returncode == 0, done.stderr
+        assert [proc.stdout.readline().split()[:4] for _ in range(2)] == [
+            ["node", "1", "restarted", "(exit"],
+            ["node", "2", "restarted", "(exit"],
+        ]
+        assert httpx.get(f"{url}/readyz", timeout=10).status_code == 200
+        after = descendants(proc.pid)
+        assert len(before - after) >= 2  # both nodes are new processes
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_cluster_restart_without_a_running_cluster_says_so(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [*PARLEY, "cluster", "restart", "--workdir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    [line] = done.stderr.splitlines()
+    assert "no running `parley cluster up" in line

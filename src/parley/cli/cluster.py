@@ -1,12 +1,19 @@
 """``parley cluster up``: N nodes and nginx on this machine, to try a cluster out;
-``parley cluster nginx-conf``: the nginx configuration for nodes anywhere."""
+``parley cluster restart``: restart its nodes one by one (a rolling restart: each
+drains, its clients move to the others, and it comes back before the next goes);
+``parley cluster nginx-conf``: the nginx configuration for nodes anywhere.
+
+``up`` writes its pid to ``WORKDIR/cluster.pid``; ``restart`` sends it SIGHUP and
+waits until ``WORKDIR/restarted`` says the restart it asked for is done."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import tempfile
+import time
 from pathlib import Path
 from types import FrameType
 
@@ -19,6 +26,27 @@ class _Stop(Exception):
 
 def _raise_stop(signum: int, frame: FrameType | None) -> None:
     raise _Stop(signum)
+
+
+class _Restart(Exception):
+    """SIGHUP arrived: restart the nodes one by one."""
+
+
+def _raise_restart(signum: int, frame: FrameType | None) -> None:
+    raise _Restart(signum)
+
+
+PID_FILE = "cluster.pid"
+DONE_FILE = "restarted"
+
+
+def _roll(cluster: LocalCluster, workdir: Path) -> None:
+    for node, code, took in cluster.rolling_restart():
+        print(
+            f"node {node.index + 1} restarted (exit {code}, back after {took:.1f} s)",
+            flush=True,
+        )
+    (workdir / DONE_FILE).write_text(f"{time.time()}\n")
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -46,7 +74,18 @@ def cmd_up(args: argparse.Namespace) -> int:
         nodes = ", ".join(n.url for n in cluster.nodes)
         print(f"Parley cluster at {cluster.url}", flush=True)
         print(f"nodes: {nodes}; logs in {workdir}; Ctrl-C stops it", flush=True)
-        died = cluster.wait_any_exit()
+        previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, _raise_restart)
+        (workdir / PID_FILE).write_text(f"{os.getpid()}\n")
+        while True:
+            try:
+                died = cluster.wait_any_exit()
+                break
+            except _Restart:
+                signal.signal(signal.SIGHUP, signal.SIG_IGN)
+                try:
+                    _roll(cluster, workdir)
+                finally:
+                    signal.signal(signal.SIGHUP, _raise_restart)
         print(
             f"parley cluster up: process {died.pid} exited with {died.returncode}; "
             f"stopping (logs in {workdir})",
@@ -61,6 +100,30 @@ def cmd_up(args: argparse.Namespace) -> int:
         cluster.stop()
         for s, handler in previous.items():
             signal.signal(s, handler)
+
+
+def cmd_restart(args: argparse.Namespace) -> int:
+    workdir: Path = args.workdir
+    try:
+        pid = int((workdir / PID_FILE).read_text())
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        print(
+            f"parley cluster restart: no running `parley cluster up --workdir {workdir}`",
+            file=sys.stderr,
+        )
+        return 2
+    done = workdir / DONE_FILE
+    before = done.stat().st_mtime if done.exists() else 0.0
+    os.kill(pid, signal.SIGHUP)
+    deadline = time.monotonic() + args.timeout
+    while time.monotonic() < deadline:
+        if done.exists() and done.stat().st_mtime > before:
+            print("every node restarted", flush=True)
+            return 0
+        time.sleep(0.2)
+    print(f"parley cluster restart: not done after {args.timeout:g} s", file=sys.stderr)
+    return 1
 
 
 def cmd_nginx_conf(args: argparse.Namespace) -> int:
@@ -81,6 +144,17 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     up.add_argument("--port", type=int, default=0, help="nginx's port (default: a free one)")
     up.add_argument("--workdir", type=Path, help="data dirs and logs (default: a temp dir)")
     up.set_defaults(func=cmd_up)
+
+    restart = sub.add_parser(
+        "restart", help="restart the nodes of a running `cluster up` one by one (rolling)"
+    )
+    restart.add_argument(
+        "--workdir", type=Path, required=True, help="the --workdir of `parley cluster up`"
+    )
+    restart.add_argument(
+        "--timeout", type=float, default=300.0, help="seconds to wait (default 300)"
+    )
+    restart.set_defaults(func=cmd_restart)
 
     conf = sub.add_parser("nginx-conf", help="print an nginx.conf balancing the given nodes")
     conf.add_argument("--listen", default="80", help="nginx's listen address (default 80)")

@@ -19,7 +19,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -381,6 +381,17 @@ class LocalCluster:
                 proc.kill()
                 proc.wait()
         return proc.returncode
+
+    def rolling_restart(self, timeout: float = 30.0) -> Iterator[tuple[Node, int | None, float]]:
+        """Restart every node in turn: SIGTERM (the node drains: its clients move to
+        the others with 1012), wait for it to exit, start it again and wait until
+        it is ready, before the next. Yields each node with its exit status and the
+        seconds it was out."""
+        for node in self.nodes:
+            started = time.monotonic()
+            code = self.stop_node(node, timeout)
+            self.start_node(node)
+            yield node, code, time.monotonic() - started
 
     def _start_nginx(self) -> None:
         self.nginx_port = self.port or free_port()
