@@ -166,7 +166,8 @@ async def test_the_readme_walkthrough(node: ServerThread, tmp_path: Path) -> Non
         assert "no user named" in await alice.fails("dm", f"nobody{tag}")
 
         tail = await asyncio.create_subprocess_exec(
-            *PARLEY, "tail", general,
+            # --last: what is sent before tail is connected (a slow start) is shown too
+            *PARLEY, "tail", general, "--last", "20",
             env=env(bob.config_home), stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
         )  # fmt: skip
