@@ -159,6 +159,28 @@ async def assert_contiguous(store: Store, room_id: RoomId) -> list[Event]:
 # migrations
 
 
+async def test_migration_0002_names_the_message_of_stored_events(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    await migrate(f"sqlite:///{path}", "0001")
+    created = codec.dumps({"seq": 2, "type": "message.created", "message": {"id": "m1"}})
+    with sqlite3.connect(path) as db:
+        db.execute("INSERT INTO users VALUES ('u', 'u', 'U', 'h', 0, :t)", {"t": NOW})
+        db.execute(
+            "INSERT INTO rooms VALUES ('r', 'r', 'public', '', 'room', :t, 2, :t, NULL)",
+            {"t": NOW},
+        )
+        db.executemany(
+            "INSERT INTO events VALUES ('r', ?, ?, ?)",
+            [(1, "room.created", b"{}"), (2, "message.created", created)],
+        )
+    db.close()
+    await migrate(f"sqlite:///{path}")
+    with sqlite3.connect(path) as db:
+        rows = db.execute("SELECT seq, message_id FROM events ORDER BY seq").fetchall()
+    db.close()
+    assert rows == [(1, None), (2, "m1")]
+
+
 async def test_migrated_schema_matches_the_tables(store_url: str) -> None:
     from alembic.autogenerate import compare_metadata
     from alembic.migration import MigrationContext
@@ -931,7 +953,12 @@ async def test_the_commit_hook_sees_every_stored_event_once(store_url: str) -> N
         await store.remove_member(room.id, carol.id, owner.id, ban=False)
         dm, _, _ = await store.get_or_create_dm(owner.id, bob.id)
         log = await assert_contiguous(store, room.id)
-        assert [(e.seq, e.raw) for e in hooked.events(room.id)] == [(e.seq, e.raw) for e in log]
+        assert [e.seq for e in hooked.events(room.id)] == [e.seq for e in log]
+        # the deleted message's created and edited events were redacted since
+        erased = {e.seq for e in log if payload(e).get("message", {}).get("deleted")}
+        assert [(e.seq, e.raw) for e in hooked.events(room.id) if e.seq not in erased] == [
+            (e.seq, e.raw) for e in log if e.seq not in erased
+        ]
         assert hooked.events(dm.id) == await all_events(store, dm.id)
         assert all(hooked.calls), "no call without events"
         for call in hooked.calls:
@@ -1166,6 +1193,87 @@ async def test_delete_leaves_a_tombstone(store: SqlStore) -> None:
     with pytest.raises(NotFound):
         await store.delete_message(room.id, MessageId("missing"), bob.id, any_sender=True)
     await assert_contiguous(store, room.id)
+
+
+async def traces_at_rest(store_url: str, marker: str) -> list[str]:
+    """Where ``marker`` is stored: on SQLite, the files of the database's directory
+    (the store must be closed), on PostgreSQL, the rows of the tables holding text."""
+    if not store_url.startswith("postgresql"):
+        directory = Path(str(make_url(store_url).database)).parent
+        return [p.name for p in sorted(directory.iterdir()) if marker.encode() in p.read_bytes()]
+    from sqlalchemy import text
+    from sqlalchemy.ext.asyncio import create_async_engine
+    from sqlalchemy.pool import NullPool
+
+    engine = create_async_engine(store_url, poolclass=NullPool)
+    like = {"m": f"%{marker}%"}
+    try:
+        async with engine.connect() as conn:
+            events = await conn.execute(
+                text("SELECT seq FROM events WHERE convert_from(data, 'UTF8') LIKE :m"), like
+            )
+            messages = await conn.execute(text("SELECT seq FROM messages WHERE body LIKE :m"), like)
+            return [f"events {r[0]}" for r in events] + [f"messages {r[0]}" for r in messages]
+    finally:
+        await engine.dispose()
+
+
+async def test_a_deleted_message_leaves_no_text_anywhere(store_url: str) -> None:
+    marker = f"erase-me-{uuid.uuid4().hex}"
+    store = SqlStore(store_url)
+    await store.start()
+    try:
+        owner, bob = await new_user(store), await new_user(store)
+        room = await new_room(store, owner, bob)
+        kept = await store.send_message(send(room, bob, f"kept {marker[-8:]}"))
+        # long enough for overflow pages, which a delete frees
+        sent = await store.send_message(send(room, bob, f"first {marker} " * 200))
+        await store.set_reaction(room.id, sent.message.id, owner.id, "+1", on=True)
+        await store.edit_message(room.id, sent.message.id, bob.id, f"second {marker}", 1)
+        assert marker in payload((await all_events(store, room.id))[-1])["message"]["body"]
+        await store.delete_message(room.id, sent.message.id, owner.id, any_sender=True)
+        log = await assert_contiguous(store, room.id)
+        assert not [e.seq for e in log if marker.encode() in e.raw]
+        mine = [payload(e)["message"] for e in log if e.type.value.startswith("message.")]
+        mine = [m for m in mine if m["id"] == sent.message.id]
+        assert [(m["body"], m["deleted"]) for m in mine] == [("", True)] * 3
+        page, _ = await store.list_events(room.id, after_seq=0, limit=100)
+        assert not [e.seq for e in page if marker.encode() in e.raw]
+        assert (await store.get_message(room.id, kept.message.id)) == kept.message
+        folded = await store.get_message(room.id, sent.message.id)
+        assert folded is not None and folded.reactions == {"+1": [owner.id]}
+        if not store_url.startswith("postgresql"):  # the WAL was checkpointed already
+            assert await traces_at_rest(store_url, marker) == []
+    finally:
+        await store.close()
+    assert await traces_at_rest(store_url, marker) == []
+    assert await traces_at_rest(store_url, f"kept {marker[-8:]}") != []
+
+
+async def test_an_edit_keeps_no_earlier_version(store_url: str) -> None:
+    marker = f"version-one-{uuid.uuid4().hex}"
+    store = SqlStore(store_url)
+    await store.start()
+    try:
+        owner = await new_user(store)
+        room = await new_room(store, owner)
+        sent = await store.send_message(send(room, owner, marker))
+        await store.edit_message(room.id, sent.message.id, owner.id, "two", 1)
+        await store.edit_message(room.id, sent.message.id, owner.id, "three", 2)
+        log = await assert_contiguous(store, room.id)
+        texts = [
+            (e.type.value, payload(e)["message"]["version"], payload(e)["message"]["body"])
+            for e in log
+            if e.type.value.startswith("message.")
+        ]
+        assert texts == [
+            ("message.created", 1, "three"),
+            ("message.edited", 2, "three"),
+            ("message.edited", 3, "three"),
+        ]
+    finally:
+        await store.close()
+    assert await traces_at_rest(store_url, marker) == []
 
 
 async def test_reactions_are_folded(store: SqlStore) -> None:

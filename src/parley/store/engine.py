@@ -3,7 +3,8 @@ domain sees them.
 
 SQLite
     WAL (readers never wait for the writer), ``synchronous=FULL`` (an acknowledged write
-    survives power loss), ``busy_timeout=5000``, foreign keys on. The driver's own
+    survives power loss), ``busy_timeout=5000``, foreign keys on, ``secure_delete``
+    (erased text is zeroed in the file, ``parley.store.erase``). The driver's own
     transaction handling is off (``isolation_level=None``) and a batch starts with
     ``BEGIN IMMEDIATE``, so it takes the lock up front (waiting up to the busy timeout)
     rather than failing with "database is locked" on upgrade: one writer per process
@@ -108,6 +109,8 @@ def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
             "PRAGMA journal_mode = WAL",
             "PRAGMA synchronous = FULL",
             "PRAGMA foreign_keys = ON",
+            # Deleted content is overwritten with zeros, not left in free space.
+            "PRAGMA secure_delete = ON",
         ):
             cursor.execute(pragma)
     finally:

@@ -32,15 +32,25 @@ def _new_event(
     return Event(RoomId(room_id), seq, type_, raw)
 
 
-def _insert_events(conn: Connection, new: Sequence[Event]) -> None:
-    """Store events; when a batch is running on ``conn``, add them to its journal
-    (for the commit hook) once they are written."""
+def _insert_events(
+    conn: Connection, new: Sequence[Event], message_ids: Sequence[str | None] = ()
+) -> None:
+    """Store events, each with the id of the message it carries (``message_ids``, in
+    the same order; none given: no message); when a batch is running on ``conn``, add
+    them to its journal (for the commit hook) once they are written."""
     if new:
+        ids = message_ids or [None] * len(new)
         _RAW_INSERT_EVENTS.executemany(
             conn,
             [
-                {"room_id": e.room_id, "seq": e.seq, "type": e.type.value, "data": e.raw}
-                for e in new
+                {
+                    "room_id": e.room_id,
+                    "seq": e.seq,
+                    "type": e.type.value,
+                    "data": e.raw,
+                    "message_id": m,
+                }
+                for e, m in zip(new, ids, strict=True)
             ],
         )
         journal: list[Event] | None = conn.info.get(_JOURNAL)

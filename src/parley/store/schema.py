@@ -132,5 +132,9 @@ events = Table(
     Column("type", String(32), nullable=False),
     # The event's JSON exactly as sent to clients, encoded once when stored.
     Column("data", LargeBinary, nullable=False),
+    # The message a message.* event carries: deleting or editing it rewrites these
+    # events' copies of its text (``parley.store.erase``).
+    Column("message_id", ID, nullable=True),
     PrimaryKeyConstraint("room_id", "seq"),
+    Index(None, "message_id"),
 )

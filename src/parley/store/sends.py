@@ -171,7 +171,7 @@ def _apply_sends(conn: Connection, ops: Sequence[_Op]) -> None:
         new_events.append(created)
         op.result = SendResult(message, created, created=True)
     _RAW_INSERT_MESSAGES.executemany(conn, message_rows)
-    _insert_events(conn, new_events)
+    _insert_events(conn, new_events, [row["id"] for row in message_rows])
     for op, first in repeats:
         op.result = SendResult(first.result.message, None, created=False)
 

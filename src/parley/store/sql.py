@@ -82,6 +82,7 @@ from parley.store.engine import (
     prepare_sqlite_path,
     writer_engine,
 )
+from parley.store.erase import _rewrite_text_events
 from parley.store.journal import _insert_events, _new_event
 from parley.store.ops import _Op
 from parley.store.rows import _ROLES, _event, _membership, _message, _room, _storable, _user
@@ -735,7 +736,9 @@ class SqlStore(Store):
     async def edit_message(
         self, room_id: RoomId, message_id: MessageId, editor_id: UserId, body: str, version: int
     ) -> tuple[Message, list[Event]]:
-        """A deleted message cannot be edited (``Conflict``: it is a tombstone now)."""
+        """A deleted message cannot be edited (``Conflict``: it is a tombstone now).
+        No earlier version is kept: the events that carried the old text now carry
+        the new one (``parley.store.erase``)."""
 
         def run(conn: Connection) -> tuple[Message, list[Event]]:
             if not _storable(body):
@@ -764,12 +767,13 @@ class SqlStore(Store):
             [edited] = _fold_reactions(
                 conn, [replace(current, body=body, edited_at=now, version=current.version + 1)]
             )
+            _rewrite_text_events(conn, room_id, message_id, body)
             new = [
                 _new_event(
                     room_id, seq, EventType.MESSAGE_EDITED, now, editor_id, message=edited.public()
                 )
             ]
-            _insert_events(conn, new)
+            _insert_events(conn, new, [message_id])
             return edited, new
 
         return await self._writer.write(run, room_id)
@@ -777,8 +781,10 @@ class SqlStore(Store):
     async def delete_message(
         self, room_id: RoomId, message_id: MessageId, actor_id: UserId, *, any_sender: bool
     ) -> tuple[Message, list[Event]]:
-        """The body is erased from the database, not only hidden; ``version`` moves on
-        so that an edit racing the delete gets ``VersionConflict``."""
+        """The body is erased from the database, not only hidden: from the message's
+        row and from every stored event that carried it (``parley.store.erase``);
+        ``version`` moves on so that an edit racing the delete gets
+        ``VersionConflict``."""
 
         def run(conn: Connection) -> tuple[Message, list[Event]]:
             current = _load_message(conn, room_id, message_id)
@@ -811,7 +817,8 @@ class SqlStore(Store):
                     message=tombstone.public(),
                 )
             ]
-            _insert_events(conn, new)
+            _rewrite_text_events(conn, room_id, message_id, "", deleted=True)
+            _insert_events(conn, new, [message_id])
             return tombstone, new
 
         return await self._writer.write(run, room_id)

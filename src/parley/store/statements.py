@@ -112,7 +112,7 @@ _MESSAGE_KEYS = (
     "deleted",
 )
 _RAW_INSERT_MESSAGES = _Raw(_INSERT_MESSAGE, _MESSAGE_KEYS)
-_RAW_INSERT_EVENTS = _Raw(_INSERT_EVENT, ("room_id", "seq", "type", "data"))
+_RAW_INSERT_EVENTS = _Raw(_INSERT_EVENT, ("room_id", "seq", "type", "data", "message_id"))
 
 _USER = select(*_USER_COLUMNS).where(users.c.id == bindparam("user"))
 _USERS = select(*_USER_COLUMNS).where(users.c.id.in_(_many("users")))
@@ -255,6 +255,18 @@ _EVENTS = (
     .where(events.c.room_id == bindparam("room"), events.c.seq > bindparam("seq"))
     .order_by(events.c.seq)
     .limit(bindparam("n"))
+)
+
+# the stored events that carry a copy of a message's text (``parley.store.erase``)
+_TEXT_EVENTS = select(events.c.seq, events.c.data).where(
+    events.c.message_id == bindparam("message"),
+    events.c.room_id == bindparam("room"),
+    events.c.type.in_(("message.created", "message.edited")),
+)
+_REWRITE_EVENT = (
+    update(events)
+    .where(events.c.room_id == bindparam("room"), events.c.seq == bindparam("seq_"))
+    .values(data=bindparam("data_"))
 )
 
 # statements shared by the write operations
