@@ -19,6 +19,17 @@ from parley.settings import Settings
 from parley.store import SqlStore, migrate
 
 
+def _make_private(data_dir: Path) -> None:
+    """The data dir 0700 and every file in it 0600, whatever the umask: it holds the
+    database, its WAL and the keys. Files made later are created 0600 by their
+    writers (``prepare_sqlite_path``, ``load_or_create_key``)."""
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    data_dir.chmod(0o700)
+    for path in data_dir.iterdir():
+        if path.is_file() and path.stat().st_mode & 0o077:
+            path.chmod(0o600)
+
+
 @dataclass(slots=True)
 class Runtime:
     """The wired node: ports, services and the fan-out hub."""
@@ -38,7 +49,7 @@ class Runtime:
     async def start(cls, settings: Settings) -> Runtime:
         """Create the data dir, migrate, connect every backend, start the hub."""
         data_dir = Path(settings.data_dir)
-        data_dir.mkdir(parents=True, exist_ok=True)
+        _make_private(data_dir)
         node_id = settings.node_id or f"node-{secrets.token_hex(4)}"
         url = settings.resolved_database_url
         await migrate(url)
