@@ -23,6 +23,7 @@ from typing import Any
 from sqlalchemy.engine import Connection
 
 from parley.protocol.codec import dumps, loads
+from parley.store.crypto import _ring, open_event, seal_event
 from parley.store.statements import _REWRITE_EVENT, _TEXT_EVENTS
 
 _ERASED = "parley_erased"
@@ -33,14 +34,17 @@ def _rewrite_text_events(
 ) -> int:
     """Set the text of every stored event that carries ``message_id``'s text to
     ``body`` (and mark them ``deleted``); the number of events rewritten."""
+    ring = _ring(conn)
     rewritten: list[dict[str, Any]] = []
-    for seq, data in conn.execute(_TEXT_EVENTS, {"room": room_id, "message": message_id}).all():
-        event = loads(bytes(data))
+    rows = conn.execute(_TEXT_EVENTS, {"room": room_id, "message": message_id}).all()
+    for seq, stored, key_id in rows:
+        event = loads(open_event(conn, room_id, seq, key_id, bytes(stored)))
         message = event["message"]
         message["body"] = body
         if deleted:
             message["deleted"] = True
-        rewritten.append({"room": room_id, "seq_": seq, "data_": dumps(event)})
+        new_key, data = seal_event(ring, room_id, seq, dumps(event))
+        rewritten.append({"room": room_id, "seq_": seq, "data_": data, "key_id_": new_key})
     if rewritten:
         conn.execute(_REWRITE_EVENT, rewritten)
         conn.info[_ERASED] = True
