@@ -72,6 +72,13 @@ def make_parser() -> argparse.ArgumentParser:
     admin_sub.add_parser("migrate", help="upgrade the database schema to this version")
     export = admin_sub.add_parser("export-room", help="print a room's events as JSON lines")
     export.add_argument("room_id")
+    keys = admin_sub.add_parser("keys", help="the keys that seal message text at rest")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    rotate = keys_sub.add_parser("rotate", help="add a key; new writes use it")
+    rotate.add_argument(
+        "--reseal", action="store_true", help="re-seal older rows now, in this process"
+    )
+    keys_sub.add_parser("status", help="rows holding text under each key")
     admin.set_defaults(func=cmd_admin)
 
     for module in ("client", "bench"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,25 @@ from parley.service.accounts import Accounts
 from parley.service.chat import ChatService
 from parley.settings import Settings
 from parley.store import SqlStore, migrate
+from parley.store.crypto import KeyRing, load_master_key
+
+log = logging.getLogger(__name__)
+
+
+def open_key_ring(settings: Settings) -> KeyRing:
+    """The key ring for the master key the settings name; on first start without one,
+    a new key in ``data_dir/master.key`` (0600), logged so that it gets backed up."""
+    key, created = load_master_key(
+        settings.master_key, settings.master_key_file, Path(settings.data_dir)
+    )
+    if created:
+        log.warning(
+            "generated the master key %s: back it up apart from the database; without it "
+            "no stored message can be read. Every node of a cluster needs the same key "
+            "(PARLEY_MASTER_KEY or PARLEY_MASTER_KEY_FILE).",
+            Path(settings.data_dir) / "master.key",
+        )
+    return KeyRing(key)
 
 
 def _make_private(data_dir: Path) -> None:
@@ -57,6 +77,8 @@ class Runtime:
             url,
             group_commit=settings.group_commit,
             group_commit_max=settings.group_commit_max,
+            keys=open_key_ring(settings),
+            key_check_interval=settings.key_check_interval,
         )
         await store.start()
         bus = connect_bus(settings.bus_url, node_id=node_id)

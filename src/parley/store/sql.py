@@ -349,7 +349,8 @@ class SqlStore(Store):
     attribute), called once per commit that stored events, before its callers resume.
     ``keys``: the key ring that seals message text at rest (``parley.store.crypto``;
     None: plain text). ``key_check_interval``: seconds between reloads of the ring
-    from the ``keys`` table (a rotation elsewhere) and re-sealing passes.
+    from the ``keys`` table (a rotation elsewhere) and re-sealing passes. ``reseal``:
+    run that background task (off for one-shot tools: ``reencrypt`` by hand).
     The schema must be migrated first (``parley.store.migrate``).
     """
 
@@ -365,6 +366,7 @@ class SqlStore(Store):
         on_events: CommitHook | None = None,
         keys: KeyRing | None = None,
         key_check_interval: float = 30.0,
+        reseal: bool = True,
     ) -> None:
         if group_commit_max < 1:
             raise ValueError("group_commit_max must be at least 1")
@@ -382,6 +384,7 @@ class SqlStore(Store):
         )
         self._keys = keys
         self._key_check_interval = key_check_interval
+        self._reseal = reseal
         self._key_task: asyncio.Task[None] | None = None
         self._key_changed = asyncio.Event()
 
@@ -427,9 +430,10 @@ class SqlStore(Store):
             except BaseException:
                 await self.close()
                 raise
-            self._key_task = asyncio.create_task(
-                self._maintain_keys(self._keys), name="parley-store-keys"
-            )
+            if self._reseal:
+                self._key_task = asyncio.create_task(
+                    self._maintain_keys(self._keys), name="parley-store-keys"
+                )
 
     async def close(self) -> None:
         task, self._key_task = self._key_task, None
