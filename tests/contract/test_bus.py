@@ -151,6 +151,13 @@ class Backend:
         for bus in self._faulty_memory():
             self.broker.cut(bus)
 
+    async def blackhole(self) -> None:
+        """Starve every faulty node's connection without closing it (memory: a cut)."""
+        if self.proxy is not None:
+            await self.proxy.blackhole()
+        for bus in self._faulty_memory():
+            self.broker.cut(bus)
+
     async def restore(self) -> None:
         self.down = False
         if self.proxy is not None:
@@ -346,6 +353,23 @@ async def test_reconnect_is_signalled_and_delivery_resumes(backend: Backend) -> 
     await witness.wait_for(ch, b"from-node")
 
 
+async def test_a_silent_dead_line_is_found(backend: Backend) -> None:
+    node = await backend.node(faulty=True)
+    witness = await backend.node()
+    ch = channel()
+    await node.bus.subscribe(ch)
+    await witness.bus.subscribe(ch)
+    await witness.bus.publish(ch, b"before")
+    await node.wait_for(ch, b"before")
+
+    await backend.blackhole()
+    await node.wait_until(lambda: not node.bus.connected)
+    await backend.restore()
+    await node.wait_until(lambda: node.reconnects >= 1 and node.bus.connected)
+    await witness.bus.publish(ch, b"after")
+    await node.wait_for(ch, b"after")
+
+
 async def test_broker_down_at_start(backend: Backend) -> None:
     await backend.cut()
     async with asyncio.timeout(5):
@@ -371,3 +395,85 @@ def test_connect_bus_by_url() -> None:
         connect_bus("carrier-pigeon://", node_id="n1")
     with pytest.raises(ValueError, match="prefix"):
         connect_bus("redis://127.0.0.1:6379/0?prefix=a.b", node_id="n1")
+
+
+async def test_nats_slow_consumer_drops_are_signalled() -> None:
+    """A subscription past its pending limit loses messages: the node must hear of it."""
+    require_service("nats")
+    from parley.bus.nats import NatsBus
+
+    host, port = SERVICES["nats"]
+    prefix = f"t{uuid.uuid4().hex[:12]}"
+    release = asyncio.Event()
+
+    async def stuck(_channel: str, _data: bytes) -> None:
+        await release.wait()
+
+    slow = NatsBus(f"nats://{host}:{port}", prefix=prefix, pending_msgs_limit=2)
+    pub = NatsBus(f"nats://{host}:{port}", prefix=prefix)
+    signals = asyncio.Event()
+    await slow.start(stuck, on_reconnect=signals.set)
+    await pub.start(lambda _c, _d: None)
+    try:
+        ch = channel()
+        await slow.subscribe(ch)
+        await pub.publish_batch([(ch, b"x")] * 20)
+        async with asyncio.timeout(TIMEOUT):
+            await signals.wait()
+    finally:
+        release.set()
+        await slow.close()
+        await pub.close()
+
+
+async def test_rabbitmq_queue_expired_during_a_cut_is_bound_afresh() -> None:
+    """A cut longer than ``queue_expiry`` loses the queue and its bindings: the node
+    must declare and bind it anew, not trust what it bound before."""
+    require_service("rabbitmq")
+    import aio_pika
+    from aio_pika.exceptions import ChannelNotFoundEntity
+
+    from parley.bus.rabbitmq import RabbitBus
+
+    host, port = SERVICES["rabbitmq"]
+    prefix = f"t{uuid.uuid4().hex[:12]}"
+    proxy = await TcpProxy(host, port).start()
+    node = Node(
+        RabbitBus(
+            f"amqp://guest:guest@127.0.0.1:{proxy.port}/",
+            prefix=prefix,
+            queue_expiry=0.5,
+            heartbeat=1,
+            retry_min=0.05,
+            retry_max=0.3,
+        )
+    )
+    witness = Node(RabbitBus(f"amqp://guest:guest@{host}:{port}/", prefix=prefix))
+    admin = await aio_pika.connect(f"amqp://guest:guest@{host}:{port}/")
+    try:
+        await node.start()
+        await witness.start()
+        ch = channel()
+        await node.bus.subscribe(ch)
+        await proxy.cut()
+        assert isinstance(node.bus, RabbitBus)
+        async with asyncio.timeout(TIMEOUT):
+            while True:
+                # A passive declare renews the queue's lease: probe less often than it.
+                await asyncio.sleep(1.0)
+                probe = await admin.channel()
+                try:
+                    await probe.declare_queue(node.bus.queue_name, passive=True)
+                except ChannelNotFoundEntity:
+                    break
+                await probe.close()
+        await proxy.restore()
+        await node.wait_until(lambda: node.reconnects >= 1 and node.bus.connected)
+        await witness.bus.publish(ch, b"after expiry")
+        await node.wait_for(ch, b"after expiry")
+    finally:
+        await node.bus.close()
+        await witness.bus.close()
+        await proxy.close()
+        async with admin:
+            await (await admin.channel()).exchange_delete(f"parley.bus.{prefix}")

@@ -234,3 +234,41 @@ async def test_a_live_event_ahead_of_the_resume_waits_for_its_replay(node: Serve
         got = [await live.next_event() for _ in range(4)]
         assert [e["seq"] for e in got] == [4, 5, 6, 7]
         assert (live.gaps_repaired, live.duplicates) == (0, 0)
+
+
+async def test_a_draining_node_is_left_at_once_without_backoff(node: ServerThread) -> None:
+    """Closed with 1012 (the node is restarting), the SDK reconnects within a
+    quarter second, whatever its backoff says, and loses nothing."""
+    alice = await user(node.url, "alice")
+    async with closing(alice):
+        room_id = await room(alice)
+        slow = Backoff(base=60.0, cap=60.0)  # a plain close would wait up to a minute
+        async with alice.live(backoff=slow) as live:
+            await live.send(room_id, "before")
+            assert node._server is not None
+            hub = node._server.config.app.state.runtime.hub
+            for conn in list(hub.users[str(alice.user_id)]):  # type: ignore[attr-defined]
+                conn.close(1012, "service restart")
+            async with asyncio.timeout(5):
+                while live.connects < 2:  # noqa: ASYNC110 (a counter, no event to await)
+                    await asyncio.sleep(0.02)
+                await live.wait_ready()
+            await live.send(room_id, "after")
+            bodies = [body_of(e) for e in await events_until(live, lambda e: body_of(e) == "after")]
+            assert bodies.count("before") == 1 and bodies[-1] == "after"
+
+
+async def test_a_cursor_beyond_the_head_is_reset_and_the_room_goes_on(node: ServerThread) -> None:
+    alice = await user(node.url, "alice")
+    async with closing(alice):
+        room_id = await room(alice)
+        seen: list[dict[str, Any]] = []
+        async with alice.live(cursors={room_id: 10**9}, on_frame=seen.append) as live:
+            async with asyncio.timeout(TIMEOUT):
+                while not any(f.get("code") == "cursor_ahead" for f in seen):  # noqa: ASYNC110
+                    await asyncio.sleep(0.02)
+            head = next(f["head"] for f in seen if f.get("code") == "cursor_ahead")
+            assert live.cursors[room_id] == head
+            await alice.post_message(room_id, "still heard")
+            [event] = await take_events(live, 1)
+            assert event["seq"] == head + 1 and body_of(event) == "still heard"

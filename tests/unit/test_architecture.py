@@ -1,4 +1,4 @@
-"""The layout is the architecture: these import rules keep it so (STYLE.md)."""
+"""The layout is the architecture: these import rules keep it so (docs/architecture.md)."""
 
 from __future__ import annotations
 
@@ -76,4 +76,19 @@ def test_backends_depend_on_ports_and_domain(path: Path) -> None:
         "parley.ports", "parley.domain", "parley.errors", "parley.protocol",
         "parley.store", "parley.bus", "parley.cache",
     }  # fmt: skip
+    assert parley_imports <= allowed, parley_imports
+
+
+@pytest.mark.parametrize("path", files("delivery"), ids=str)
+def test_delivery_knows_no_transport_and_no_driver(path: Path) -> None:
+    found = imports_of(path)
+    assert not found & DRIVERS, found & DRIVERS
+    parley_imports = {m for m in found if m.startswith("parley.")}
+    allowed = {
+        "parley.ports",
+        "parley.domain",
+        "parley.errors",
+        "parley.protocol",
+        "parley.delivery",
+    }
     assert parley_imports <= allowed, parley_imports

@@ -91,6 +91,7 @@ class NatsBus(Bus):
         self._closed = False
         self._failures = 0
         self._signal_pending = False
+        self._tried = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -102,7 +103,9 @@ class NatsBus(Bus):
         self._on_reconnect = on_reconnect
         self._starting = True
         self._task = asyncio.create_task(self._connect(), name="parley-bus-nats-connect")
-        await asyncio.wait({self._task}, timeout=self._connect_timeout + 1)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self._connect_timeout + 1):
+                await self._tried.wait()
         self._starting = False
 
     async def close(self) -> None:
@@ -134,7 +137,7 @@ class NatsBus(Bus):
         try:
             for channel, data in messages:
                 await self._nc.publish(self._prefix + channel, data)
-            await self._nc.flush(timeout=self._op_timeout)  # type: ignore[arg-type]
+            await self._round_trip()
         except _LINK_ERRORS as exc:
             raise Unavailable(f"nats publish failed: {exc}") from exc
 
@@ -144,7 +147,7 @@ class NatsBus(Bus):
             return  # subscribed on (re)connect
         try:
             await self._subscribe(channel)
-            await self._nc.flush(timeout=self._op_timeout)  # type: ignore[arg-type]
+            await self._round_trip()
         except _LINK_ERRORS:
             log.info("nats subscribe to %s deferred to the reconnect", channel)
 
@@ -158,7 +161,7 @@ class NatsBus(Bus):
     async def ping(self) -> None:
         self._check()
         try:
-            await self._nc.flush(timeout=self._op_timeout)  # type: ignore[arg-type]
+            await self._round_trip()
         except _LINK_ERRORS as exc:
             raise Unavailable(f"nats ping failed: {exc}") from exc
 
@@ -166,16 +169,35 @@ class NatsBus(Bus):
         if not self.connected:
             raise Unavailable("not connected to nats")
 
+    async def _round_trip(self) -> None:
+        """Return once the server has read everything sent so far.
+
+        nats-py's ``flush`` writes its PING straight to the socket, ahead of commands
+        still waiting in its buffer for the flusher task (a SUB, PUBs); its PONG then
+        covers nothing after it. So the buffer is pushed out first (nats-py 2.16 has no
+        public call for that), then the PING goes.
+        """
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._nc._flush_pending(force_flush=True), self._op_timeout)
+        await self._nc.flush(timeout=self._op_timeout)  # type: ignore[arg-type]
+
     async def _connect(self) -> None:
         """The first connection; nats-py keeps it (and reconnects) from then on."""
-        await self._nc.connect(
-            servers=self._servers,
-            error_cb=self._on_error,
-            disconnected_cb=self._on_disconnected,
-            reconnected_cb=self._on_reconnected,
-            **self._options,
-        )
-        await self._resubscribe()
+        try:
+            await self._nc.connect(
+                servers=self._servers,
+                error_cb=self._on_error,
+                disconnected_cb=self._on_disconnected,
+                reconnected_cb=self._on_reconnected,
+                **self._options,
+            )
+            await self._resubscribe()
+        except _LINK_ERRORS as exc:
+            log.warning("nats bus: subscribing after the first connect failed (%r)", exc)
+        except Exception:
+            log.exception("nats bus: the first connection failed for good")
+        finally:
+            self._tried.set()
 
     async def _subscribe(self, channel: str) -> None:
         self._subs[channel] = await self._nc.subscribe(
@@ -195,9 +217,11 @@ class NatsBus(Bus):
     async def _resubscribe(self) -> None:
         """Subscribe to what was added while disconnected, confirm, then say so."""
         for channel in tuple(self._channels - self._subs.keys()):
-            await self._subscribe(channel)
-        await self._nc.flush(timeout=self._op_timeout)  # type: ignore[arg-type]
+            if channel in self._channels:  # not unsubscribed meanwhile
+                await self._subscribe(channel)
+        await self._round_trip()
         self._ready = True
+        self._tried.set()
         self._failures = 0
         if not self._starting:
             log.info("nats bus connected; subscriptions active")
@@ -209,6 +233,7 @@ class NatsBus(Bus):
             self._signal_soon()
             return
         self._failures += 1
+        self._tried.set()
         level = logging.WARNING if self._failures == 1 else logging.DEBUG
         log.log(level, "nats bus error: %r", exc)
 

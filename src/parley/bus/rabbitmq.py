@@ -125,6 +125,7 @@ class RabbitBus(Bus):
         self._channel: AbstractChannel | None = None
         self._exchange: AbstractExchange | None = None
         self._queue: AbstractQueue | None = None
+        self._consumer_tag: str | None = None
         self._connected = False
         self._starting = False
         self._closed = False
@@ -134,6 +135,11 @@ class RabbitBus(Bus):
         self._dropping = False
         self._task: asyncio.Task[None] | None = None
         self._dispatcher: asyncio.Task[None] | None = None
+
+    @property
+    def queue_name(self) -> str:
+        """This node's queue on the broker."""
+        return self._queue_name
 
     @property
     def connected(self) -> bool:
@@ -155,9 +161,11 @@ class RabbitBus(Bus):
         """Leave: delete this node's queue (``x-expires`` covers a node that cannot)."""
         self._closed = True
         self._connected = False
-        queue = self._queue
+        queue, tag = self._queue, self._consumer_tag
         if queue is not None:
             with contextlib.suppress(*_LINK_ERRORS):
+                if tag is not None:
+                    await queue.cancel(tag, timeout=self._op_timeout)
                 await queue.delete(if_unused=False, if_empty=False, timeout=self._op_timeout)
         for task in (self._task, self._dispatcher):
             if task is not None:
@@ -237,9 +245,12 @@ class RabbitBus(Bus):
                     log.warning("rabbitmq bus connection lost: %r", exc)
                 else:
                     log.info("rabbitmq bus cannot connect: %r", exc)
+            except Exception:
+                log.exception("rabbitmq bus link failed; reconnecting")
             finally:
                 self._connected = False
                 self._queue = self._exchange = self._channel = None
+                self._consumer_tag = None
                 conn, self._conn = self._conn, None
                 self._tried.set()
                 if conn is not None:
@@ -267,13 +278,22 @@ class RabbitBus(Bus):
             self._queue_name, durable=False, exclusive=False, arguments=self._queue_args
         )
         self._exchange, self._queue = exchange, queue
+        # Every channel, not only those missing from ``_bound``: the queue may have
+        # expired during a long cut and been declared afresh, with no bindings. With
+        # ``nowait`` (no bind-ok each): a channel's methods are carried out in order,
+        # so the consume-ok below answers for them all, and thousands of rooms are
+        # bound in one round trip rather than one each.
+        underlay = await channel.get_underlay_channel()
+        for name in tuple(self._channels):
+            await underlay.queue_bind(
+                self._queue_name, self._exchange_name, routing_key=name, nowait=True
+            )
+            self._bound.add(name)
+        # Unsubscribed while down, or while the loop above ran.
         for stale in tuple(self._bound - self._channels):
             await queue.unbind(exchange, routing_key=stale, timeout=self._op_timeout)
             self._bound.discard(stale)
-        for name in tuple(self._channels):
-            await queue.bind(exchange, routing_key=name, timeout=self._op_timeout)
-            self._bound.add(name)
-        await queue.consume(self._on_message, no_ack=True)
+        self._consumer_tag = await queue.consume(self._on_message, no_ack=True)
         self._connected = True
         self._backoff.reset()
         self._tried.set()

@@ -88,6 +88,7 @@ class RedisBus(Bus):
         self._closed = False
         self._tried = asyncio.Event()
         self._last_heard = 0.0
+        self._dispatching = False
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -182,6 +183,8 @@ class RedisBus(Bus):
                     log.warning("redis bus connection lost: %s", exc)
                 else:
                     log.info("redis bus cannot connect: %s", exc)
+            except Exception:
+                log.exception("redis bus link failed; reconnecting")
             finally:
                 self._conn = None
                 self._connected = False
@@ -217,7 +220,12 @@ class RedisBus(Bus):
                 if kind == b"message":
                     channel = reply[1].decode()[len(self._prefix) :]
                     if channel in self._channels:
-                        await dispatch(self._handler, channel, reply[2])
+                        self._dispatching = True
+                        try:
+                            await dispatch(self._handler, channel, reply[2])
+                        finally:
+                            self._dispatching = False
+                            self._last_heard = loop.time()
                 elif kind == b"subscribe":
                     name = reply[1]
                     waiter = self._waiters.pop(name, None)
@@ -246,6 +254,8 @@ class RedisBus(Bus):
         loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(self._health_interval)
+            if self._dispatching:
+                continue  # a slow handler, not a silent line, holds up reading
             if loop.time() - self._last_heard > 2 * self._health_interval:
                 log.warning("redis bus: no answer to PING; reconnecting")
                 await conn.disconnect(nowait=True)

@@ -10,7 +10,7 @@ Scenarios
 
 By default it starts its own server (``parley serve`` with ``PARLEY_RATE_LIMITS=off``
 and a temp data dir) pinned to one core, and its generator processes pinned to the
-others, since one Python client process saturates before the server (FIELD-NOTES).
+others, since one Python client process saturates before the server (measured here).
 Each message body carries its send time, so a receipt gives the end-to-end latency;
 bodies are keyed (sender, n), so losses and duplicates are counted, not guessed.
 It reports sends/s, deliveries/s, latency p50/p90/p99/max, lost and duplicated,

@@ -1,4 +1,4 @@
-"""The benchmark's ceiling: a minimal broadcast server on aiohttp (FIELD-NOTES: the
+"""The benchmark's ceiling: a minimal broadcast server on aiohttp (the
 fastest Python WebSocket stack measured here), with no auth, no storage, no order
 or resume guarantees. ``parley bench`` runs the same load against it and reports
 Parley as a ratio of it.

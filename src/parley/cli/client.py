@@ -58,9 +58,28 @@ def save_config(data: dict[str, Any]) -> None:
         raise
 
 
+class UsageError(ClientError):
+    """A mistake in what was asked: the CLI prints it as one line."""
+
+
 def _server(args: argparse.Namespace, config: dict[str, Any]) -> str:
-    server = args.server or os.environ.get("PARLEY_SERVER") or config.get("server")
-    return str(server or DEFAULT_SERVER).rstrip("/")
+    """The server's base URL, checked before any request: a URL with the API's
+    path would answer every call with 404 or 405, which says nothing useful."""
+    server = str(
+        getattr(args, "server", None)
+        or os.environ.get("PARLEY_SERVER")
+        or config.get("server")
+        or DEFAULT_SERVER
+    ).rstrip("/")
+    url = httpx.URL(server) if "://" in server else None
+    if url is None or url.scheme not in ("http", "https") or not url.host:
+        raise UsageError(
+            f"{server!r} is not a server URL: give one like {DEFAULT_SERVER} (--server)"
+        )
+    if "/api/" in url.path + "/":
+        base = server[: server.index("/api")]
+        raise UsageError(f"give the server's base URL, {base}, not its API path {server}")
+    return server
 
 
 def _client(args: argparse.Namespace) -> ParleyClient:
@@ -86,18 +105,34 @@ def _client(args: argparse.Namespace) -> ParleyClient:
     )
 
 
-def _run(main: Callable[[], Coroutine[Any, Any, int]]) -> int:
+def _run(args: argparse.Namespace, main: Callable[[], Coroutine[Any, Any, int]]) -> int:
+    """Run a command; any failure is one line on stderr and exit status 1."""
+    server = DEFAULT_SERVER
     try:
+        server = _server(args, load_config())
         return asyncio.run(main())
     except AuthError as exc:
         print(f"parley: {exc.message} (run `parley login`)", file=sys.stderr)
-        return 1
     except ApiError as exc:
-        print(f"parley: {exc.message} ({exc.code})", file=sys.stderr)
-        return 1
+        if exc.code == "error":  # not the API's error shape: some other server
+            print(
+                f"parley: {server} answered {exc.status} {exc.message}: is that a Parley "
+                "server's base URL? (set it with --server or PARLEY_SERVER)",
+                file=sys.stderr,
+            )
+        else:
+            print(f"parley: {exc.message} ({exc.code})", file=sys.stderr)
+    except httpx.ConnectError:
+        print(
+            f"parley: cannot connect to {server}: is Parley running there? "
+            "(set it with --server or PARLEY_SERVER)",
+            file=sys.stderr,
+        )
+    except httpx.TimeoutException:
+        print(f"parley: {server} did not answer in time", file=sys.stderr)
     except (ClientError, httpx.HTTPError, OSError) as exc:
         print(f"parley: {exc}", file=sys.stderr)
-        return 1
+    return 1
 
 
 # commands
@@ -105,7 +140,11 @@ def _run(main: Callable[[], Coroutine[Any, Any, int]]) -> int:
 
 def cmd_login(args: argparse.Namespace) -> int:
     config = load_config()
-    server = _server(args, config)
+    try:
+        server = _server(args, config)  # before asking for a password
+    except UsageError as exc:
+        print(f"parley: {exc}", file=sys.stderr)
+        return 1
     username = args.username or config.get("username") or input("username: ").strip()
     if args.password_stdin:
         password = sys.stdin.readline().rstrip("\n")
@@ -129,7 +168,7 @@ def cmd_login(args: argparse.Namespace) -> int:
         print(f"logged in to {server} as {me['username']}")
         return 0
 
-    return _run(main)
+    return _run(args, main)
 
 
 def cmd_logout(args: argparse.Namespace) -> int:
@@ -147,41 +186,163 @@ def cmd_logout(args: argparse.Namespace) -> int:
         print("logged out")
         return 0
 
-    return _run(main)
+    return _run(args, main)
+
+
+async def _user(client: ParleyClient, username: str) -> dict[str, Any]:
+    """A user by exact username (a leading ``@`` is allowed)."""
+    user = await client.find_user(username.removeprefix("@"))
+    if user is None:
+        raise UsageError(f"there is no user named {username.removeprefix('@')!r}")
+    return user
+
+
+async def _dm_names(client: ParleyClient, rooms: list[dict[str, Any]]) -> None:
+    """Name each direct room ``@other`` (they have no name of their own)."""
+    me = (await client.me())["id"]
+    for room in rooms:
+        if room.get("kind") == "dm":
+            others = [
+                m["user"]["username"]
+                for m in await client.members(room["id"])
+                if m["user"]["id"] != me
+            ]
+            room["name"] = "@" + (others[0] if others else "(nobody)")
 
 
 def cmd_rooms(args: argparse.Namespace) -> int:
     async def main() -> int:
         async with _client(args) as client:
             rooms = await client.rooms()
-        if args.json:
-            print(json.dumps(rooms, indent=2))
-            return 0
+            if args.json:
+                print(json.dumps(rooms, indent=2))
+                return 0
+            await _dm_names(client, rooms)
+        if not rooms:
+            print("you are in no room yet: `parley rooms create NAME`, or `parley dm USERNAME`")
         for room in rooms:
             unread = f"  ({room['unread']} unread)" if room.get("unread") else ""
-            print(f"{room['id']}  {room['kind']:<4}  {room['name']}{unread}")
+            kind = "dm" if room["kind"] == "dm" else room["visibility"]
+            print(f"{room['id']}  {kind:<7}  {room['name']}{unread}")
         return 0
 
-    return _run(main)
+    return _run(args, main)
 
 
-async def _resolve_room(client: ParleyClient, name_or_id: str) -> str:
-    """A room of the caller by id, or by name when that name is unambiguous."""
+async def _resolve_room(client: ParleyClient, ref: str, *, joinable: bool = False) -> str:
+    """A room of the caller by id, by name when that name is theirs once, or
+    ``@username`` for the direct room with that user. ``joinable`` also looks
+    among public rooms and lets an unknown id through (the server judges it)."""
+    if ref.startswith("@"):
+        user = await _user(client, ref)
+        return str((await client.open_dm(user["id"]))["id"])
     rooms = await client.rooms()
-    if any(r["id"] == name_or_id for r in rooms):
-        return name_or_id
-    matches = [r["id"] for r in rooms if r["name"] == name_or_id]
+    if joinable:
+        mine = {r["id"] for r in rooms}
+        rooms += [r for r in await client.public_rooms() if r["id"] not in mine]
+    if any(r["id"] == ref for r in rooms):
+        return ref
+    matches = [r["id"] for r in rooms if r["name"] == ref]
     if len(matches) == 1:
         return str(matches[0])
     if matches:
-        raise ClientError(f"several rooms are named {name_or_id!r}: use the id")
-    raise ClientError(f"you are in no room {name_or_id!r} (see `parley rooms`)")
+        listing = "`parley rooms`" if not joinable else "`parley rooms` and the public rooms"
+        raise UsageError(f"{len(matches)} rooms are named {ref!r}: give its id (see {listing})")
+    if joinable:
+        raise UsageError(f"no public room is named {ref!r}: give its id, or ask to be invited")
+    raise UsageError(f"you are in no room {ref!r} (see `parley rooms`)")
+
+
+def cmd_rooms_create(args: argparse.Namespace) -> int:
+    async def main() -> int:
+        async with _client(args) as client:
+            visibility = "private" if args.private else "public"
+            room = await client.create_room(args.name, visibility=visibility, topic=args.topic)
+        print(f"created {visibility} room {room['name']}: {room['id']}")
+        return 0
+
+    return _run(args, main)
+
+
+def cmd_rooms_join(args: argparse.Namespace) -> int:
+    async def main() -> int:
+        async with _client(args) as client:
+            room = await client.join(await _resolve_room(client, args.room, joinable=True))
+        print(f"joined {room['name']}: {room['id']}")
+        return 0
+
+    return _run(args, main)
+
+
+def cmd_rooms_leave(args: argparse.Namespace) -> int:
+    async def main() -> int:
+        async with _client(args) as client:
+            room_id = await _resolve_room(client, args.room)
+            await client.leave(room_id)
+        print(f"left {args.room}")
+        return 0
+
+    return _run(args, main)
+
+
+def cmd_rooms_invite(args: argparse.Namespace) -> int:
+    async def main() -> int:
+        async with _client(args) as client:
+            room_id = await _resolve_room(client, args.room)
+            user = await _user(client, args.username)
+            await client.add_member(room_id, user["id"])
+        print(f"added {user['username']} to {args.room}")
+        return 0
+
+    return _run(args, main)
+
+
+def cmd_rooms_members(args: argparse.Namespace) -> int:
+    async def main() -> int:
+        async with _client(args) as client:
+            members = await client.members(await _resolve_room(client, args.room))
+        if args.json:
+            print(json.dumps(members, indent=2))
+            return 0
+        for member in members:
+            user = member["user"]
+            print(f"{user['username']:<24} {member['role']:<7} {user['display_name']}")
+        return 0
+
+    return _run(args, main)
+
+
+def cmd_dm(args: argparse.Namespace) -> int:
+    if len(args.usernames) > 1:
+        print(
+            "parley: group direct messages are not available yet: "
+            "create a private room and invite them (`parley rooms create NAME --private`)",
+            file=sys.stderr,
+        )
+        return 2
+
+    async def main() -> int:
+        async with _client(args) as client:
+            user = await _user(client, args.usernames[0])
+            room = await client.open_dm(user["id"])
+        name = user["username"]
+        print(f"direct room with {name}: {room['id']} (`parley send @{name} TEXT`)")
+        return 0
+
+    return _run(args, main)
+
+
+def _stdin_text() -> str:
+    """Standard input as one message, without the newline(s) that end it."""
+    text = sys.stdin.read().rstrip("\r\n")
+    if not text.strip():
+        raise UsageError("nothing to send: standard input was empty")
+    return text
 
 
 def cmd_send(args: argparse.Namespace) -> int:
-    text = " ".join(args.text) if args.text != ["-"] else sys.stdin.read()
-
     async def main() -> int:
+        text = _stdin_text() if args.text == ["-"] else " ".join(args.text)
         async with _client(args) as client:
             room_id = await _resolve_room(client, args.room)
             client_msg_id = f"cli-{uuid.uuid4().hex}"
@@ -196,42 +357,78 @@ def cmd_send(args: argparse.Namespace) -> int:
         print(f"sent #{message['seq']}")
         return 0
 
-    return _run(main)
+    return _run(args, main)
 
 
-def _line(event: dict[str, Any], names: dict[str, str]) -> str:
-    kind = event.get("type")
-    when = str(event.get("created_at", ""))[11:19]
-    actor = names.get(str(event.get("actor_id")), str(event.get("actor_id", ""))[:8])
-    message = event.get("message")
-    if kind == "message.created" and isinstance(message, dict):
-        return f"[{when}] {actor}: {message.get('body', '')}"
-    if kind == "message.edited" and isinstance(message, dict):
-        return f"[{when}] {actor} edited #{message.get('seq')}: {message.get('body', '')}"
-    if kind == "message.deleted" and isinstance(message, dict):
-        return f"[{when}] {actor} deleted #{message.get('seq')}"
-    if kind in ("member.joined", "member.left"):
-        who = names.get(str(event.get("user_id")), str(event.get("user_id", ""))[:8])
-        verb = "joined" if kind == "member.joined" else f"left ({event.get('reason', 'left')})"
-        return f"[{when}] {who} {verb}"
-    return f"[{when}] {kind} by {actor}"
+class _Tail:
+    """Turns a room's events into lines: names instead of ids, ``#seq`` for the
+    messages that reactions point at (by id) once they have been seen."""
+
+    def __init__(self, client: ParleyClient) -> None:
+        self.client = client
+        self.names: dict[str, str] = {}
+        self.seqs: dict[str, int] = {}
+
+    async def name(self, user_id: object) -> str:
+        if not isinstance(user_id, str):
+            return "?"
+        if user_id not in self.names:
+            try:
+                user = await self.client.request("GET", f"/api/v1/users/{user_id}")
+                self.names[user_id] = str(user["username"])
+            except ApiError:
+                self.names[user_id] = user_id[:8]
+        return self.names[user_id]
+
+    def message_ref(self, message_id: object) -> str:
+        seq = self.seqs.get(str(message_id))
+        return f"#{seq}" if seq is not None else "a message"
+
+    async def line(self, event: dict[str, Any]) -> str:
+        kind = event.get("type")
+        when = f"[{str(event.get('created_at', ''))[11:19]}]"
+        actor = await self.name(event.get("actor_id"))
+        message = event.get("message")
+        if isinstance(message, dict):
+            self.seqs[str(message.get("id"))] = int(message.get("seq", 0))
+            seq = message.get("seq")
+            if kind == "message.created":
+                return f"{when} {actor}: {message.get('body', '')}"
+            if kind == "message.edited":
+                return f"{when} {actor} edited #{seq}: {message.get('body', '')}"
+            if kind == "message.deleted":
+                return f"{when} {actor} deleted #{seq}"
+        if kind in ("reaction.added", "reaction.removed"):
+            emoji = event.get("emoji", "?")
+            target = self.message_ref(event.get("message_id"))
+            if kind == "reaction.added":
+                return f"{when} {actor} reacted {emoji} to {target}"
+            return f"{when} {actor} took back {emoji} from {target}"
+        if kind in ("member.joined", "member.left"):
+            who = await self.name(event.get("user_id"))
+            if kind == "member.joined":
+                if event.get("invited_by") and event.get("invited_by") != event.get("user_id"):
+                    return f"{when} {await self.name(event['invited_by'])} added {who}"
+                return f"{when} {who} joined"
+            reason = event.get("reason", "left")
+            if reason == "kicked":
+                return f"{when} {actor} removed {who}"
+            if reason == "banned":
+                return f"{when} {actor} banned {who}"
+            return f"{when} {who} left"
+        room = event.get("room")
+        if kind in ("room.created", "room.updated") and isinstance(room, dict):
+            topic = f" (topic: {room['topic']})" if room.get("topic") else ""
+            verb = "created" if kind == "room.created" else "updated"
+            return f"{when} {actor} {verb} the room {room.get('name', '')}{topic}"
+        return f"{when} {kind} by {actor}"
 
 
 def cmd_tail(args: argparse.Namespace) -> int:
     async def main() -> int:
         async with _client(args) as client:
             room_id = await _resolve_room(client, args.room)
-            names: dict[str, str] = {}
-
-            async def name_of(user_id: object) -> None:
-                if isinstance(user_id, str) and user_id not in names:
-                    try:
-                        names[user_id] = (await client.request("GET", f"/api/v1/users/{user_id}"))[
-                            "username"
-                        ]
-                    except ApiError:
-                        names[user_id] = user_id[:8]
-
+            tail = _Tail(client)
             cursors = None
             if args.last:
                 rooms = {r["id"]: r["last_seq"] for r in await client.rooms()}
@@ -240,36 +437,62 @@ def cmd_tail(args: argparse.Namespace) -> int:
                 async for event in live:
                     if event.get("room_id") != room_id:
                         continue
-                    await name_of(event.get("actor_id"))
-                    await name_of(event.get("user_id"))
-                    print(_line(event, names), flush=True)
+                    print(await tail.line(event), flush=True)
                     if event.get("type") == "member.left" and event.get("user_id") == live.user_id:
                         return 0
         return 0
 
-    return _run(main)
+    return _run(args, main)
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the client commands to ``parley``."""
+    server_help = f"server URL (PARLEY_SERVER; default: the saved one, or {DEFAULT_SERVER})"
 
-    def add(name: str, help_text: str, func: Callable[[argparse.Namespace], int]) -> Any:
-        parser = subparsers.add_parser(name, help=help_text)
-        parser.add_argument(
-            "--server", help=f"server URL (PARLEY_SERVER; default {DEFAULT_SERVER})"
-        )
+    def add(
+        parent: argparse._SubParsersAction[argparse.ArgumentParser],
+        name: str,
+        help_text: str,
+        func: Callable[[argparse.Namespace], int],
+        *,
+        nested: bool = False,
+    ) -> argparse.ArgumentParser:
+        parser = parent.add_parser(name, help=help_text, description=help_text)
+        # A nested command must not reset a --server given before its name.
+        default = argparse.SUPPRESS if nested else None
+        parser.add_argument("--server", default=default, help=server_help)
         parser.set_defaults(func=func)
         return parser
 
-    login = add("login", "log in and save the tokens in the config file", cmd_login)
+    room_help = "room id, name, or @username for a direct room"
+    login = add(subparsers, "login", "log in and save the tokens in the config file", cmd_login)
     login.add_argument("--username")
     login.add_argument("--password-stdin", action="store_true", help="read it from stdin")
-    add("logout", "revoke the saved refresh token and forget it", cmd_logout)
-    rooms = add("rooms", "list your rooms", cmd_rooms)
+    add(subparsers, "logout", "revoke the saved refresh token and forget it", cmd_logout)
+
+    rooms = add(subparsers, "rooms", "list your rooms, or manage them", cmd_rooms)
     rooms.add_argument("--json", action="store_true", help="print the API's JSON")
-    send = add("send", "send a message to a room", cmd_send)
-    send.add_argument("room", help="room id or name")
+    rooms_sub = rooms.add_subparsers(dest="rooms_command", metavar="COMMAND")
+    create = add(rooms_sub, "create", "create a room (you own it)", cmd_rooms_create, nested=True)
+    create.add_argument("name")
+    create.add_argument("--private", action="store_true", help="members join by invitation")
+    create.add_argument("--topic", default="", help="what the room is about")
+    join = add(rooms_sub, "join", "join a public room", cmd_rooms_join, nested=True)
+    join.add_argument("room", help="room id, or the name of a public room")
+    leave = add(rooms_sub, "leave", "leave a room", cmd_rooms_leave, nested=True)
+    leave.add_argument("room", help=room_help)
+    invite = add(rooms_sub, "invite", "add a user to a room", cmd_rooms_invite, nested=True)
+    invite.add_argument("room", help=room_help)
+    invite.add_argument("username")
+    members = add(rooms_sub, "members", "list a room's members", cmd_rooms_members, nested=True)
+    members.add_argument("room", help=room_help)
+    members.add_argument("--json", action="store_true", help="print the API's JSON")
+
+    dm = add(subparsers, "dm", "open the direct room with a user", cmd_dm)
+    dm.add_argument("usernames", nargs="+", metavar="USERNAME")
+    send = add(subparsers, "send", "send a message to a room", cmd_send)
+    send.add_argument("room", help=room_help)
     send.add_argument("text", nargs="+", help="the message ('-' reads stdin)")
-    tail = add("tail", "print a room's events as they happen", cmd_tail)
-    tail.add_argument("room", help="room id or name")
+    tail = add(subparsers, "tail", "print a room's events as they happen", cmd_tail)
+    tail.add_argument("room", help=room_help)
     tail.add_argument("--last", type=int, default=0, help="first replay this many events")

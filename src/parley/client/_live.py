@@ -2,7 +2,11 @@
 
 * Reconnects with exponential backoff and full jitter (so a thousand clients cut
   off at once do not come back at once), refreshing the access token when the
-  server says it expired.
+  server says it expired; at once (a quarter second of jitter at most) when a
+  draining node closed with 1012 or 1001, since another node is ready.
+* A resume cursor beyond a room's head (a restored or failed-over database) is
+  answered ``cursor_ahead``: the room goes on from the server's head, and the
+  frame goes to ``on_frame`` so the application can reset its view.
 * Tracks, per room, the last ``seq`` handed to the application, and on every
   reconnect sends ``resume`` with those cursors *as its first frame*, before
   ``ready`` arrives: the server usually reads it before any live event is
@@ -48,6 +52,10 @@ log = logging.getLogger("parley.client")
 
 AUTH_CLOSE_REASONS: Final = frozenset({"unauthorized", "invalid_token", "token_expired"})
 REPAIR_PAGE: Final = 200
+DRAIN_CLOSE_CODES: Final = frozenset({1001, 1012})
+"""A node closing to be restarted or taken out: reconnect at once, to another node."""
+DRAIN_JITTER: Final = 0.25
+"""Seconds a drained client waits at most (spread, not backoff)."""
 MAX_PRESENCE_SUBSCRIPTIONS: Final = 1000
 """Users one connection may watch (the server's limit, ``too_many_subscriptions``)."""
 PRESENCE_CHUNK: Final = 250
@@ -378,9 +386,12 @@ class Live:
                 if ws is None:
                     await asyncio.sleep(self._backoff.next_delay())
                     continue
-                await self._session(ws)
+                moved = await self._session(ws)
                 if not self._closed:
-                    await asyncio.sleep(self._backoff.next_delay())
+                    # A draining node (1012, 1001) asks for a reconnect now, to
+                    # another node: no backoff, a little jitter.
+                    delay = random.uniform(0, DRAIN_JITTER) if moved else None
+                    await asyncio.sleep(self._backoff.next_delay() if delay is None else delay)
         except ClientError as exc:
             self._fatal = exc
         except Exception as exc:
@@ -423,7 +434,9 @@ class Live:
             log.info("cannot connect (%r); retrying", exc)
             return None
 
-    async def _session(self, ws: ClientConnection) -> None:
+    async def _session(self, ws: ClientConnection) -> bool:
+        """Run one connection until it ends; True if the server closed it to have
+        the client reconnect elsewhere at once (it is draining)."""
         self._ws = ws
         self.connects += 1
         try:
@@ -446,6 +459,7 @@ class Live:
             self._fail_pending(ConnectionLost("connection lost"))
         if ws.close_code == 1008 and ws.close_reason in AUTH_CLOSE_REASONS:
             await self.client.refresh()
+        return ws.close_code in DRAIN_CLOSE_CODES
 
     async def _on_frame(self, frame: dict[str, Any]) -> None:
         kind = frame.get("type")
@@ -477,6 +491,9 @@ class Live:
             self._resuming = None
 
     def _on_error(self, frame: dict[str, Any]) -> None:
+        if frame.get("code") == "cursor_ahead":
+            self._cursor_ahead(frame)
+            return
         self._resume_answered(frame)
         error = ApiError(
             0,
@@ -497,6 +514,19 @@ class Live:
             self.on_frame(frame)
         else:
             log.warning("server error: %s", error)
+
+    def _cursor_ahead(self, frame: dict[str, Any]) -> None:
+        """Our cursor of a room is beyond the server's head (a restore, a failover):
+        the room goes on live from ``head``; the application hears of it through
+        ``on_frame`` to reset its view. The rest of the resume goes on."""
+        room_id, head = str(frame["room_id"]), int(frame["head"])
+        self.cursors[room_id] = head
+        if self._resuming is not None:
+            self._resuming[1].discard(room_id)
+        if self.on_frame is not None:
+            self.on_frame(frame)
+        else:
+            log.warning("room %s: our cursor is beyond the server's head %d", room_id, head)
 
     def _on_ready(self, frame: dict[str, Any]) -> None:
         self.user_id = str(frame["user_id"])

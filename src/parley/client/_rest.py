@@ -165,6 +165,7 @@ class ParleyClient:
         return result
 
     async def find_user(self, username: str) -> dict[str, Any] | None:
+        """The ``User`` of exactly this username, or None."""
         result = await self.request("GET", "/api/v1/users", params={"username": username})
         users: list[dict[str, Any]] = result["users"]
         return users[0] if users else None
@@ -197,6 +198,12 @@ class ParleyClient:
     async def add_member(self, room_id: str, user_id: str, role: str = "member") -> None:
         body = {"user_id": user_id, "role": role}
         await self.request("POST", f"/api/v1/rooms/{room_id}/members", json=body)
+
+    async def members(self, room_id: str) -> list[dict[str, Any]]:
+        """``[{"user": User, "role"}]`` of a room the caller can see."""
+        result = await self.request("GET", f"/api/v1/rooms/{room_id}/members")
+        members: list[dict[str, Any]] = result["members"]
+        return members
 
     async def remove_member(self, room_id: str, user_id: str, *, ban: bool = False) -> None:
         params = {"ban": "true"} if ban else None

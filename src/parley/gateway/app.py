@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -15,10 +16,15 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
 
 import parley
-from parley.errors import ParleyError
-from parley.gateway import errors, rest
+from parley.gateway import docs, errors, openapi, rest
 from parley.gateway.metrics import router as metrics_router
-from parley.gateway.middleware import BodyLimit, SecurityHeaders
+from parley.gateway.middleware import (
+    ApiPaths,
+    BodyLimit,
+    HostCheck,
+    MetricsGuard,
+    SecurityHeaders,
+)
 from parley.gateway.ratelimit import RateLimiter
 from parley.gateway.runtime import Runtime
 from parley.gateway.sse import router as sse_router
@@ -32,10 +38,33 @@ log = logging.getLogger("parley")
 WEB_DIR = Path(parley.__file__).parent / "web"
 MAX_REQUEST_BYTES = 1 << 20
 
+READY_TIMEOUT = 2.0
+"""Seconds each ``/readyz`` check may take: a load balancer's probe (nginx, Kubernetes)
+usually gives up after a few seconds, and a port that hangs is as unready as one that
+refuses."""
+
 DESCRIPTION = """Parley's public API. Authenticate with `POST /api/v1/auth/token`
 (OAuth2 password grant) and send `Authorization: Bearer <access_token>`.
 Real-time: WebSocket at `/api/v1/ws` and Server-Sent Events at
 `/api/v1/events/stream` (frames in `docs/protocol.md`)."""
+
+
+class Pingable(Protocol):
+    """What ``/readyz`` asks of the store, the bus and the cache."""
+
+    async def ping(self) -> None: ...
+
+
+async def _check(port: Pingable) -> str:
+    """``"ok"``, or why not in one line: any failure of a ping means not ready."""
+    try:
+        async with asyncio.timeout(READY_TIMEOUT):
+            await port.ping()
+    except TimeoutError:
+        return f"timed out after {READY_TIMEOUT:g} s"
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
+    return "ok"
 
 
 class ParleyApp(FastAPI):
@@ -47,7 +76,13 @@ class ParleyApp(FastAPI):
     checks its own Origin and token and answers errors in its own frames. HTTP
     requests, and any other WebSocket path, take the normal stack."""
 
+    host_check: HostCheck | None = None
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        host_check = self.host_check
+        if host_check is not None and not host_check.allows(scope):
+            await host_check.refuse(scope, receive, send)
+            return
         if scope["type"] == "websocket" and scope["path"] in (
             WS_PATH,
             scope.get("root_path", "") + WS_PATH,
@@ -58,14 +93,14 @@ class ParleyApp(FastAPI):
         await super().__call__(scope, receive, send)
 
 
-def create_app(settings: Settings) -> FastAPI:
+def create_app(settings: Settings) -> ParleyApp:
     """One node's app; the runtime (store, bus, cache, hub) starts with its lifespan."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         rt = await Runtime.start(settings)
         app.state.runtime = rt
-        app.state.limiter = RateLimiter(rt.cache, enabled=settings.rate_limits == "on")
+        app.state.limiter = RateLimiter(rt.cache, settings, enabled=settings.rate_limits == "on")
         log.info("parley %s node %s ready", parley.__version__, rt.node_id)
         try:
             yield
@@ -78,8 +113,8 @@ def create_app(settings: Settings) -> FastAPI:
         description=DESCRIPTION,
         lifespan=lifespan,
         openapi_url="/openapi.json",
-        docs_url="/docs",
-        redoc_url="/redoc",
+        docs_url=None,  # gateway/docs.py: Swagger UI from the package, not a CDN
+        redoc_url=None,
     )
     errors.install(app)
     app.include_router(rest.router)
@@ -94,28 +129,34 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.get("/readyz", tags=["health"])
     async def readyz(request: Request) -> JSONResponse:
-        """Database, bus and cache all answer; 503 naming the one that does not."""
+        """Database, bus and cache all answer; 503 naming the one that does not, or
+        ``draining`` once the node was told to stop (the load balancer stops sending)."""
         rt: Runtime = request.app.state.runtime
-        checks: dict[str, str] = {}
-        for name, port in (("database", rt.store), ("bus", rt.bus), ("cache", rt.cache)):
-            try:
-                await port.ping()
-                checks[name] = "ok"
-            except (ParleyError, OSError, ConnectionError) as exc:
-                checks[name] = f"down: {exc}"
-        ready = all(v == "ok" for v in checks.values())
+        ports: dict[str, Pingable] = {"database": rt.store, "bus": rt.bus, "cache": rt.cache}
+        results = await asyncio.gather(*(_check(port) for port in ports.values()))
+        checks = dict(zip(ports, results, strict=True))
+        draining = rt.hub.closing
+        ready = not draining and all(v == "ok" for v in checks.values())
+        status = "draining" if draining else "ready" if ready else "unavailable"
         body: dict[str, Any] = {
-            "status": "ready" if ready else "unavailable",
+            "status": status,
             "node_id": rt.node_id,
             "checks": checks,
         }
         return JSONResponse(body, status_code=200 if ready else 503)
 
+    docs.install(app)
+    openapi.install(app)
     if WEB_DIR.is_dir():
-        app.mount("/", StaticFiles(directory=WEB_DIR, html=True), name="web")
+        web = StaticFiles(directory=WEB_DIR, html=True)
+        api_routes = [*rest.router.routes, *sse_router.routes]
+        app.mount("/", ApiPaths(web, api_routes), name="web")
+    if settings.public_url:
+        app.host_check = HostCheck(settings.public_url)
 
     # The web client's first load: ~165 KB of files, ~45 KB gzipped. SSE is exempt.
     app.add_middleware(GZipMiddleware, minimum_size=1024)
     app.add_middleware(BodyLimit, limit=MAX_REQUEST_BYTES)
-    app.add_middleware(SecurityHeaders)
+    app.add_middleware(MetricsGuard, token=settings.metrics_token, allow=settings.metrics_networks)
+    app.add_middleware(SecurityHeaders, public_url=settings.public_url)
     return app

@@ -18,15 +18,17 @@ stream ended (it reconnects and resumes).
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Final
 
 from fastapi import APIRouter, Header, Query, Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from parley.delivery.fanout import Fanout
+from parley.delivery.session import Connection
 from parley.domain.models import UserId
 from parley.errors import ParleyError, Unauthorized, Unavailable
-from parley.gateway.hub import Connection, Fanout
 from parley.gateway.ws import parse_bearer
 from parley.protocol import codec
 from parley.protocol.cursors import decode_cursors, encode_entry, join_entries
@@ -76,24 +78,11 @@ class EventStream(Response):
         listener: asyncio.Task[None] | None = None
         try:
             try:
-                rooms = await hub.attach(conn, before_live)
+                cursors = await self._start(conn, before_live)
             except ParleyError as exc:
                 body = codec.dumps({"error": {"code": exc.code, "message": exc.message}})
                 await _respond(send, 503, body)
                 return
-            cursors = dict(rooms)
-            if self.last_event_id:
-                resumed = decode_cursors(self.last_event_id, list(conn.rooms))
-                try:
-                    result = await hub.resume(conn, resumed)
-                except ParleyError as exc:
-                    body = codec.dumps({"error": {"code": exc.code, "message": exc.message}})
-                    await _respond(send, 503, body)
-                    return
-                for room_id, head in result.ahead.items():
-                    del resumed[room_id]
-                    conn.push(cursor_ahead_frame(room_id, head))
-                cursors.update(resumed)
             self._entries = {r: encode_entry(r, s) for r, s in cursors.items() if s > 0}
             await send(
                 {
@@ -120,6 +109,23 @@ class EventStream(Response):
             if listener is not None:
                 listener.cancel()
             hub.detach(conn)
+
+    async def _start(
+        self, conn: Connection, before_live: Callable[[dict[str, int]], None]
+    ) -> dict[str, int]:
+        """Attach, and resume from ``Last-Event-ID``: each room's cursor. A cursor
+        beyond a room's head is answered by an ``error`` event (``cursor_ahead``) and
+        the room goes on live from where the connection stands."""
+        hub = self.rt.hub
+        cursors = dict(await hub.attach(conn, before_live))
+        if self.last_event_id:
+            resumed = decode_cursors(self.last_event_id, list(conn.rooms))
+            result = await hub.resume(conn, resumed)
+            for room_id, head in result.ahead.items():
+                del resumed[room_id]
+                conn.push(cursor_ahead_frame(room_id, head))
+            cursors.update(resumed)
+        return cursors
 
     async def _pump(self, conn: Connection, send: Send) -> None:
         interval = self.rt.settings.heartbeat_interval

@@ -13,6 +13,11 @@ import msgspec
 
 MEMBER_JOINED: Final = "member.joined"
 MEMBER_LEFT: Final = "member.left"
+MESSAGE_EDITED: Final = "message.edited"
+MESSAGE_DELETED: Final = "message.deleted"
+REWRITES: Final = frozenset((MESSAGE_EDITED, MESSAGE_DELETED))
+"""Events after which the room's earlier events read differently from the store
+(the text they held is rewritten or erased there)."""
 
 
 class EventHead(msgspec.Struct, frozen=True):

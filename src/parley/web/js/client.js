@@ -152,18 +152,7 @@ export class Client {
     if (differs) this.scheduleReconcile(0);
     for (const [id, head] of Object.entries(rooms)) {
       const r = this.store.rooms.get(id);
-      if (r && head < r.seen) {
-        // The server's log is behind what we saw (restored from a backup?):
-        // start that room over from the server's state.
-        r.seen = head;
-        r.buffer.clear();
-        r.messages = [];
-        r.byId.clear();
-        r.loaded = false;
-        r.hasMore = true;
-        if (id === this.store.currentRoomId) this.openRoom(id).catch(() => {});
-        this.store.touch(`room:${id}`);
-      }
+      if (r && head < r.seen) this.startOver(r, head);
     }
     // Subscriptions belong to the connection: renew them on the new one.
     this.presenceSent.clear();
@@ -183,7 +172,27 @@ export class Client {
     this.resumedOnce = true;
   }
 
+  /**
+   * The server's log of a room is behind what we saw (restored from a backup, a
+   * failover): start that room over from the server's state at `head`.
+   */
+  startOver(r, head) {
+    r.seen = head;
+    r.buffer.clear();
+    r.messages = [];
+    r.byId.clear();
+    r.loaded = false;
+    r.hasMore = true;
+    if (r.id === this.store.currentRoomId) this.openRoom(r.id).catch(() => {});
+    this.store.touch(`room:${r.id}`);
+  }
+
   onError(frame) {
+    if (frame.code === 'cursor_ahead') {
+      const r = this.store.rooms.get(frame.room_id);
+      if (r && typeof frame.head === 'number') this.startOver(r, frame.head);
+      return;
+    }
     const id = typeof frame.id === 'string' ? frame.id : '';
     if (id.startsWith('presence')) {
       if (frame.code === 'unsupported' || frame.code === 'unknown_type') {

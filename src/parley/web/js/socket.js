@@ -10,6 +10,7 @@
 // tokens first. Frames other than the handshake are handed to `onFrame`.
 
 const BACKOFF_BASE_MS = 500;
+const DRAIN_JITTER_MS = 250; // a drained node's clients reconnect within it
 const BACKOFF_CAP_MS = 30_000;
 const PING_INTERVAL_MS = 20_000;
 const AUTH_ERRORS = new Set(['unauthorized', 'invalid_token', 'token_expired']);
@@ -198,9 +199,16 @@ export class Socket {
 
   scheduleReconnect(info = {}) {
     // Full jitter (AWS architecture blog, "Exponential Backoff And Jitter"): spreads
-    // a thousand clients reconnecting after a restart over the whole window.
+    // a thousand clients reconnecting after a restart over the whole window. A node
+    // that is draining (1012 service restart, 1001 going away) asks for a reconnect
+    // now, to another node behind the load balancer: no backoff, a little jitter.
     const ceiling = Math.min(BACKOFF_CAP_MS, BACKOFF_BASE_MS * 2 ** this.attempts);
-    const delay = this.needsRefresh && this.attempts === 0 ? 0 : 250 + Math.random() * ceiling;
+    const moved = info.code === 1012 || info.code === 1001;
+    const delay = moved
+      ? Math.random() * DRAIN_JITTER_MS
+      : this.needsRefresh && this.attempts === 0
+        ? 0
+        : 250 + Math.random() * ceiling;
     this.attempts += 1;
     this.retryAt = Date.now() + delay;
     clearTimeout(this.timer);
