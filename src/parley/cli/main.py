@@ -30,7 +30,7 @@ def _describe(error: Any) -> str:
     name = str(error["loc"][0]) if error.get("loc") else "?"
     reason = str(error.get("msg", "invalid")).removeprefix("Value error, ")
     reason = reason[:1].lower() + reason[1:]
-    shown = "" if name == "secret_key" else f" {error.get('input')!r}"
+    shown = "" if name in ("secret_key", "master_key") else f" {error.get('input')!r}"
     return f"{_flag(name)} (PARLEY_{name.upper()}){shown}: {reason}"
 
 

@@ -289,7 +289,9 @@ class LocalCluster:
         if self.nginx and find_nginx() is None:
             raise ValueError("nginx is not installed (Debian: apt-get install nginx)")
 
-    def _node_env(self, index: int, port: int, data_dir: Path, secret: str) -> dict[str, str]:
+    def _node_env(
+        self, index: int, port: int, data_dir: Path, secret: str, master_key: str
+    ) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("PARLEY_")}
         env.update(
             {
@@ -299,6 +301,7 @@ class LocalCluster:
                 "PARLEY_BUS_URL": self.bus_url,
                 "PARLEY_CACHE_URL": self.cache_url,
                 "PARLEY_SECRET_KEY": secret,
+                "PARLEY_MASTER_KEY": master_key,
                 "PARLEY_NODE_ID": f"node-{self._name}-{index + 1}",
                 "PARLEY_LOG_LEVEL": "warning",
             }
@@ -314,6 +317,7 @@ class LocalCluster:
         self.check()
         self.workdir.mkdir(parents=True, exist_ok=True)
         secret = secrets.token_hex(32)
+        master_key = secrets.token_hex(32)  # one key ring for the whole cluster
         for i in range(self.nodes_count):
             port = free_port()
             data_dir = self.workdir / f"node{i + 1}"
@@ -322,7 +326,7 @@ class LocalCluster:
                     index=i,
                     port=port,
                     data_dir=data_dir,
-                    env=self._node_env(i, port, data_dir, secret),
+                    env=self._node_env(i, port, data_dir, secret, master_key),
                     log_path=self.workdir / f"node{i + 1}.log",
                 )
             )
