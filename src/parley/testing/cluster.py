@@ -204,6 +204,10 @@ def start_nginx(run_dir: Path, port: int, upstreams: Sequence[str]) -> subproces
         )
 
 
+DEV_MASTER_KEY = "de" * 32
+"""The master key of development clusters that name none (see ``LocalCluster``)."""
+
+
 @dataclass
 class Node:
     """One ``parley serve`` process of a ``LocalCluster``."""
@@ -240,6 +244,10 @@ class LocalCluster:
     between processes on the network's terms); ``bus_url`` a broker every node reaches.
     ``port`` is nginx's (0: a free one). ``nginx=False`` runs the nodes alone.
     ``extra_env`` is added to every node's environment (``PARLEY_*`` settings).
+    ``master_key``: the nodes' ``PARLEY_MASTER_KEY``, shared by all; by default this
+    process's ``PARLEY_MASTER_KEY``, else ``DEV_MASTER_KEY``, a published development
+    key, so that clusters started again on one database (test runs, ``parley cluster
+    up``) open its key ring: set your own for data worth protecting.
     """
 
     workdir: Path
@@ -251,6 +259,9 @@ class LocalCluster:
     nginx: bool = True
     extra_env: Mapping[str, str] = field(default_factory=dict)
     ready_timeout: float = 60.0
+    master_key: str = field(
+        default_factory=lambda: os.environ.get("PARLEY_MASTER_KEY") or DEV_MASTER_KEY
+    )
     nodes: list[Node] = field(default_factory=list, init=False)
     nginx_port: int = field(default=0, init=False)
     _nginx_proc: subprocess.Popen[bytes] | None = field(default=None, init=False)
@@ -317,7 +328,6 @@ class LocalCluster:
         self.check()
         self.workdir.mkdir(parents=True, exist_ok=True)
         secret = secrets.token_hex(32)
-        master_key = secrets.token_hex(32)  # one key ring for the whole cluster
         for i in range(self.nodes_count):
             port = free_port()
             data_dir = self.workdir / f"node{i + 1}"
@@ -326,7 +336,7 @@ class LocalCluster:
                     index=i,
                     port=port,
                     data_dir=data_dir,
-                    env=self._node_env(i, port, data_dir, secret, master_key),
+                    env=self._node_env(i, port, data_dir, secret, self.master_key),
                     log_path=self.workdir / f"node{i + 1}.log",
                 )
             )
