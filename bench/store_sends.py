@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import tempfile
 import time
 import uuid
@@ -26,6 +27,7 @@ from typing import Any
 from parley.domain.models import Room, RoomKind, User, Visibility
 from parley.ports import SendRequest
 from parley.store import SqlStore, migrate
+from parley.store.crypto import KeyRing
 
 
 async def _setup(store: SqlStore, members: int, rooms: int) -> tuple[list[User], list[Room]]:
@@ -52,10 +54,21 @@ def _batches(store: SqlStore) -> int:
     return int(stats.commits) if stats is not None else 0
 
 
+def _keys(master_key: bytes | None) -> KeyRing | None:
+    return KeyRing(master_key) if master_key is not None else None
+
+
 async def sends(
-    url: str, *, group_commit: bool, tasks: int, count: int, rooms: int, rounds: int
+    url: str,
+    *,
+    group_commit: bool,
+    tasks: int,
+    count: int,
+    rooms: int,
+    rounds: int,
+    master_key: bytes | None = None,
 ) -> None:
-    store = SqlStore(url, group_commit=group_commit)
+    store = SqlStore(url, group_commit=group_commit, keys=_keys(master_key), reseal=False)
     await store.start()
     try:
         users, room_list = await _setup(store, tasks, rooms)
@@ -94,8 +107,8 @@ async def sends(
         await store.close()
 
 
-async def reads(url: str, *, repeat: int, rounds: int) -> None:
-    store = SqlStore(url)
+async def reads(url: str, *, repeat: int, rounds: int, master_key: bytes | None = None) -> None:
+    store = SqlStore(url, keys=_keys(master_key), reseal=False)
     await store.start()
     try:
         users, [room] = await _setup(store, 2, 1)
@@ -148,10 +161,14 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--reads", type=int, default=2000, help="calls per read benchmark")
     parser.add_argument("--rounds", type=int, default=3, help="report the best of N rounds")
     parser.add_argument("--uvloop", action="store_true", help="run on uvloop (as the server)")
+    parser.add_argument(
+        "--encrypt", action="store_true", help="seal message text at rest (as the server)"
+    )
     return parser.parse_args()
 
 
 async def run(args: argparse.Namespace) -> None:
+    master_key = os.urandom(32) if args.encrypt else None
     with tempfile.TemporaryDirectory() as tmp:
         url = args.url or f"sqlite:///{Path(tmp) / 'bench.db'}"
         await migrate(url)
@@ -163,8 +180,9 @@ async def run(args: argparse.Namespace) -> None:
                 count=args.sends,
                 rooms=args.rooms,
                 rounds=args.rounds,
+                master_key=master_key,
             )
-        await reads(url, repeat=args.reads, rounds=args.rounds)
+        await reads(url, repeat=args.reads, rounds=args.rounds, master_key=master_key)
 
 
 def main() -> None:

@@ -14,6 +14,7 @@ Domain code raises these; only the gateway maps them to HTTP statuses, WebSocket
     ├── TooLarge                 too_large
     ├── RateLimited              rate_limited
     └── Unavailable              unavailable (a backend is down)
+        └── Undecryptable        undecryptable (stored data no key opens)
 """
 
 from __future__ import annotations
@@ -77,3 +78,10 @@ class RateLimited(ParleyError):
 
 class Unavailable(ParleyError):
     code = "unavailable"
+
+
+class Undecryptable(Unavailable):
+    """Stored data that no key of the key ring opens: the wrong master key, a key
+    missing from the ``keys`` table, or a row moved or altered in the database."""
+
+    code = "undecryptable"

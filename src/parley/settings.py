@@ -97,6 +97,22 @@ class Settings(BaseSettings):
         description="Hex JWT signing key shared by a cluster; default: generated in data_dir.",
         repr=False,
     )
+    master_key: str | None = Field(
+        None,
+        description="Hex master key (32 bytes) that wraps the keys sealing message text at "
+        "rest; the same on every node of a cluster. Default: PARLEY_MASTER_KEY_FILE, else "
+        "master.key in data_dir, generated on first start (back it up).",
+        repr=False,
+    )
+    master_key_file: Path | None = Field(
+        None, description="A file holding the hex master key (e.g. a mounted secret)."
+    )
+    key_check_interval: float = Field(
+        30.0,
+        gt=0,
+        description="Seconds between checks for a rotated key (then new writes use it and "
+        "older rows are re-sealed in the background).",
+    )
     issuer: str = Field("parley", description="JWT iss claim.")
     access_token_ttl: int = Field(900, ge=30, description="Access token lifetime, seconds.")
     refresh_token_ttl: int = Field(30 * 86400, ge=60, description="Refresh lifetime, seconds.")
@@ -175,6 +191,18 @@ class Settings(BaseSettings):
                 raise ValueError("secret_key must be hex") from exc
             if len(key) < 32:
                 raise ValueError("secret_key must be at least 32 bytes (64 hex digits)")
+        return value
+
+    @field_validator("master_key")
+    @classmethod
+    def _master_key(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                key = bytes.fromhex(value)
+            except ValueError as exc:
+                raise ValueError("master_key must be hex") from exc
+            if len(key) != 32:
+                raise ValueError("master_key must be 32 bytes (64 hex digits)")
         return value
 
     @property

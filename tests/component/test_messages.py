@@ -158,6 +158,26 @@ def test_delete_is_a_tombstone(api: Api) -> None:
     assert_error(alice.delete(missing), 404)
 
 
+def test_a_deleted_message_leaves_no_text_in_the_log(api: Api) -> None:
+    alice, bob = api.user(), api.user()
+    room = make_room(alice, bob)
+    marker = f"secret-{uuid.uuid4().hex}"
+    message = send(bob, room, f"one {marker}").json()
+    url = f"/api/v1/rooms/{room}/messages/{message['id']}"
+    assert bob.patch(url, json={"body": f"two {marker}", "version": 1}).status_code == 200
+    log = alice.get(f"/api/v1/rooms/{room}/events").text
+    assert f"two {marker}" in log and f"one {marker}" not in log  # no earlier version
+    assert alice.delete(url).status_code == 200
+    late = api.user()
+    assert alice.post(f"/api/v1/rooms/{room}/members", json={"user_id": late.id}).status_code == 201
+    for reader in (alice, bob, late):
+        r = reader.get(f"/api/v1/rooms/{room}/events", params={"after_seq": 0})
+        assert r.status_code == 200 and marker not in r.text
+    events = late.get(f"/api/v1/rooms/{room}/events").json()["events"]
+    carried = [e["message"] for e in events if e["type"].startswith("message.")]
+    assert [(m["body"], m["deleted"]) for m in carried] == [("", True)] * 3
+
+
 def test_reactions(api: Api) -> None:
     alice, bob = api.user(), api.user()
     room = make_room(alice, bob)

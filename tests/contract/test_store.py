@@ -42,6 +42,7 @@ from parley.errors import (
     NotFound,
     Unauthorized,
     Unavailable,
+    Undecryptable,
     UsernameTaken,
     VersionConflict,
 )
@@ -49,6 +50,7 @@ from parley.ports import SendRequest, Store
 from parley.protocol import codec
 from parley.store import SqlStore, journal, migrate, statements
 from parley.store import sql as sql_module
+from parley.store.crypto import KeyRing
 
 FUTURE = "2999-01-01T00:00:00.000000Z"
 PAST = "2000-01-01T00:00:00.000000Z"
@@ -88,9 +90,19 @@ def backend(store_url: str) -> str:
     return "postgres" if store_url.startswith("postgresql") else "sqlite"
 
 
+MASTER_KEY = bytes(range(32))
+"""One master key for the session: a PostgreSQL database serves many tests, and its
+``keys`` table is wrapped by this key."""
+
+
+def key_ring() -> KeyRing:
+    return KeyRing(MASTER_KEY)
+
+
 @pytest.fixture
 async def store(store_url: str) -> AsyncIterator[SqlStore]:
-    s = SqlStore(store_url)
+    """A store sealing message text at rest (``SqlStore(store_url)`` elsewhere: plain)."""
+    s = SqlStore(store_url, keys=key_ring())
     await s.start()
     try:
         yield s
@@ -157,6 +169,28 @@ async def assert_contiguous(store: Store, room_id: RoomId) -> list[Event]:
 
 
 # migrations
+
+
+async def test_migration_0002_names_the_message_of_stored_events(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    await migrate(f"sqlite:///{path}", "0001")
+    created = codec.dumps({"seq": 2, "type": "message.created", "message": {"id": "m1"}})
+    with sqlite3.connect(path) as db:
+        db.execute("INSERT INTO users VALUES ('u', 'u', 'U', 'h', 0, :t)", {"t": NOW})
+        db.execute(
+            "INSERT INTO rooms VALUES ('r', 'r', 'public', '', 'room', :t, 2, :t, NULL)",
+            {"t": NOW},
+        )
+        db.executemany(
+            "INSERT INTO events VALUES ('r', ?, ?, ?)",
+            [(1, "room.created", b"{}"), (2, "message.created", created)],
+        )
+    db.close()
+    await migrate(f"sqlite:///{path}")
+    with sqlite3.connect(path) as db:
+        rows = db.execute("SELECT seq, message_id FROM events ORDER BY seq").fetchall()
+    db.close()
+    assert rows == [(1, None), (2, "m1")]
 
 
 async def test_migrated_schema_matches_the_tables(store_url: str) -> None:
@@ -931,7 +965,12 @@ async def test_the_commit_hook_sees_every_stored_event_once(store_url: str) -> N
         await store.remove_member(room.id, carol.id, owner.id, ban=False)
         dm, _, _ = await store.get_or_create_dm(owner.id, bob.id)
         log = await assert_contiguous(store, room.id)
-        assert [(e.seq, e.raw) for e in hooked.events(room.id)] == [(e.seq, e.raw) for e in log]
+        assert [e.seq for e in hooked.events(room.id)] == [e.seq for e in log]
+        # the deleted message's created and edited events were redacted since
+        erased = {e.seq for e in log if payload(e).get("message", {}).get("deleted")}
+        assert [(e.seq, e.raw) for e in hooked.events(room.id) if e.seq not in erased] == [
+            (e.seq, e.raw) for e in log if e.seq not in erased
+        ]
         assert hooked.events(dm.id) == await all_events(store, dm.id)
         assert all(hooked.calls), "no call without events"
         for call in hooked.calls:
@@ -1168,6 +1207,88 @@ async def test_delete_leaves_a_tombstone(store: SqlStore) -> None:
     await assert_contiguous(store, room.id)
 
 
+async def traces_at_rest(store_url: str, marker: str) -> list[str]:
+    """Where ``marker`` is stored: on SQLite, the files of the database's directory
+    (the store must be closed), on PostgreSQL, the rows of the tables holding text."""
+    if not store_url.startswith("postgresql"):
+        directory = Path(str(make_url(store_url).database)).parent
+        return [p.name for p in sorted(directory.iterdir()) if marker.encode() in p.read_bytes()]
+    from sqlalchemy import text
+    from sqlalchemy.ext.asyncio import create_async_engine
+    from sqlalchemy.pool import NullPool
+
+    engine = create_async_engine(store_url, poolclass=NullPool)
+    like = {"m": f"%{marker}%"}
+    try:
+        async with engine.connect() as conn:
+            events = await conn.execute(
+                text("SELECT seq FROM events WHERE position(convert_to(:m, 'UTF8') in data) > 0"),
+                {"m": marker},
+            )
+            messages = await conn.execute(text("SELECT seq FROM messages WHERE body LIKE :m"), like)
+            return [f"events {r[0]}" for r in events] + [f"messages {r[0]}" for r in messages]
+    finally:
+        await engine.dispose()
+
+
+async def test_a_deleted_message_leaves_no_text_anywhere(store_url: str) -> None:
+    marker = f"erase-me-{uuid.uuid4().hex}"
+    store = SqlStore(store_url)
+    await store.start()
+    try:
+        owner, bob = await new_user(store), await new_user(store)
+        room = await new_room(store, owner, bob)
+        kept = await store.send_message(send(room, bob, f"kept {marker[-8:]}"))
+        # long enough for overflow pages, which a delete frees
+        sent = await store.send_message(send(room, bob, f"first {marker} " * 200))
+        await store.set_reaction(room.id, sent.message.id, owner.id, "+1", on=True)
+        await store.edit_message(room.id, sent.message.id, bob.id, f"second {marker}", 1)
+        assert marker in payload((await all_events(store, room.id))[-1])["message"]["body"]
+        await store.delete_message(room.id, sent.message.id, owner.id, any_sender=True)
+        log = await assert_contiguous(store, room.id)
+        assert not [e.seq for e in log if marker.encode() in e.raw]
+        mine = [payload(e)["message"] for e in log if e.type.value.startswith("message.")]
+        mine = [m for m in mine if m["id"] == sent.message.id]
+        assert [(m["body"], m["deleted"]) for m in mine] == [("", True)] * 3
+        page, _ = await store.list_events(room.id, after_seq=0, limit=100)
+        assert not [e.seq for e in page if marker.encode() in e.raw]
+        assert (await store.get_message(room.id, kept.message.id)) == kept.message
+        folded = await store.get_message(room.id, sent.message.id)
+        assert folded is not None and folded.reactions == {"+1": [owner.id]}
+        if not store_url.startswith("postgresql"):  # the WAL was checkpointed already
+            assert await traces_at_rest(store_url, marker) == []
+    finally:
+        await store.close()
+    assert await traces_at_rest(store_url, marker) == []
+    assert await traces_at_rest(store_url, f"kept {marker[-8:]}") != []
+
+
+async def test_an_edit_keeps_no_earlier_version(store_url: str) -> None:
+    marker = f"version-one-{uuid.uuid4().hex}"
+    store = SqlStore(store_url)
+    await store.start()
+    try:
+        owner = await new_user(store)
+        room = await new_room(store, owner)
+        sent = await store.send_message(send(room, owner, marker))
+        await store.edit_message(room.id, sent.message.id, owner.id, "two", 1)
+        await store.edit_message(room.id, sent.message.id, owner.id, "three", 2)
+        log = await assert_contiguous(store, room.id)
+        texts = [
+            (e.type.value, payload(e)["message"]["version"], payload(e)["message"]["body"])
+            for e in log
+            if e.type.value.startswith("message.")
+        ]
+        assert texts == [
+            ("message.created", 1, "three"),
+            ("message.edited", 2, "three"),
+            ("message.edited", 3, "three"),
+        ]
+    finally:
+        await store.close()
+    assert await traces_at_rest(store_url, marker) == []
+
+
 async def test_reactions_are_folded(store: SqlStore) -> None:
     owner, bob = await new_user(store), await new_user(store)
     room = await new_room(store, owner, bob)
@@ -1285,3 +1406,145 @@ async def test_export_streams_in_order(store: SqlStore, monkeypatch: pytest.Monk
     listed, _ = await store.list_events(room.id, after_seq=0, limit=100)
     assert [e.raw for e in exported] == [e.raw for e in listed]
     assert [e async for e in store.export_room(RoomId(str(uuid.uuid4())))] == []
+
+
+# encryption at rest
+
+
+async def raw_execute(store_url: str, sql: str, params: dict[str, Any]) -> list[Any]:
+    """A statement run beside the store, as an attacker with the database would."""
+    from sqlalchemy import text
+    from sqlalchemy.ext.asyncio import create_async_engine
+    from sqlalchemy.pool import NullPool
+
+    engine = create_async_engine(store_url, poolclass=NullPool)
+    try:
+        async with engine.begin() as conn:
+            result = await conn.execute(text(sql), params)
+            return list(result.all()) if result.returns_rows else []
+    finally:
+        await engine.dispose()
+
+
+async def test_no_message_text_at_rest(store_url: str) -> None:
+    marker = f"plain-{uuid.uuid4().hex}"
+    store = SqlStore(store_url, keys=key_ring())
+    await store.start()
+    try:
+        owner = await new_user(store)
+        room = await new_room(store, owner)
+        sent = [await store.send_message(send(room, owner, f"{i} {marker}")) for i in range(3)]
+        batch = await asyncio.gather(
+            *(store.send_message(send(room, owner, f"b{i} {marker}", f"c{i}")) for i in range(20))
+        )
+        edited, _ = await store.edit_message(
+            room.id, sent[0].message.id, owner.id, f"edited {marker}", 1
+        )
+        [again] = await asyncio.gather(store.send_message(send(room, owner, "b1", "c1")))
+        assert again.message == batch[1].message and again.message.body == f"b1 {marker}"
+        assert await store.get_message(room.id, sent[0].message.id) == edited
+        page, _ = await store.list_messages(room.id, before_seq=None, after_seq=None, limit=50)
+        assert [m.body for m in page] == [
+            f"edited {marker}", *(f"{i} {marker}" for i in (1, 2)),
+            *(f"b{i} {marker}" for i in range(20)),
+        ]  # fmt: skip
+        log = await assert_contiguous(store, room.id)
+        assert payload(log[-1])["message"]["body"] == f"edited {marker}"
+    finally:
+        await store.close()
+    assert await traces_at_rest(store_url, marker) == []
+
+
+async def test_rows_from_before_encryption_still_read_and_get_sealed(store_url: str) -> None:
+    plain = SqlStore(store_url)
+    await plain.start()
+    try:
+        owner = await new_user(plain)
+        room = await new_room(plain, owner)
+        sent = [(await plain.send_message(send(room, owner, f"old {i}"))).message for i in range(5)]
+    finally:
+        await plain.close()
+    assert await traces_at_rest(store_url, "old 3") != []
+    sealed = SqlStore(store_url, keys=key_ring(), key_check_interval=3600)
+    await sealed.start()
+    try:
+        stored = await sealed.get_message(room.id, sent[0].id)
+        assert stored == sent[0]  # a NULL key id reads as plain text
+        await sealed.reencrypt()
+        status = await sealed.key_status()
+        assert None not in status["messages"] and None not in status["events"]
+        page, _ = await sealed.list_messages(room.id, before_seq=None, after_seq=None, limit=9)
+        assert page == sent
+        await assert_contiguous(sealed, room.id)
+    finally:
+        await sealed.close()
+    assert await traces_at_rest(store_url, "old 3") == []
+
+
+async def test_rotation_with_sends_during_it(store_url: str) -> None:
+    store = SqlStore(store_url, keys=key_ring(), key_check_interval=3600)
+    await store.start()
+    try:
+        owner, bob = await new_user(store), await new_user(store)
+        room = await new_room(store, owner, bob)
+        before = [
+            (await store.send_message(send(room, bob, f"before {i}"))).message for i in range(30)
+        ]
+        old_key = (await store.key_status())["messages"]
+        sends = [store.send_message(send(room, owner, f"during {i}")) for i in range(60)]
+        rotated, *during = await asyncio.gather(store.rotate_key(), *sends)
+        assert rotated > max(k for k in old_key if k is not None)
+        edited, _ = await store.edit_message(room.id, before[0].id, bob.id, "after", 1)
+        await store.reencrypt()
+        status = await store.key_status()
+        assert set(status["messages"]) == {rotated} and set(status["events"]) == {rotated}
+        page, _ = await store.list_messages(room.id, before_seq=None, after_seq=None, limit=200)
+        expected = [edited, *before[1:], *(r.message for r in during)]
+        assert [(m.id, m.body) for m in page] == [(m.id, m.body) for m in expected]
+        await assert_contiguous(store, room.id)
+    finally:
+        await store.close()
+    # another node (a fresh ring, the same master key) reads every key
+    other = SqlStore(store_url, keys=key_ring(), key_check_interval=3600)
+    await other.start()
+    try:
+        page, _ = await other.list_messages(room.id, before_seq=None, after_seq=None, limit=200)
+        assert [m.body for m in page] == [m.body for m in expected]
+    finally:
+        await other.close()
+
+
+async def test_a_row_moved_to_another_message_does_not_open(
+    store: SqlStore, store_url: str
+) -> None:
+    owner = await new_user(store)
+    room = await new_room(store, owner)
+    a = (await store.send_message(send(room, owner, "from a"))).message
+    b = (await store.send_message(send(room, owner, "from b"))).message
+    await raw_execute(
+        store_url,
+        "UPDATE messages SET body = (SELECT body FROM messages WHERE id = :a), "
+        "key_id = (SELECT key_id FROM messages WHERE id = :a) WHERE id = :b",
+        {"a": a.id, "b": b.id},
+    )
+    assert await store.get_message(room.id, a.id) == a
+    with pytest.raises(Undecryptable) as caught:
+        await store.get_message(room.id, b.id)
+    assert caught.value.code == "undecryptable"
+    await raw_execute(
+        store_url,
+        "UPDATE events SET data = (SELECT data FROM events WHERE room_id = :r AND seq = :a) "
+        "WHERE room_id = :r AND seq = :b",
+        {"r": room.id, "a": a.seq, "b": b.seq},
+    )
+    with pytest.raises(Undecryptable):
+        await store.list_events(room.id, after_seq=0, limit=50)
+    page, _ = await store.list_events(room.id, after_seq=0, limit=a.seq)
+    assert payload(page[-1])["message"]["body"] == "from a"
+    assert (await store.get_message(room.id, a.id)) == a  # the store goes on
+
+
+async def test_the_wrong_master_key_is_refused_at_start(store: SqlStore, store_url: str) -> None:
+    wrong = SqlStore(store_url, keys=KeyRing(bytes(32)))
+    with pytest.raises(Undecryptable, match="wrong master key"):
+        await wrong.start()

@@ -158,3 +158,62 @@ def test_admin_create_user_then_login_and_export(tmp_path: Path) -> None:
         [*PARLEY, "admin", "export-room", "nope"], env=env, capture_output=True
     )
     assert missing.returncode == 1
+
+
+def test_keys_rotate_and_status_beside_a_running_node(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    env = env_for(data_dir, PARLEY_KEY_CHECK_INTERVAL="0.2")
+
+    def admin(*args: str, **extra: str) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run([*PARLEY, "admin", *args], env=env | extra, capture_output=True)
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [*PARLEY, "serve", "--port", str(port)], env=env, stderr=subprocess.PIPE
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(url, proc)
+        assert stat.S_IMODE((data_dir / "master.key").stat().st_mode) == 0o600
+        account = {"username": "keeper", "password": "a long enough password"}
+        assert httpx.post(f"{url}/api/v1/auth/register", json=account).status_code == 201
+        tokens = httpx.post(
+            f"{url}/api/v1/auth/token", data={"grant_type": "password", **account}
+        ).json()
+        auth = {"Authorization": f"Bearer {tokens['access_token']}"}
+        room = httpx.post(f"{url}/api/v1/rooms", json={"name": "sealed"}, headers=auth).json()
+        messages = f"{url}/api/v1/rooms/{room['id']}/messages"
+        for i in range(3):
+            assert httpx.post(messages, json={"body": f"secret-{i}"}, headers=auth).is_success
+        status = admin("keys", "status")
+        assert status.returncode == 0, status.stderr
+        assert status.stdout.decode().splitlines() == ["messages: key 1: 3", "events: key 1: 3"]
+        rotated = admin("keys", "rotate")
+        assert rotated.returncode == 0 and b"key 2 now seals new writes" in rotated.stdout
+        assert httpx.post(messages, json={"body": "secret-3"}, headers=auth).is_success
+        deadline = time.monotonic() + 20
+        while (lines := admin("keys", "status").stdout.decode().splitlines()) != [
+            "messages: key 2: 4",
+            "events: key 2: 4",
+        ]:
+            assert time.monotonic() < deadline, lines
+            time.sleep(0.2)
+        page = httpx.get(messages, headers=auth).json()["messages"]
+        assert [m["body"] for m in page] == [f"secret-{i}" for i in range(4)]
+    finally:
+        proc.terminate()
+        proc.wait(20)
+        assert proc.stderr is not None
+        log = proc.stderr.read().decode()
+        proc.stderr.close()
+    assert "generated the master key" in log and "back it up" in log
+    for path in data_dir.iterdir():
+        assert b"secret-" not in path.read_bytes(), path
+    exported = admin("export-room", room["id"])
+    assert exported.returncode == 0, exported.stderr
+    bodies = [
+        json.loads(line).get("message", {}).get("body") for line in exported.stdout.splitlines()
+    ]
+    assert [b for b in bodies if b] == [f"secret-{i}" for i in range(4)]
+    wrong = admin("export-room", room["id"], PARLEY_MASTER_KEY="00" * 32)
+    assert wrong.returncode == 1 and b"wrong master key" in wrong.stderr

@@ -16,18 +16,25 @@ import yaml
 from parley.settings import Settings
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
-SHARED = ("PARLEY_DATABASE_URL", "PARLEY_BUS_URL", "PARLEY_CACHE_URL", "PARLEY_SECRET_KEY")
+SHARED = (
+    "PARLEY_DATABASE_URL",
+    "PARLEY_BUS_URL",
+    "PARLEY_CACHE_URL",
+    "PARLEY_SECRET_KEY",
+    "PARLEY_MASTER_KEY",
+)
+_REQUIRED = ("PARLEY_SECRET_KEY", "PARLEY_MASTER_KEY")
 _DEFAULT = re.compile(r"\$\{(\w+)(?::-([^}]*)|:\?[^}]*)\}")
 
 
 def interpolate(value: str) -> str:
     """What compose makes of ``value`` with no variables set, except that a required
-    one (``${X:?…}``) gets a valid stand-in: the secret, the only one."""
+    one (``${X:?…}``) gets a valid stand-in: the secrets, the only ones."""
 
     def one(m: re.Match[str]) -> str:
         if m.group(2) is not None:
             return m.group(2)
-        assert m.group(1) == "PARLEY_SECRET_KEY", f"unexpected required variable {m.group(1)}"
+        assert m.group(1) in _REQUIRED, f"unexpected required variable {m.group(1)}"
         return "ab" * 32
 
     return _DEFAULT.sub(one, value)

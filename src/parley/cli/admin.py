@@ -9,6 +9,7 @@ import sys
 from parley import errors
 from parley.auth.passwords import Passwords
 from parley.domain.models import RoomId
+from parley.gateway.runtime import open_key_ring
 from parley.settings import Settings
 from parley.store import SqlStore, migrate
 
@@ -20,9 +21,15 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
     if args.admin_command == "migrate":
         print(f"database at head: {settings.database_url or settings.data_dir}")
         return 0
-    store = SqlStore(url)
-    await store.start()
+    store = SqlStore(url, keys=open_key_ring(settings), reseal=False)
     try:
+        await store.start()
+    except errors.ParleyError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 1
+    try:
+        if args.admin_command == "keys":
+            return await _keys(args, settings, store)
         if args.admin_command == "create-user":
             return await _create_user(args, settings, store)
         if args.admin_command == "export-room":
@@ -36,6 +43,29 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
     finally:
         await store.close()
     return 2
+
+
+async def _keys(args: argparse.Namespace, settings: Settings, store: SqlStore) -> int:
+    """``keys rotate [--reseal]`` and ``keys status``."""
+    if args.keys_command == "rotate":
+        key_id = await store.rotate_key()
+        print(f"key {key_id} now seals new writes")
+        if args.reseal:
+            print(f"re-sealed {await store.reencrypt()} rows under key {key_id}")
+        else:
+            print(
+                f"running nodes switch to it within {settings.key_check_interval:g} s and "
+                "re-seal older rows in the background"
+            )
+        return 0
+    status = await store.key_status()
+    for table in ("messages", "events"):
+        counts = status[table]
+        parts = [f"key {k}: {n}" for k, n in sorted((k, n) for k, n in counts.items() if k)]
+        if counts.get(None):
+            parts.append(f"plain text: {counts[None]}")
+        print(f"{table}: {', '.join(parts) or 'no rows'}")
+    return 0
 
 
 async def _create_user(args: argparse.Namespace, settings: Settings, store: SqlStore) -> int:

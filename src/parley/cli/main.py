@@ -30,7 +30,7 @@ def _describe(error: Any) -> str:
     name = str(error["loc"][0]) if error.get("loc") else "?"
     reason = str(error.get("msg", "invalid")).removeprefix("Value error, ")
     reason = reason[:1].lower() + reason[1:]
-    shown = "" if name == "secret_key" else f" {error.get('input')!r}"
+    shown = "" if name in ("secret_key", "master_key") else f" {error.get('input')!r}"
     return f"{_flag(name)} (PARLEY_{name.upper()}){shown}: {reason}"
 
 
@@ -167,6 +167,13 @@ def make_parser(command: str | None = None) -> argparse.ArgumentParser:
     admin_command("migrate", "upgrade the database schema to this version")
     export = admin_command("export-room", "print a room's events as JSON lines")
     export.add_argument("room_id")
+    keys = admin_sub.add_parser("keys", help="the keys that seal message text at rest")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    rotate = keys_sub.add_parser("rotate", help="add a key; new writes use it")
+    rotate.add_argument(
+        "--reseal", action="store_true", help="re-seal older rows now, in this process"
+    )
+    keys_sub.add_parser("status", help="rows holding text under each key")
     admin.set_defaults(func=cmd_admin)
 
     from parley.cli import client

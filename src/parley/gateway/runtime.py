@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,36 @@ from parley.service.accounts import Accounts
 from parley.service.chat import ChatService
 from parley.settings import Settings
 from parley.store import SqlStore, migrate
+from parley.store.crypto import KeyRing, load_master_key
+
+log = logging.getLogger(__name__)
+
+
+def open_key_ring(settings: Settings) -> KeyRing:
+    """The key ring for the master key the settings name; on first start without one,
+    a new key in ``data_dir/master.key`` (0600), logged so that it gets backed up."""
+    key, created = load_master_key(
+        settings.master_key, settings.master_key_file, Path(settings.data_dir)
+    )
+    if created:
+        log.warning(
+            "generated the master key %s: back it up apart from the database; without it "
+            "no stored message can be read. Every node of a cluster needs the same key "
+            "(PARLEY_MASTER_KEY or PARLEY_MASTER_KEY_FILE).",
+            Path(settings.data_dir) / "master.key",
+        )
+    return KeyRing(key)
+
+
+def _make_private(data_dir: Path) -> None:
+    """The data dir 0700 and every file in it 0600, whatever the umask: it holds the
+    database, its WAL and the keys. Files made later are created 0600 by their
+    writers (``prepare_sqlite_path``, ``load_or_create_key``)."""
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    data_dir.chmod(0o700)
+    for path in data_dir.iterdir():
+        if path.is_file() and path.stat().st_mode & 0o077:
+            path.chmod(0o600)
 
 
 @dataclass(slots=True)
@@ -38,7 +69,7 @@ class Runtime:
     async def start(cls, settings: Settings) -> Runtime:
         """Create the data dir, migrate, connect every backend, start the hub."""
         data_dir = Path(settings.data_dir)
-        data_dir.mkdir(parents=True, exist_ok=True)
+        _make_private(data_dir)
         node_id = settings.node_id or f"node-{secrets.token_hex(4)}"
         url = settings.resolved_database_url
         await migrate(url)
@@ -47,6 +78,8 @@ class Runtime:
             group_commit=settings.group_commit,
             group_commit_max=settings.group_commit_max,
             replica_urls=settings.replica_urls,
+            keys=open_key_ring(settings),
+            key_check_interval=settings.key_check_interval,
         )
         await store.start()
         bus = connect_bus(settings.bus_url, node_id=node_id)

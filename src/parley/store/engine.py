@@ -3,7 +3,8 @@ domain sees them.
 
 SQLite
     WAL (readers never wait for the writer), ``synchronous=FULL`` (an acknowledged write
-    survives power loss), ``busy_timeout=5000``, foreign keys on. The driver's own
+    survives power loss), ``busy_timeout=5000``, foreign keys on, ``secure_delete``
+    (erased text is zeroed in the file, ``parley.store.erase``). The driver's own
     transaction handling is off (``isolation_level=None``) and a batch starts with
     ``BEGIN IMMEDIATE``, so it takes the lock up front (waiting up to the busy timeout)
     rather than failing with "database is locked" on upgrade: one writer per process
@@ -14,6 +15,8 @@ SQLite
 
 from __future__ import annotations
 
+import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +28,8 @@ from sqlalchemy.pool import NullPool
 from parley.errors import Unavailable
 
 __all__ = ["make_engine", "normalize_url", "prepare_sqlite_path", "writer_engine"]
+
+log = logging.getLogger(__name__)
 
 _WRITE = "parley_write"
 _PG_PORT = 5432
@@ -76,9 +81,23 @@ def _multi_host(url: str) -> str:
 
 
 def prepare_sqlite_path(url: URL) -> None:
-    """Create the directory of a SQLite database file if it is missing."""
-    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
-        Path(str(url.database)).parent.mkdir(parents=True, exist_ok=True)
+    """Make a SQLite database private whatever the umask: its directory, if missing,
+    is created 0700, the file itself created 0600 before SQLite opens it, and the file
+    and its ``-wal``, ``-shm`` and ``-journal`` made 0600 if they exist (an older
+    install made them 0644). SQLite creates the WAL and shared-memory files with the
+    database file's mode, so they stay 0600 too."""
+    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+        return
+    path = Path(str(url.database))
+    if not path.parent.exists():
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+    for file in (path, *(path.with_name(path.name + s) for s in ("-wal", "-shm", "-journal"))):
+        try:
+            if file.exists() and file.stat().st_mode & 0o077:
+                file.chmod(0o600)
+        except OSError as exc:
+            log.warning("cannot make %s private (0600): %s", file, exc)
 
 
 def make_engine(url: str | URL, *, pool_size: int = 10) -> AsyncEngine:
@@ -143,6 +162,8 @@ def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
             "PRAGMA journal_mode = WAL",
             "PRAGMA synchronous = FULL",
             "PRAGMA foreign_keys = ON",
+            # Deleted content is overwritten with zeros, not left in free space.
+            "PRAGMA secure_delete = ON",
         ):
             cursor.execute(pragma)
     finally:

@@ -64,7 +64,7 @@ def measure(
                         _check_sends(conn, keys)
                         _take_seqs_per_room(conn, {room: len(keys)}, utc_now())
                         _RAW_INSERT_MESSAGES.executemany(conn, messages)
-                        _insert_events(conn, events)
+                        _insert_events(conn, events, [m["id"] for m in messages])
                         cursor.execute("COMMIT")
                     after = resource.getrusage(resource.RUSAGE_THREAD)
                     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)

@@ -14,6 +14,7 @@ from sqlalchemy.engine import Connection
 
 from parley.domain.models import Event, EventType, RoomId
 from parley.protocol.codec import encode_event
+from parley.store.crypto import _ring, seal_event
 from parley.store.statements import _RAW_INSERT_EVENTS
 
 _JOURNAL = "parley_stored_events"
@@ -32,17 +33,30 @@ def _new_event(
     return Event(RoomId(room_id), seq, type_, raw)
 
 
-def _insert_events(conn: Connection, new: Sequence[Event]) -> None:
-    """Store events; when a batch is running on ``conn``, add them to its journal
-    (for the commit hook) once they are written."""
+def _insert_events(
+    conn: Connection, new: Sequence[Event], message_ids: Sequence[str | None] = ()
+) -> None:
+    """Store events, each with the id of the message it carries (``message_ids``, in
+    the same order; none given: no message), those that carry one sealed with the
+    connection's key ring; when a batch is running on ``conn``, add them, plain (the
+    fan-out's bytes), to its journal (for the commit hook) once they are written."""
     if new:
-        _RAW_INSERT_EVENTS.executemany(
-            conn,
-            [
-                {"room_id": e.room_id, "seq": e.seq, "type": e.type.value, "data": e.raw}
-                for e in new
-            ],
-        )
+        ids = message_ids or [None] * len(new)
+        ring = _ring(conn)
+        rows = []
+        for e, m in zip(new, ids, strict=True):
+            key_id, data = (None, e.raw) if m is None else seal_event(ring, e.room_id, e.seq, e.raw)
+            rows.append(
+                {
+                    "room_id": e.room_id,
+                    "seq": e.seq,
+                    "type": e.type.value,
+                    "data": data,
+                    "message_id": m,
+                    "key_id": key_id,
+                }
+            )
+        _RAW_INSERT_EVENTS.executemany(conn, rows)
         journal: list[Event] | None = conn.info.get(_JOURNAL)
         if journal is not None:
             journal.extend(new)

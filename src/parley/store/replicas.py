@@ -33,6 +33,7 @@ from sqlalchemy.engine import URL, Connection
 from sqlalchemy.exc import SQLAlchemyError
 
 from parley.errors import Unavailable
+from parley.store.crypto import KeyRing
 from parley.store.runners import _PostgresRunner
 from parley.store.statements import _ROOM_HEADS
 
@@ -69,8 +70,8 @@ def room_head(room_id: str) -> Callable[[Connection], int | None]:
 class _Replicas:
     """Reader connections to each replica, taken in turn."""
 
-    def __init__(self, urls: Sequence[URL], readers: int) -> None:
-        self._runners = [_PostgresRunner(url, readers) for url in urls]
+    def __init__(self, urls: Sequence[URL], readers: int, keys: KeyRing | None = None) -> None:
+        self._runners = [_PostgresRunner(url, readers, keys) for url in urls]
         self._resting = [0.0] * len(self._runners)
         self._turn = 0
         self.stats = ReplicaStats()

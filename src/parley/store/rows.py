@@ -7,6 +7,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from sqlalchemy.engine import Connection
+
 from parley.domain.models import (
     Event,
     EventType,
@@ -18,6 +20,7 @@ from parley.domain.models import (
     User,
     Visibility,
 )
+from parley.store.crypto import open_body, open_event
 from parley.store.schema import events, members, messages, rooms, users
 
 # row mapping: by position, in the column order below (a fixed prefix of each select)
@@ -49,6 +52,7 @@ _MESSAGE_COLUMNS = (
     messages.c.edited_at,
     messages.c.version,
     messages.c.deleted,
+    messages.c.key_id,
 )
 _MEMBER_COLUMNS = (
     members.c.room_id,
@@ -57,7 +61,7 @@ _MEMBER_COLUMNS = (
     members.c.banned,
     members.c.read_seq,
 )
-_EVENT_COLUMNS = (events.c.room_id, events.c.seq, events.c.type, events.c.data)
+_EVENT_COLUMNS = (events.c.room_id, events.c.seq, events.c.type, events.c.data, events.c.key_id)
 # dict lookups: calling an Enum class costs ~20 times more
 _ROLES = {r.value: r for r in Role}
 _VISIBILITIES = {v.value: v for v in Visibility}
@@ -83,13 +87,15 @@ def _room(row: Sequence[Any]) -> Room:
     )
 
 
-def _message(row: Sequence[Any]) -> Message:
+def _message(row: Sequence[Any], conn: Connection) -> Message:
+    """A message row, its body opened if sealed (``parley.store.crypto``)."""
+    body = row[4] if row[10] is None else open_body(conn, row[1], row[0], row[10], row[4])
     return Message(
         id=row[0],
         room_id=row[1],
         seq=row[2],
         sender_id=row[3],
-        body=row[4],
+        body=body,
         client_msg_id=row[5],
         created_at=row[6],
         edited_at=row[7],
@@ -108,8 +114,10 @@ def _membership(row: Sequence[Any]) -> Membership:
     )
 
 
-def _event(row: Sequence[Any]) -> Event:
-    return Event(row[0], row[1], _EVENT_TYPES[row[2]], bytes(row[3]))
+def _event(row: Sequence[Any], conn: Connection) -> Event:
+    """An event row, its data opened if sealed (``parley.store.crypto``)."""
+    data = bytes(row[3]) if row[4] is None else open_event(conn, row[0], row[1], row[4], row[3])
+    return Event(row[0], row[1], _EVENT_TYPES[row[2]], data)
 
 
 def _storable(*texts: str | None) -> bool:

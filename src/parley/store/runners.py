@@ -33,6 +33,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from parley.errors import ParleyError
+from parley.store.crypto import KeyRing, attach
 from parley.store.engine import _postgres_engine, _raw_cursor, _sqlite_engine
 from parley.store.ops import _Committed, _Op
 from parley.store.writer import _apply_batch, _Batches, _run_batch
@@ -157,8 +158,9 @@ class _SqliteRunner:
     for the lock: this connection has no busy timeout, and a batch that finds the
     database locked by another process goes to the thread, which waits for it."""
 
-    def __init__(self, url: URL, readers: int) -> None:
+    def __init__(self, url: URL, readers: int, keys: KeyRing | None = None) -> None:
         self._engine = _sqlite_engine(url)
+        attach(self._engine, keys)
         self._writer = _ConnectionThreads(self._engine.connect, 1, "parley-sqlite-writer")
         self._readers = _ConnectionThreads(self._engine.connect, readers, "parley-sqlite-reader")
         self._sender: Connection | None = None
@@ -263,10 +265,19 @@ class _PostgresRunner:
     synchronous standby that is gone would otherwise hold every send forever.
     """
 
-    def __init__(self, url: URL, readers: int, *, write_timeout: float = WRITE_TIMEOUT) -> None:
+    def __init__(
+        self,
+        url: URL,
+        readers: int,
+        keys: KeyRing | None = None,
+        *,
+        write_timeout: float = WRITE_TIMEOUT,
+    ) -> None:
         self._write_timeout = write_timeout
         self._reads = _postgres_engine(url, pool_size=readers, max_overflow=0, autocommit=True)
         self._writes = _postgres_engine(url, pool_size=1, max_overflow=0)
+        attach(self._reads.sync_engine, keys)
+        attach(self._writes.sync_engine, keys)
         self._read_slots = asyncio.Semaphore(readers)
         self._idle: list[AsyncConnection] = []
         self._conn: AsyncConnection | None = None

@@ -106,6 +106,9 @@ messages = Table(
     Column("edited_at", TIMESTAMP, nullable=True),
     Column("version", Integer, nullable=False, server_default=text("1")),
     Column("deleted", Boolean, nullable=False, server_default=false()),
+    # The data key that sealed ``body`` (base64 of nonce and ciphertext); NULL: plain
+    # text, from before encryption at rest, or a tombstone's empty body.
+    Column("key_id", Integer, nullable=True),
     # Doubles as the (room_id, seq) index every page and unread count walks.
     UniqueConstraint("room_id", "seq"),
     # Idempotent sends; rows with a NULL client_msg_id never collide.
@@ -132,5 +135,21 @@ events = Table(
     Column("type", String(32), nullable=False),
     # The event's JSON exactly as sent to clients, encoded once when stored.
     Column("data", LargeBinary, nullable=False),
+    # The message a message.* event carries: deleting or editing it rewrites these
+    # events' copies of its text (``parley.store.erase``).
+    Column("message_id", ID, nullable=True),
+    # The data key that sealed ``data`` (nonce and ciphertext); NULL: plain JSON.
+    Column("key_id", Integer, nullable=True),
     PrimaryKeyConstraint("room_id", "seq"),
+    Index(None, "message_id"),
+)
+
+keys = Table(
+    "keys",
+    metadata,
+    # Data keys for encryption at rest, each wrapped (sealed) by the master key; the
+    # highest id seals new writes (``parley.store.crypto``).
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("wrapped", LargeBinary, nullable=False),
+    Column("created_at", TIMESTAMP, nullable=False),
 )

@@ -24,6 +24,7 @@ from parley.domain.models import (
 )
 from parley.errors import InvalidInput, NotFound
 from parley.ports import SendRequest
+from parley.store.crypto import _ring, seal_body
 from parley.store.journal import _insert_events, _new_event
 from parley.store.ops import _Op
 from parley.store.rows import _MESSAGE_COLUMNS, _message, _storable
@@ -94,7 +95,7 @@ def _check_sends(
             if row[2] is not None:
                 allowed.add((row[0], row[1]))
             if row[3] is not None:
-                found[row[3]] = _message(row[3:])
+                found[row[3]] = _message(row[3:], conn)
     return allowed, list(found.values())
 
 
@@ -170,8 +171,12 @@ def _apply_sends(conn: Connection, ops: Sequence[_Op]) -> None:
         message_rows.append(row)
         new_events.append(created)
         op.result = SendResult(message, created, created=True)
+    ring = _ring(conn)
+    if ring is not None:
+        for row in message_rows:
+            row["key_id"], row["body"] = seal_body(ring, row["room_id"], row["id"], row["body"])
     _RAW_INSERT_MESSAGES.executemany(conn, message_rows)
-    _insert_events(conn, new_events)
+    _insert_events(conn, new_events, [row["id"] for row in message_rows])
     for op, first in repeats:
         op.result = SendResult(first.result.message, None, created=False)
 
@@ -197,6 +202,7 @@ def _new_message(request: SendRequest, seq: int, now: str) -> tuple[Message, dic
         "created_at": now,
         "version": 1,
         "deleted": False,
+        "key_id": None,
     }
     created = _new_event(
         request.room_id,

@@ -37,6 +37,9 @@ other jobs, ±30 % run to run; CPU of the whole process, benchmark tasks include
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
+import logging
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import replace
 from typing import Any, TypeVar, cast
@@ -75,6 +78,15 @@ from parley.errors import (
     VersionConflict,
 )
 from parley.ports import CommitHook, RefreshGrant, SendRequest, Store
+from parley.store.crypto import (
+    KeyRing,
+    _ring,
+    add_key,
+    load_keys,
+    reseal_bodies,
+    reseal_events,
+    seal_body,
+)
 from parley.store.engine import (
     _unavailable,
     make_engine,
@@ -82,6 +94,7 @@ from parley.store.engine import (
     prepare_sqlite_path,
     writer_engine,
 )
+from parley.store.erase import _rewrite_text_events
 from parley.store.journal import _insert_events, _new_event
 from parley.store.ops import _Op
 from parley.store.replicas import ReplicaStats, _Replicas, room_head
@@ -93,6 +106,8 @@ from parley.store.statements import (
     _CREDENTIALS,
     _DELETE_MEMBER,
     _DELETE_REACTION,
+    _EVENT_DATA,
+    _EVENT_KEY_COUNTS,
     _EVENTS,
     _INSERT_MEMBER,
     _INSERT_REACTION,
@@ -103,6 +118,8 @@ from parley.store.statements import (
     _MEMBERS,
     _MEMBERSHIP,
     _MESSAGE,
+    _MESSAGE_BODY,
+    _MESSAGE_KEY_COUNTS,
     _PAGE_AFTER,
     _PAGE_BEFORE,
     _PAGE_LATEST,
@@ -110,13 +127,17 @@ from parley.store.statements import (
     _RAW_USER_ROOM_SEQS,
     _REACTION,
     _READ_CURSOR,
+    _RESEAL_MESSAGE,
     _REVOKE_FAMILY,
     _REVOKE_FAMILY_OF_TOKEN,
+    _REWRITE_EVENT,
     _ROOM,
     _ROOM_HEADS,
     _ROOM_OF_PAIR,
     _SELECT_1,
     _SHARED_ROOM,
+    _STALE_EVENTS,
+    _STALE_MESSAGES,
     _TOKEN,
     _UPDATE_MEMBER,
     _UPDATE_MESSAGE,
@@ -138,8 +159,11 @@ __all__ = [
     "writer_engine",
 ]
 
+log = logging.getLogger(__name__)
+
 _T = TypeVar("_T")
 _EXPORT_PAGE = 500
+_RESEAL_PAGE = 200
 _PING_TIMEOUT = 5.0
 
 
@@ -151,7 +175,7 @@ def _load_message(conn: Connection, room_id: str, message_id: str) -> Message:
     row = conn.execute(_MESSAGE, {"message": message_id, "room": room_id}).first()
     if row is None:
         raise NotFound("message not found")
-    return _message(row)
+    return _message(row, conn)
 
 
 def _load_room(conn: Connection, room_id: str) -> Room:
@@ -170,6 +194,35 @@ def _require_users(conn: Connection, user_ids: Iterable[str]) -> None:
 def _find_membership(conn: Connection, room_id: str, user_id: str) -> Membership | None:
     row = conn.execute(_MEMBERSHIP, {"room": room_id, "user": user_id}).first()
     return _membership(row) if row is not None else None
+
+
+def _stale_rows(
+    query: Any, after: tuple[Any, ...], current: int | None, n: int, conn: Connection
+) -> list[tuple[Any, ...]]:
+    """A page of keys of rows not sealed under ``current``, after ``after``."""
+    names = ("after",) if len(after) == 1 else ("after_room", "after_seq")
+    params = dict(zip(names, after, strict=True)) | {"current": current, "n": n}
+    return [tuple(row) for row in conn.execute(query, params).all()]
+
+
+def _reseal_messages(ring: KeyRing, ids: Sequence[str], conn: Connection) -> int:
+    rows = [tuple(r) for i in ids for r in conn.execute(_MESSAGE_BODY, {"message": i}).all()]
+    params = reseal_bodies(conn, ring, rows)
+    if params:
+        conn.execute(_RESEAL_MESSAGE, params)
+    return len(params)
+
+
+def _reseal_events(ring: KeyRing, keys: Sequence[tuple[Any, ...]], conn: Connection) -> int:
+    rows = [
+        tuple(r)
+        for room, seq in keys
+        for r in conn.execute(_EVENT_DATA, {"room": room, "seq_": seq}).all()
+    ]
+    params = reseal_events(conn, ring, rows)
+    if params:
+        conn.execute(_REWRITE_EVENT, params)
+    return len(params)
 
 
 def _ping(conn: Connection) -> None:
@@ -298,6 +351,10 @@ class SqlStore(Store):
     a settable attribute); ``stats`` holds running counters.
     ``on_events(events)``: the commit hook (``Store.on_events``; also a settable
     attribute), called once per commit that stored events, before its callers resume.
+    ``keys``: the key ring that seals message text at rest (``parley.store.crypto``;
+    None: plain text). ``key_check_interval``: seconds between reloads of the ring
+    from the ``keys`` table (a rotation elsewhere) and re-sealing passes. ``reseal``:
+    run that background task (off for one-shot tools: ``reencrypt`` by hand).
     The schema must be migrated first (``parley.store.migrate``).
     """
 
@@ -312,6 +369,9 @@ class SqlStore(Store):
         replica_urls: Sequence[str] = (),
         on_commit: Callable[[float, int], None] | None = None,
         on_events: CommitHook | None = None,
+        keys: KeyRing | None = None,
+        key_check_interval: float = 30.0,
+        reseal: bool = True,
     ) -> None:
         if group_commit_max < 1:
             raise ValueError("group_commit_max must be at least 1")
@@ -333,6 +393,11 @@ class SqlStore(Store):
         self._writer = GroupCommitWriter(
             group_commit_max if group_commit else 1, on_commit=on_commit, on_events=on_events
         )
+        self._keys = keys
+        self._key_check_interval = key_check_interval
+        self._reseal = reseal
+        self._key_task: asyncio.Task[None] | None = None
+        self._key_changed = asyncio.Event()
 
     @property
     def stats(self) -> StoreStats:
@@ -365,15 +430,30 @@ class SqlStore(Store):
         prepare_sqlite_path(self._url)
         runner: _Runner
         if self._postgres:
-            runner = _PostgresRunner(self._url, self._pool_size)
+            runner = _PostgresRunner(self._url, self._pool_size, self._keys)
             if self._replica_urls:
-                self._replicas = _Replicas(self._replica_urls, self._pool_size)
+                self._replicas = _Replicas(self._replica_urls, self._pool_size, self._keys)
         else:
-            runner = _SqliteRunner(self._url, self._read_threads)
+            runner = _SqliteRunner(self._url, self._read_threads, self._keys)
         self._runner = runner
         self._writer.start(runner)
+        if self._keys is not None:
+            try:
+                await self._open_key_ring(self._keys)
+            except BaseException:
+                await self.close()
+                raise
+            if self._reseal:
+                self._key_task = asyncio.create_task(
+                    self._maintain_keys(self._keys), name="parley-store-keys"
+                )
 
     async def close(self) -> None:
+        task, self._key_task = self._key_task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         if not await self._writer.close():
             return
         runner, self._runner = self._runner, None
@@ -443,6 +523,94 @@ class SqlStore(Store):
                     return result
             replicas.stats.lagged += 1
         return await self._read(fn, snapshot=snapshot)
+
+    # encryption at rest
+
+    async def _open_key_ring(self, ring: KeyRing) -> None:
+        """Load the ring; the first node to start on a database makes key 1."""
+
+        def run(conn: Connection) -> None:
+            load_keys(conn, ring)
+            if ring.current is None:
+                try:
+                    with conn.begin_nested():
+                        add_key(conn, ring)
+                except IntegrityError:  # another node made it first
+                    load_keys(conn, ring)
+
+        await self._writer.write(run)
+
+    async def _maintain_keys(self, ring: KeyRing) -> None:
+        """Re-seal what the current key did not seal, then every
+        ``key_check_interval`` seconds (or at once after ``rotate_key`` here) reload
+        the ring and, if a newer key appeared, re-seal again."""
+        changed = True
+        while True:
+            try:
+                if changed:
+                    count = await self.reencrypt()
+                    if count:
+                        log.info("re-sealed %d rows under key %s", count, ring.current)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self._key_check_interval):
+                        await self._key_changed.wait()
+                self._key_changed.clear()
+                changed = await self._read(functools.partial(load_keys, ring=ring)) or changed
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("key maintenance failed, retrying: %r", exc)
+                changed = True
+                await asyncio.sleep(self._key_check_interval)
+
+    async def rotate_key(self) -> int:
+        """Add a data key: new writes on this node are sealed with it at once, on
+        other nodes within ``key_check_interval``; older rows are re-sealed in the
+        background. Its id."""
+        ring = self._require_keys()
+        key_id = await self._writer.write(lambda conn: add_key(conn, ring))
+        self._key_changed.set()
+        return key_id
+
+    async def key_status(self) -> dict[str, dict[int | None, int]]:
+        """Rows holding text per key id (None: plain text), for ``messages`` and
+        ``events``."""
+
+        def run(conn: Connection) -> dict[str, dict[int | None, int]]:
+            return {
+                "messages": {row[0]: row[1] for row in conn.execute(_MESSAGE_KEY_COUNTS)},
+                "events": {row[0]: row[1] for row in conn.execute(_EVENT_KEY_COUNTS)},
+            }
+
+        return await self._read(run)
+
+    async def reencrypt(self, *, page: int = _RESEAL_PAGE) -> int:
+        """One pass re-sealing every message body and message event not sealed under
+        the current key (plain rows included), a page per write: each page is a small
+        operation of the group-commit writer, between other writes, locking only the
+        rooms it touches. The rows re-sealed."""
+        ring = self._require_keys()
+        total = 0
+        after: tuple[Any, ...] = ("",)
+        while stale := await self._read(
+            functools.partial(_stale_rows, _STALE_MESSAGES, after, ring.current, page)
+        ):
+            reseal = functools.partial(_reseal_messages, ring, [row[0] for row in stale])
+            total += await self._writer.write(reseal, *{row[1] for row in stale})
+            after = (stale[-1][0],)
+        after = ("", 0)
+        while stale := await self._read(
+            functools.partial(_stale_rows, _STALE_EVENTS, after, ring.current, page)
+        ):
+            reseal = functools.partial(_reseal_events, ring, [tuple(row) for row in stale])
+            total += await self._writer.write(reseal, *{row[0] for row in stale})
+            after = tuple(stale[-1])
+        return total
+
+    def _require_keys(self) -> KeyRing:
+        if self._keys is None:
+            raise Unavailable("this store has no key ring: encryption at rest is off")
+        return self._keys
 
     # users
 
@@ -785,7 +953,9 @@ class SqlStore(Store):
     async def edit_message(
         self, room_id: RoomId, message_id: MessageId, editor_id: UserId, body: str, version: int
     ) -> tuple[Message, list[Event]]:
-        """A deleted message cannot be edited (``Conflict``: it is a tombstone now)."""
+        """A deleted message cannot be edited (``Conflict``: it is a tombstone now).
+        No earlier version is kept: the events that carried the old text now carry
+        the new one (``parley.store.erase``)."""
 
         def run(conn: Connection) -> tuple[Message, list[Event]]:
             if not _storable(body):
@@ -802,11 +972,13 @@ class SqlStore(Store):
                 )
             now = utc_now()
             seq = _take_seqs(conn, room_id, 1, now)
+            key_id, sealed = seal_body(_ring(conn), room_id, message_id, body)
             conn.execute(
                 _UPDATE_MESSAGE,
                 {
                     "message": message_id,
-                    "body": body,
+                    "body": sealed,
+                    "key_id": key_id,
                     "edited_at": now,
                     "version": current.version + 1,
                 },
@@ -814,12 +986,13 @@ class SqlStore(Store):
             [edited] = _fold_reactions(
                 conn, [replace(current, body=body, edited_at=now, version=current.version + 1)]
             )
+            _rewrite_text_events(conn, room_id, message_id, body)
             new = [
                 _new_event(
                     room_id, seq, EventType.MESSAGE_EDITED, now, editor_id, message=edited.public()
                 )
             ]
-            _insert_events(conn, new)
+            _insert_events(conn, new, [message_id])
             return edited, new
 
         return await self._writer.write(run, room_id)
@@ -827,8 +1000,10 @@ class SqlStore(Store):
     async def delete_message(
         self, room_id: RoomId, message_id: MessageId, actor_id: UserId, *, any_sender: bool
     ) -> tuple[Message, list[Event]]:
-        """The body is erased from the database, not only hidden; ``version`` moves on
-        so that an edit racing the delete gets ``VersionConflict``."""
+        """The body is erased from the database, not only hidden: from the message's
+        row and from every stored event that carried it (``parley.store.erase``);
+        ``version`` moves on so that an edit racing the delete gets
+        ``VersionConflict``."""
 
         def run(conn: Connection) -> tuple[Message, list[Event]]:
             current = _load_message(conn, room_id, message_id)
@@ -844,6 +1019,7 @@ class SqlStore(Store):
                 {
                     "message": message_id,
                     "body": "",
+                    "key_id": None,
                     "deleted": True,
                     "version": current.version + 1,
                 },
@@ -861,7 +1037,8 @@ class SqlStore(Store):
                     message=tombstone.public(),
                 )
             ]
-            _insert_events(conn, new)
+            _rewrite_text_events(conn, room_id, message_id, "", deleted=True)
+            _insert_events(conn, new, [message_id])
             return tombstone, new
 
         return await self._writer.write(run, room_id)
@@ -938,9 +1115,9 @@ class SqlStore(Store):
             query = _PAGE_LATEST
 
         def run(conn: Connection) -> tuple[list[Message], bool]:
-            page = [_message(row) for row in conn.execute(query, params).all()]
-            has_more = len(page) > limit
-            page = page[:limit]
+            rows = conn.execute(query, params).all()
+            has_more = len(rows) > limit
+            page = [_message(row, conn) for row in rows[:limit]]
             if after_seq is None:
                 page.reverse()
             return _fold_reactions(conn, page), has_more
@@ -952,8 +1129,7 @@ class SqlStore(Store):
     ) -> tuple[list[Event], bool]:
         def run(conn: Connection) -> tuple[list[Event], bool]:
             rows = conn.execute(_EVENTS, {"room": room_id, "seq": after_seq, "n": limit + 1}).all()
-            page = [_event(row) for row in rows]
-            return page[:limit], len(page) > limit
+            return [_event(row, conn) for row in rows[:limit]], len(rows) > limit
 
         return await self._read_history(room_id, run, full=lambda result: result[1], snapshot=False)
 

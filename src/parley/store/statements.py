@@ -20,7 +20,19 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any, cast
 
-from sqlalchemy import and_, bindparam, delete, func, insert, not_, select, text, update
+from sqlalchemy import (
+    and_,
+    bindparam,
+    delete,
+    func,
+    insert,
+    not_,
+    or_,
+    select,
+    text,
+    tuple_,
+    update,
+)
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import ClauseElement
@@ -110,9 +122,10 @@ _MESSAGE_KEYS = (
     "created_at",
     "version",
     "deleted",
+    "key_id",
 )
 _RAW_INSERT_MESSAGES = _Raw(_INSERT_MESSAGE, _MESSAGE_KEYS)
-_RAW_INSERT_EVENTS = _Raw(_INSERT_EVENT, ("room_id", "seq", "type", "data"))
+_RAW_INSERT_EVENTS = _Raw(_INSERT_EVENT, ("room_id", "seq", "type", "data", "message_id", "key_id"))
 
 _USER = select(*_USER_COLUMNS).where(users.c.id == bindparam("user"))
 _USERS = select(*_USER_COLUMNS).where(users.c.id.in_(_many("users")))
@@ -255,6 +268,63 @@ _EVENTS = (
     .where(events.c.room_id == bindparam("room"), events.c.seq > bindparam("seq"))
     .order_by(events.c.seq)
     .limit(bindparam("n"))
+)
+
+# the stored events that carry a copy of a message's text (``parley.store.erase``)
+_TEXT_EVENTS = select(events.c.seq, events.c.data, events.c.key_id).where(
+    events.c.message_id == bindparam("message"),
+    events.c.room_id == bindparam("room"),
+    events.c.type.in_(("message.created", "message.edited")),
+)
+_REWRITE_EVENT = (
+    update(events)
+    .where(events.c.room_id == bindparam("room"), events.c.seq == bindparam("seq_"))
+    .values(data=bindparam("data_"), key_id=bindparam("key_id_"))
+)
+
+# encryption at rest: rows not sealed under the current key, a page at a time in
+# primary-key order (no index on key_id: a pass reads each table once), and counts
+_STALE_MESSAGES = (
+    select(messages.c.id, messages.c.room_id)
+    .where(
+        messages.c.id > bindparam("after"),
+        not_(messages.c.deleted),
+        or_(messages.c.key_id.is_(None), messages.c.key_id != bindparam("current")),
+    )
+    .order_by(messages.c.id)
+    .limit(bindparam("n"))
+)
+_MESSAGE_BODY = select(messages.c.id, messages.c.room_id, messages.c.key_id, messages.c.body).where(
+    messages.c.id == bindparam("message"), not_(messages.c.deleted)
+)
+_RESEAL_MESSAGE = (
+    update(messages)
+    .where(messages.c.id == bindparam("message"))
+    .values(body=bindparam("body_"), key_id=bindparam("key_id_"))
+)
+_STALE_EVENTS = (
+    select(events.c.room_id, events.c.seq)
+    .where(
+        tuple_(events.c.room_id, events.c.seq)
+        > tuple_(bindparam("after_room"), bindparam("after_seq")),
+        events.c.message_id.is_not(None),
+        or_(events.c.key_id.is_(None), events.c.key_id != bindparam("current")),
+    )
+    .order_by(events.c.room_id, events.c.seq)
+    .limit(bindparam("n"))
+)
+_EVENT_DATA = select(events.c.room_id, events.c.seq, events.c.key_id, events.c.data).where(
+    events.c.room_id == bindparam("room"), events.c.seq == bindparam("seq_")
+)
+_MESSAGE_KEY_COUNTS = (
+    select(messages.c.key_id, func.count())
+    .where(not_(messages.c.deleted))
+    .group_by(messages.c.key_id)
+)
+_EVENT_KEY_COUNTS = (
+    select(events.c.key_id, func.count())
+    .where(events.c.message_id.is_not(None))
+    .group_by(events.c.key_id)
 )
 
 # statements shared by the write operations

@@ -201,6 +201,10 @@ def start_nginx(run_dir: Path, port: int, upstreams: Sequence[str]) -> subproces
         )
 
 
+DEV_MASTER_KEY = "de" * 32
+"""The master key of development clusters that name none (see ``LocalCluster``)."""
+
+
 @dataclass
 class Node:
     """One ``parley serve`` process of a ``LocalCluster``."""
@@ -237,6 +241,10 @@ class LocalCluster:
     between processes on the network's terms); ``bus_url`` a broker every node reaches.
     ``port`` is nginx's (0: a free one). ``nginx=False`` runs the nodes alone.
     ``extra_env`` is added to every node's environment (``PARLEY_*`` settings).
+    ``master_key``: the nodes' ``PARLEY_MASTER_KEY``, shared by all; by default this
+    process's ``PARLEY_MASTER_KEY``, else ``DEV_MASTER_KEY``, a published development
+    key, so that clusters started again on one database (test runs, ``parley cluster
+    up``) open its key ring: set your own for data worth protecting.
     """
 
     workdir: Path
@@ -248,6 +256,9 @@ class LocalCluster:
     nginx: bool = True
     extra_env: Mapping[str, str] = field(default_factory=dict)
     ready_timeout: float = 60.0
+    master_key: str = field(
+        default_factory=lambda: os.environ.get("PARLEY_MASTER_KEY") or DEV_MASTER_KEY
+    )
     nodes: list[Node] = field(default_factory=list, init=False)
     nginx_port: int = field(default=0, init=False)
     _nginx_proc: subprocess.Popen[bytes] | None = field(default=None, init=False)
@@ -286,7 +297,9 @@ class LocalCluster:
         if self.nginx and find_nginx() is None:
             raise ValueError("nginx is not installed (Debian: apt-get install nginx)")
 
-    def _node_env(self, index: int, port: int, data_dir: Path, secret: str) -> dict[str, str]:
+    def _node_env(
+        self, index: int, port: int, data_dir: Path, secret: str, master_key: str
+    ) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("PARLEY_")}
         env.update(
             {
@@ -296,6 +309,7 @@ class LocalCluster:
                 "PARLEY_BUS_URL": self.bus_url,
                 "PARLEY_CACHE_URL": self.cache_url,
                 "PARLEY_SECRET_KEY": secret,
+                "PARLEY_MASTER_KEY": master_key,
                 "PARLEY_NODE_ID": f"node-{self._name}-{index + 1}",
                 "PARLEY_LOG_LEVEL": "warning",
                 # nginx runs on loopback: its X-Forwarded-For is believed, and its
@@ -322,7 +336,7 @@ class LocalCluster:
                     index=i,
                     port=port,
                     data_dir=data_dir,
-                    env=self._node_env(i, port, data_dir, secret),
+                    env=self._node_env(i, port, data_dir, secret, self.master_key),
                     log_path=self.workdir / f"node{i + 1}.log",
                 )
             )

@@ -41,9 +41,10 @@ def alembic_config(url: str | None = None) -> Config:
     return config
 
 
-async def migrate(url: str) -> None:
-    """Upgrade the database at ``url`` to the newest schema (creating a SQLite file and
-    its directory if missing). Raises ``Unavailable`` if the database cannot be reached."""
+async def migrate(url: str, revision: str = "head") -> None:
+    """Upgrade the database at ``url`` to the newest schema, or to ``revision``
+    (creating a SQLite file and its directory if missing). Raises ``Unavailable`` if
+    the database cannot be reached."""
     from alembic import command
 
     parsed = normalize_url(url)
@@ -53,7 +54,7 @@ async def migrate(url: str) -> None:
 
     def upgrade(connection: Connection) -> None:
         config.attributes["connection"] = connection
-        command.upgrade(config, "head")
+        command.upgrade(config, revision)
 
     try:
         async with writer_engine(engine).begin() as conn:
