@@ -101,3 +101,23 @@ async def test_redis_urls_share_one_pool() -> None:
     presence = connect_presence(REDIS_URL, cache=cache)
     assert isinstance(presence, RedisPresence) and presence.client is cache.client
     await cache.close()
+
+
+async def test_redis_url_prefix_names_the_keys() -> None:
+    require_service("redis")
+    from parley.cache.redis import RedisCache, RedisPresence
+
+    name = f"t{uuid.uuid4().hex[:8]}"
+    cache = connect_cache(f"{REDIS_URL}?prefix={name}")
+    presence = connect_presence(f"{REDIS_URL}?prefix={name}", cache=cache)
+    try:
+        assert isinstance(cache, RedisCache) and cache.prefix == f"{name}:cache:"
+        assert isinstance(presence, RedisPresence)
+        assert presence.prefix == f"{name}:{{presence}}:"
+        await cache.set("k", b"v", ttl=30)
+        assert await cache.client.get(f"{name}:cache:k") == b"v"
+        await cache.delete("k")
+    finally:
+        await cache.close()
+    with pytest.raises(ValueError, match="prefix"):
+        connect_cache(f"{REDIS_URL}?prefix=")

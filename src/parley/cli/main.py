@@ -74,7 +74,7 @@ def make_parser() -> argparse.ArgumentParser:
     export.add_argument("room_id")
     admin.set_defaults(func=cmd_admin)
 
-    for module in ("client", "bench"):
+    for module in ("client", "bench", "cluster"):
         try:
             register = __import__(f"parley.cli.{module}", fromlist=["register"]).register
         except ImportError:  # pragma: no cover - optional parts of the CLI
