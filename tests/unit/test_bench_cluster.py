@@ -45,3 +45,4 @@ def test_a_prefix_is_added_unless_the_url_names_one() -> None:
     assert with_prefix("redis://h:6379/0", "b1") == "redis://h:6379/0?prefix=b1"
     assert with_prefix("amqp://g:g@h:5672/?x=1", "b1") == "amqp://g:g@h:5672/?x=1&prefix=b1"
     assert with_prefix("nats://h:4222?prefix=mine", "b1") == "nats://h:4222?prefix=mine"
+    assert with_prefix("memory://", "b1") == "memory://"

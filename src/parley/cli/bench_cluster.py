@@ -74,8 +74,11 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1", "")
 
 
 def with_prefix(url: str, prefix: str) -> str:
-    """``url`` with ``?prefix=prefix`` unless it names one already."""
+    """``url`` with ``?prefix=prefix`` unless it names one already (``memory://``
+    reaches one process only and takes none)."""
     parts = urlsplit(url)
+    if parts.scheme == "memory":
+        return url
     query = parse_qsl(parts.query, keep_blank_values=True)
     if any(k == "prefix" for k, _ in query):
         return url
