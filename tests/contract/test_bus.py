@@ -151,6 +151,13 @@ class Backend:
         for bus in self._faulty_memory():
             self.broker.cut(bus)
 
+    async def blackhole(self) -> None:
+        """Starve every faulty node's connection without closing it (memory: a cut)."""
+        if self.proxy is not None:
+            await self.proxy.blackhole()
+        for bus in self._faulty_memory():
+            self.broker.cut(bus)
+
     async def restore(self) -> None:
         self.down = False
         if self.proxy is not None:
@@ -344,6 +351,23 @@ async def test_reconnect_is_signalled_and_delivery_resumes(backend: Backend) -> 
     await node.wait_for(late, b"late")
     await node.bus.publish(ch, b"from-node")
     await witness.wait_for(ch, b"from-node")
+
+
+async def test_a_silent_dead_line_is_found(backend: Backend) -> None:
+    node = await backend.node(faulty=True)
+    witness = await backend.node()
+    ch = channel()
+    await node.bus.subscribe(ch)
+    await witness.bus.subscribe(ch)
+    await witness.bus.publish(ch, b"before")
+    await node.wait_for(ch, b"before")
+
+    await backend.blackhole()
+    await node.wait_until(lambda: not node.bus.connected)
+    await backend.restore()
+    await node.wait_until(lambda: node.reconnects >= 1 and node.bus.connected)
+    await witness.bus.publish(ch, b"after")
+    await node.wait_for(ch, b"after")
 
 
 async def test_broker_down_at_start(backend: Backend) -> None:

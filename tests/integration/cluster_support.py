@@ -3,14 +3,23 @@ private ``?prefix=``, the cache URL likewise, and nginx's presence."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import importlib.util
 import os
+import threading
 import uuid
+from collections.abc import Coroutine, Iterator
+from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
 from parley.testing.cluster import find_nginx
-from tests.conftest import require_service
+from parley.testing.proxy import TcpProxy
+from tests.conftest import SERVICES, require_service
+
+T = TypeVar("T")
 
 BROKERS = {
     # broker: (backend module under parley.bus, service in tests.conftest.SERVICES, URL)
@@ -48,3 +57,73 @@ def require_nginx() -> None:
         if os.environ.get("CI") == "true":
             pytest.fail(f"{message} (CI=true: services are required)")
         pytest.skip(message)
+
+
+class ProxyThread:
+    """``TcpProxy`` instances on an event loop of their own, in a thread: the nodes'
+    lines to PostgreSQL and the broker must keep flowing while a test blocks (a node
+    starting) and across the tests of a module."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="test-proxies")
+        self._thread.start()
+        self.proxies: list[TcpProxy] = []
+
+    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(30)
+
+    def add(self, port: int) -> TcpProxy:
+        """A proxy to ``127.0.0.1:port``, accepting."""
+        proxy = TcpProxy("127.0.0.1", port)
+        self._run(proxy.start())
+        self.proxies.append(proxy)
+        return proxy
+
+    def cut(self, proxy: TcpProxy) -> None:
+        self._run(proxy.cut())
+
+    def restore(self, proxy: TcpProxy) -> None:
+        self._run(proxy.restore())
+
+    def close(self) -> None:
+        for proxy in self.proxies:
+            self._run(proxy.close())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)
+        self.loop.close()
+
+
+def through(url: str, proxy: TcpProxy) -> str:
+    """``url`` with its ``host:port`` replaced by the proxy's."""
+    parts = urlsplit(url)
+    userinfo = parts.netloc.rpartition("@")[0]
+    netloc = f"{userinfo}@" if userinfo else ""
+    return urlunsplit(parts._replace(netloc=f"{netloc}127.0.0.1:{proxy.port}"))
+
+
+def broker_port(broker: str) -> int:
+    return SERVICES[BROKERS[broker][1]][1]
+
+
+@contextlib.contextmanager
+def fresh_database() -> Iterator[str]:
+    """A PostgreSQL database of its own, dropped afterwards."""
+    require_service("postgres")
+    import asyncpg  # type: ignore[import-untyped]
+
+    name = f"parley_cluster_{uuid.uuid4().hex[:12]}"
+    admin = os.environ.get("PARLEY_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+
+    async def run(sql: str) -> None:
+        conn = await asyncpg.connect(admin)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(run(f'CREATE DATABASE "{name}"'))
+    try:
+        yield f"{admin.rsplit('/', 1)[0]}/{name}"
+    finally:
+        asyncio.run(run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))

@@ -183,14 +183,21 @@ class NatsBus(Bus):
 
     async def _connect(self) -> None:
         """The first connection; nats-py keeps it (and reconnects) from then on."""
-        await self._nc.connect(
-            servers=self._servers,
-            error_cb=self._on_error,
-            disconnected_cb=self._on_disconnected,
-            reconnected_cb=self._on_reconnected,
-            **self._options,
-        )
-        await self._resubscribe()
+        try:
+            await self._nc.connect(
+                servers=self._servers,
+                error_cb=self._on_error,
+                disconnected_cb=self._on_disconnected,
+                reconnected_cb=self._on_reconnected,
+                **self._options,
+            )
+            await self._resubscribe()
+        except _LINK_ERRORS as exc:
+            log.warning("nats bus: subscribing after the first connect failed (%r)", exc)
+        except Exception:
+            log.exception("nats bus: the first connection failed for good")
+        finally:
+            self._tried.set()
 
     async def _subscribe(self, channel: str) -> None:
         self._subs[channel] = await self._nc.subscribe(

@@ -240,6 +240,8 @@ class RabbitBus(Bus):
                     log.warning("rabbitmq bus connection lost: %r", exc)
                 else:
                     log.info("rabbitmq bus cannot connect: %r", exc)
+            except Exception:
+                log.exception("rabbitmq bus link failed; reconnecting")
             finally:
                 self._connected = False
                 self._queue = self._exchange = self._channel = None

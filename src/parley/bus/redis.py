@@ -183,6 +183,8 @@ class RedisBus(Bus):
                     log.warning("redis bus connection lost: %s", exc)
                 else:
                     log.info("redis bus cannot connect: %s", exc)
+            except Exception:
+                log.exception("redis bus link failed; reconnecting")
             finally:
                 self._conn = None
                 self._connected = False

@@ -2,9 +2,11 @@
 the line and restore it, without touching the broker other tests share.
 
 ``cut()`` resets every connection through the proxy and stops listening, so new
-connections are refused as by a broker that is down; ``restore()`` listens again on
-the same port. ``TcpProxy(..., accepting=False)`` starts in the cut state, for a
-node that boots while its broker is unreachable.
+connections are refused as by a broker that is down; ``blackhole()`` keeps every
+connection open but silently drops what crosses it, as a dead network path does (only
+keepalives find that); ``restore()`` ends both: it resets the connections a blackhole
+starved and listens again on the same port. ``start(accepting=False)`` begins in the
+cut state, for a node that boots while its broker is unreachable.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ class TcpProxy:
         self._server: asyncio.Server | None = None
         self._links: set[asyncio.Task[None]] = set()
         self._writers: set[asyncio.StreamWriter] = set()
+        self._blackhole = False
 
     @property
     def accepting(self) -> bool:
@@ -40,7 +43,19 @@ class TcpProxy:
         return self
 
     async def restore(self) -> None:
-        """Accept connections again."""
+        """Forward again: new connections are accepted and carried."""
+        if self._blackhole:
+            self._blackhole = False
+            await self._reset()
+        await self._listen()
+
+    async def blackhole(self) -> None:
+        """Drop every byte in both directions, on open and new connections alike,
+        without closing anything, until ``restore``."""
+        self._blackhole = True
+        await self._listen()
+
+    async def _listen(self) -> None:
         if self._server is None:
             self._server = await asyncio.start_server(
                 self._accept, "127.0.0.1", self.port, reuse_address=True
@@ -48,17 +63,21 @@ class TcpProxy:
 
     async def cut(self) -> None:
         """Reset every connection and refuse new ones until ``restore``."""
+        self._blackhole = False
         server, self._server = self._server, None
         if server is not None:
             server.close()
+        await self._reset()
+        if server is not None:
+            await server.wait_closed()
+
+    async def _reset(self) -> None:
         for writer in tuple(self._writers):
             writer.transport.abort()
         self._writers.clear()
         for task in tuple(self._links):
             task.cancel()
         await asyncio.gather(*self._links, return_exceptions=True)
-        if server is not None:
-            await server.wait_closed()
 
     async def close(self) -> None:
         await self.cut()
@@ -82,8 +101,9 @@ class TcpProxy:
     async def _pipe(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
         try:
             while data := await src.read(65536):
-                dst.write(data)
-                await dst.drain()
+                if not self._blackhole:
+                    dst.write(data)
+                    await dst.drain()
         except OSError:
             pass
         finally:
