@@ -1324,5 +1324,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         action="store_true",
         help="skip the reference run on one node with the in-process bus",
     )
+    cluster.add_argument(
+        "--no-pin",
+        action="store_true",
+        help="pin neither the nodes to --server-cpu nor the generators to the other cores",
+    )
     bench.add_argument("--out", type=Path, default=Path("bench/results"), help="output dir")
     bench.set_defaults(func=cmd_bench)

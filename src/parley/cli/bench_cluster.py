@@ -251,7 +251,10 @@ def spread(roles: list[Role], urls: list[str], *, apart: bool) -> None:
 
 
 def _cpus(args: argparse.Namespace) -> tuple[set[int], list[int]]:
-    """The nodes' core and the generators' cores, as ``bench.cmd_bench`` splits them."""
+    """The nodes' core and the generators' cores, as ``bench.cmd_bench`` splits them;
+    none with ``--no-pin`` (every process where the kernel puts it)."""
+    if args.no_pin:
+        return set(), []
     cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
     server = {cpus[args.server_cpu % len(cpus)]} if len(cpus) > 1 else set()
     return server, [c for c in cpus if c not in server] if len(cpus) > 1 else []
