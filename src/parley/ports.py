@@ -309,6 +309,12 @@ class Cache(abc.ABC):
     async def incr(self, key: str, *, ttl: float) -> int:
         """Increment a counter, starting its expiry when it is created."""
 
+    @abc.abstractmethod
+    async def take(self, key: str, *, rate: float, burst: float, cost: float = 1.0) -> float:
+        """Take ``cost`` tokens from the token bucket ``key`` (``burst`` tokens when
+        full, refilled at ``rate`` a second): 0.0 when taken, else the seconds until
+        they would be (nothing is taken then). One round trip on a shared cache."""
+
 
 class Clock(abc.ABC):
     """Time, so that tests can drive expiry without sleeping."""

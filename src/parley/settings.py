@@ -3,11 +3,24 @@ defaults, then passed down frozen. Nothing reads the environment at import time.
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def parse_rate(value: str) -> tuple[float, float]:
+    """``"BURST/SECONDS"`` as (tokens a second, burst); ValueError if malformed."""
+    burst, sep, seconds = value.partition("/")
+    try:
+        count, period = int(burst.strip()), float(seconds.strip().rstrip("s"))
+    except ValueError:
+        count = period = 0
+    if not sep or count < 1 or period <= 0:
+        raise ValueError(f"a rate is BURST/SECONDS, e.g. 60/10, not {value!r}")
+    return count / period, float(count)
 
 
 class Settings(BaseSettings):
@@ -27,7 +40,51 @@ class Settings(BaseSettings):
     allowed_origins: str | None = Field(
         None, description="Comma-separated WebSocket/CORS origins; default: own origin."
     )
-    rate_limits: Literal["on", "off"] = Field("on", description="off: benchmarks only.")
+    rate_limits: Literal["on", "off"] = Field(
+        "on", description="off: every rate limit off (benchmarks and test rigs only)."
+    )
+    rate_limit_send: str = Field(
+        "60/10",
+        description="Messages a user sends, as BURST/SECONDS (a bucket of BURST "
+        "refilled over SECONDS).",
+    )
+    rate_limit_edit: str = Field(
+        "60/60", description="Edits, deletions and reaction changes of a user, BURST/SECONDS."
+    )
+    rate_limit_rooms: str = Field(
+        "10/60", description="Rooms a user creates or changes, direct rooms opened, BURST/SECONDS."
+    )
+    rate_limit_membership: str = Field(
+        "30/60",
+        description="Joins, leaves, member additions and removals of a user, BURST/SECONDS.",
+    )
+    rate_limit_read: str = Field(
+        "300/60", description="REST reads (and read markers) of a user, BURST/SECONDS."
+    )
+    rate_limit_typing: str = Field("20/10", description="Typing frames of a user, BURST/SECONDS.")
+    rate_limit_presence: str = Field(
+        "30/60",
+        description="Presence frames (set, subscribe, unsubscribe) of a user, BURST/SECONDS.",
+    )
+    rate_limit_register: str = Field(
+        "20/3600", description="Registrations from one address, BURST/SECONDS."
+    )
+    rate_limit_login: str = Field(
+        "30/300",
+        description="Password logins from one address, whatever the usernames (slows "
+        "password spraying), BURST/SECONDS.",
+    )
+    rate_limit_login_user: str = Field(
+        "10/300",
+        description="Password logins from one address for one username, BURST/SECONDS. "
+        "Keyed by address, so nobody elsewhere can lock an account out.",
+    )
+    rate_limit_refresh: str = Field(
+        "120/60", description="Token refreshes from one address, BURST/SECONDS."
+    )
+    rate_limit_revoke: str = Field(
+        "60/60", description="Token revocations from one address, BURST/SECONDS."
+    )
     public_url: str | None = Field(None, description="The URL users reach this server at.")
     secret_key: str | None = Field(
         None,
@@ -61,6 +118,40 @@ class Settings(BaseSettings):
     argon2_time_cost: int = Field(2, ge=1, description="Argon2id passes (OWASP: 2).")
     argon2_memory_kib: int = Field(19456, ge=8, description="Argon2id memory (OWASP: 19 MiB).")
     log_level: str = Field("info", description="debug, info, warning, error.")
+    request_timeout: float = Field(
+        10.0,
+        gt=0,
+        description="Seconds a client has to send a whole HTTP request (headers and body) "
+        "from its first byte or from connecting; then the connection is closed (slowloris).",
+    )
+    keepalive_timeout: int = Field(
+        5, ge=1, description="Seconds an idle keep-alive HTTP connection stays open."
+    )
+    max_connections: int = Field(
+        10000, ge=1, description="Open connections of the node (HTTP and WebSocket); then 503."
+    )
+    max_connections_per_ip: int = Field(
+        256,
+        ge=1,
+        description="Open connections from one address (trusted proxies exempt); then 503.",
+    )
+    max_unauthenticated_ws_per_ip: int = Field(
+        32,
+        ge=1,
+        description="WebSockets of one address not yet authenticated; then 503 or close 1013.",
+    )
+    metrics_token: str | None = Field(
+        None, description="Bearer token that opens /metrics from any address.", repr=False
+    )
+    metrics_allow: str = Field(
+        "127.0.0.0/8,::1",
+        description="Comma-separated addresses or CIDRs that may read /metrics without a token.",
+    )
+    trusted_proxies: str | None = Field(
+        None,
+        description="Comma-separated addresses or CIDRs of reverse proxies whose "
+        "X-Forwarded-For and X-Forwarded-Proto are believed; default: none.",
+    )
 
     @field_validator("secret_key")
     @classmethod
@@ -86,6 +177,48 @@ class Settings(BaseSettings):
             if url.startswith(plain):
                 return driver + url[len(plain) :]
         return url
+
+    @field_validator(
+        "rate_limit_send",
+        "rate_limit_edit",
+        "rate_limit_rooms",
+        "rate_limit_membership",
+        "rate_limit_read",
+        "rate_limit_typing",
+        "rate_limit_presence",
+        "rate_limit_register",
+        "rate_limit_login",
+        "rate_limit_login_user",
+        "rate_limit_refresh",
+        "rate_limit_revoke",
+    )
+    @classmethod
+    def _rate(cls, value: str) -> str:
+        parse_rate(value)
+        return value
+
+    @property
+    def proxies(self) -> list[str]:
+        """Trusted proxy addresses and networks, as listed."""
+        if not self.trusted_proxies:
+            return []
+        return [p.strip() for p in self.trusted_proxies.split(",") if p.strip()]
+
+    @property
+    def metrics_networks(self) -> list[str]:
+        """Addresses and networks that may read ``/metrics``."""
+        return [p.strip() for p in self.metrics_allow.split(",") if p.strip()]
+
+    @field_validator("trusted_proxies", "metrics_allow")
+    @classmethod
+    def _networks(cls, value: str | None) -> str | None:
+        for item in (value or "").split(","):
+            if item.strip():
+                try:
+                    ipaddress.ip_network(item.strip(), strict=False)
+                except ValueError as exc:
+                    raise ValueError(f"not an address or CIDR: {item.strip()!r}") from exc
+        return value
 
     @property
     def origins(self) -> list[str]:

@@ -20,8 +20,10 @@ from pathlib import Path
 import pytest
 
 from parley.bus.memory import MemoryBroker, MemoryBus
+from parley.delivery.fanout import Fanout
+from parley.delivery.session import Connection
 from parley.domain.models import RoomId, RoomKind, UserId, Visibility
-from parley.gateway.hub import Connection, Fanout, Hub
+from parley.gateway.hub import Hub
 from parley.ports import SendRequest
 from parley.settings import Settings
 from parley.store import SqlStore, migrate
@@ -88,7 +90,7 @@ class Reader:
 
     def stop(self) -> None:
         self._task.cancel()
-        self.conn.hub.detach(self.conn)
+        self.conn.delivery.detach(self.conn)  # type: ignore[attr-defined]
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from parley.gateway import hub as hub_module
+from parley.delivery import session as session_module
 from parley.protocol.frames import TYPING_EXPIRES_MS
 from parley.testing.server import ServerThread
 from tests.realtime_support import (
@@ -356,13 +356,13 @@ async def test_resume_is_served_from_recent_events_or_from_the_store(
     nothing and is answered at once, with no replay task; one further back reads
     the store in the connection's replay task. Same frames either way."""
     scheduled: list[str] = []
-    schedule = hub_module.Connection.schedule_replay
+    schedule = session_module.Connection.schedule_replay
 
-    def recording(conn: hub_module.Connection, room_id: str) -> None:
+    def recording(conn: session_module.Connection, room_id: str) -> None:
         scheduled.append(room_id)
         schedule(conn, room_id)
 
-    monkeypatch.setattr(hub_module.Connection, "schedule_replay", recording)
+    monkeypatch.setattr(session_module.Connection, "schedule_replay", recording)
     with running_server(tmp_path, rate_limits="off", replay_cache=cache) as server:
         alice = await user(server.url, "alice")
         async with closing(alice), httpx.AsyncClient() as http:

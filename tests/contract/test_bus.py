@@ -424,3 +424,56 @@ async def test_nats_slow_consumer_drops_are_signalled() -> None:
         release.set()
         await slow.close()
         await pub.close()
+
+
+async def test_rabbitmq_queue_expired_during_a_cut_is_bound_afresh() -> None:
+    """A cut longer than ``queue_expiry`` loses the queue and its bindings: the node
+    must declare and bind it anew, not trust what it bound before."""
+    require_service("rabbitmq")
+    import aio_pika
+    from aio_pika.exceptions import ChannelNotFoundEntity
+
+    from parley.bus.rabbitmq import RabbitBus
+
+    host, port = SERVICES["rabbitmq"]
+    prefix = f"t{uuid.uuid4().hex[:12]}"
+    proxy = await TcpProxy(host, port).start()
+    node = Node(
+        RabbitBus(
+            f"amqp://guest:guest@127.0.0.1:{proxy.port}/",
+            prefix=prefix,
+            queue_expiry=0.5,
+            heartbeat=1,
+            retry_min=0.05,
+            retry_max=0.3,
+        )
+    )
+    witness = Node(RabbitBus(f"amqp://guest:guest@{host}:{port}/", prefix=prefix))
+    admin = await aio_pika.connect(f"amqp://guest:guest@{host}:{port}/")
+    try:
+        await node.start()
+        await witness.start()
+        ch = channel()
+        await node.bus.subscribe(ch)
+        await proxy.cut()
+        assert isinstance(node.bus, RabbitBus)
+        async with asyncio.timeout(TIMEOUT):
+            while True:
+                # A passive declare renews the queue's lease: probe less often than it.
+                await asyncio.sleep(1.0)
+                probe = await admin.channel()
+                try:
+                    await probe.declare_queue(node.bus.queue_name, passive=True)
+                except ChannelNotFoundEntity:
+                    break
+                await probe.close()
+        await proxy.restore()
+        await node.wait_until(lambda: node.reconnects >= 1 and node.bus.connected)
+        await witness.bus.publish(ch, b"after expiry")
+        await node.wait_for(ch, b"after expiry")
+    finally:
+        await node.bus.close()
+        await witness.bus.close()
+        await proxy.close()
+        async with admin:
+            await (await admin.channel()).exchange_delete(f"parley.bus.{prefix}")

@@ -103,6 +103,41 @@ async def test_redis_urls_share_one_pool() -> None:
     await cache.close()
 
 
+async def test_take_allows_a_burst_then_refuses_with_the_wait(cache: Cache) -> None:
+    rate, burst = 2.0, 3.0  # 3 at once, then one every half second
+    assert [await cache.take("b", rate=rate, burst=burst) for _ in range(3)] == [0.0] * 3
+    wait = await cache.take("b", rate=rate, burst=burst)
+    assert 0.3 < wait <= 0.5
+    # A refusal takes nothing: asking again does not push the wait further out.
+    again = await cache.take("b", rate=rate, burst=burst)
+    assert 0.0 < again <= wait
+    assert await cache.take("other", rate=rate, burst=burst) == 0.0
+
+
+async def test_take_refills_at_the_rate(cache: Cache) -> None:
+    rate, burst = 10.0, 2.0
+    assert await cache.take("r", rate=rate, burst=burst) == 0.0
+    assert await cache.take("r", rate=rate, burst=burst) == 0.0
+    wait = await cache.take("r", rate=rate, burst=burst)
+    assert wait > 0.0
+    start = time.monotonic()
+    while await cache.take("r", rate=rate, burst=burst) > 0.0:
+        assert time.monotonic() - start < TIMEOUT
+        await asyncio.sleep(0.02)  # polling: the refill has no event to await
+    # Refilled, but never beyond the burst.
+    await asyncio.sleep(0.5)
+    taken = [await cache.take("r", rate=rate, burst=burst) for _ in range(3)]
+    assert taken[:2] == [0.0, 0.0]
+    assert taken[2] > 0.0
+
+
+async def test_take_with_a_cost(cache: Cache) -> None:
+    assert await cache.take("c", rate=1.0, burst=5.0, cost=4.0) == 0.0
+    wait = await cache.take("c", rate=1.0, burst=5.0, cost=4.0)
+    assert 2.5 < wait <= 3.0
+    assert await cache.take("c", rate=1.0, burst=5.0, cost=1.0) == 0.0
+
+
 async def test_redis_url_prefix_names_the_keys() -> None:
     require_service("redis")
     from parley.cache.redis import RedisCache, RedisPresence

@@ -1,4 +1,4 @@
-"""The layout is the architecture: these import rules keep it so (STYLE.md)."""
+"""The layout is the architecture: these import rules keep it so (docs/architecture.md)."""
 
 from __future__ import annotations
 

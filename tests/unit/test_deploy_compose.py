@@ -4,6 +4,7 @@ and nginx balances exactly the nodes. PyYAML comes with ``uvicorn[standard]``.""
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from pathlib import Path
 from typing import Any
@@ -85,3 +86,12 @@ def test_nginx_balances_exactly_the_nodes(compose: dict[str, Any]) -> None:
     expected = [f"{name}:{env['PARLEY_PORT']}" for name, env in nodes(compose).items()]
     assert sorted(upstreams) == sorted(expected)
     assert set(nginx["depends_on"]) == set(nodes(compose))
+
+
+def test_nodes_trust_nginx_and_only_it(compose: dict[str, Any]) -> None:
+    """The nodes believe X-Forwarded-For from nginx's fixed address, not from anyone."""
+    address = compose["services"]["nginx"]["networks"]["default"]["ipv4_address"]
+    subnet = compose["networks"]["default"]["ipam"]["config"][0]["subnet"]
+    assert ipaddress.ip_address(address) in ipaddress.ip_network(subnet)
+    for name, env in nodes(compose).items():
+        assert env["PARLEY_TRUSTED_PROXIES"] == address, name

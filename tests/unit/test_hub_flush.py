@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+from parley.delivery.session import Connection
 from parley.domain.models import UserId
-from parley.gateway.hub import Connection, Hub
+from parley.gateway.hub import Hub
 from parley.settings import Settings
 
 

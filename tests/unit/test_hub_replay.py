@@ -6,8 +6,9 @@ import asyncio
 from pathlib import Path
 
 from parley.bus.memory import MemoryBus
+from parley.delivery.session import Connection
 from parley.domain.models import UserId
-from parley.gateway.hub import Connection, Hub
+from parley.gateway.hub import Hub
 from parley.protocol.session import RoomCursor
 from parley.settings import Settings
 

@@ -84,6 +84,7 @@ def test_server_frames_encode_as_documented() -> None:
         "message": "slow",
         "id": 4,
         "retry_after": 0.5,
+        "retry_after_ms": 500,
     }
     assert json.loads(f.pong_frame()) == {"type": "pong"}
     assert json.loads(f.pong_frame("p")) == {"type": "pong", "id": "p"}

@@ -13,12 +13,30 @@ from parley.errors import InvalidInput
 CODE_POINTS = [*range(0x0000, 0x3000), *range(0xD7F0, 0xE010), 0xFEFF, 0x10FFFF]
 
 
+# Invisible characters that reorder or hide text, refused in names (not in topics):
+# bidi marks, embeddings, overrides and isolates, zero-width space, word joiner and
+# invisible operators, the BOM, the Mongolian vowel separator.
+INVISIBLE = {
+    0x061C,
+    0x180E,
+    0x200B,
+    0x200E,
+    0x200F,
+    *range(0x202A, 0x202F),
+    *range(0x2060, 0x2065),
+    *range(0x2066, 0x206A),
+    0xFEFF,
+}
+
+
 @pytest.mark.parametrize("allow_newlines", [True, False])
 def test_controls_are_exactly_cc_and_cs(allow_newlines: bool) -> None:
+    """Names (``allow_newlines=False``) also refuse the invisible characters."""
     for cp in CODE_POINTS:
         ch = chr(cp)
         newline = allow_newlines and ch in "\n\t\r"
-        expected = not newline and unicodedata.category(ch) in ("Cc", "Cs")
+        invisible = not allow_newlines and cp in INVISIBLE
+        expected = invisible or (not newline and unicodedata.category(ch) in ("Cc", "Cs"))
         try:
             validation.check_topic(f"a{ch}b") if allow_newlines else validation.check_room_name(
                 f"a{ch}b"

@@ -217,7 +217,8 @@ class NatsBus(Bus):
     async def _resubscribe(self) -> None:
         """Subscribe to what was added while disconnected, confirm, then say so."""
         for channel in tuple(self._channels - self._subs.keys()):
-            await self._subscribe(channel)
+            if channel in self._channels:  # not unsubscribed meanwhile
+                await self._subscribe(channel)
         await self._round_trip()
         self._ready = True
         self._tried.set()

@@ -137,6 +137,11 @@ class RabbitBus(Bus):
         self._dispatcher: asyncio.Task[None] | None = None
 
     @property
+    def queue_name(self) -> str:
+        """This node's queue on the broker."""
+        return self._queue_name
+
+    @property
     def connected(self) -> bool:
         conn = self._conn
         return self._connected and conn is not None and not conn.is_closed
@@ -273,12 +278,21 @@ class RabbitBus(Bus):
             self._queue_name, durable=False, exclusive=False, arguments=self._queue_args
         )
         self._exchange, self._queue = exchange, queue
+        # Every channel, not only those missing from ``_bound``: the queue may have
+        # expired during a long cut and been declared afresh, with no bindings. With
+        # ``nowait`` (no bind-ok each): a channel's methods are carried out in order,
+        # so the consume-ok below answers for them all, and thousands of rooms are
+        # bound in one round trip rather than one each.
+        underlay = await channel.get_underlay_channel()
+        for name in tuple(self._channels):
+            await underlay.queue_bind(
+                self._queue_name, self._exchange_name, routing_key=name, nowait=True
+            )
+            self._bound.add(name)
+        # Unsubscribed while down, or while the loop above ran.
         for stale in tuple(self._bound - self._channels):
             await queue.unbind(exchange, routing_key=stale, timeout=self._op_timeout)
             self._bound.discard(stale)
-        for name in tuple(self._channels):
-            await queue.bind(exchange, routing_key=name, timeout=self._op_timeout)
-            self._bound.add(name)
         self._consumer_tag = await queue.consume(self._on_message, no_ack=True)
         self._connected = True
         self._backoff.reset()

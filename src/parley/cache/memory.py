@@ -10,6 +10,7 @@ from parley.domain.models import UserId
 from parley.ports import Cache, ConnectionPresence, PresenceStore
 
 _SWEEP_EVERY = 1024
+_BUCKET_SWEEP_SECONDS = 10.0
 
 
 class MemoryCache(Cache):
@@ -18,12 +19,16 @@ class MemoryCache(Cache):
     def __init__(self) -> None:
         self._data: dict[str, tuple[bytes | int, float | None]] = {}
         self._writes = 0
+        # key -> (tokens, last update, when full again); a full bucket is dropped.
+        self._buckets: dict[str, tuple[float, float, float]] = {}
+        self._bucket_sweep = time.monotonic() + _BUCKET_SWEEP_SECONDS
 
     async def start(self) -> None:
         return None
 
     async def close(self) -> None:
         self._data.clear()
+        self._buckets.clear()
 
     async def ping(self) -> None:
         return None
@@ -68,6 +73,23 @@ class MemoryCache(Cache):
             self._data[key] = (count, time.monotonic() + ttl)
             self._wrote()
         return count
+
+    async def take(self, key: str, *, rate: float, burst: float, cost: float = 1.0) -> float:
+        now = time.monotonic()
+        buckets = self._buckets
+        entry = buckets.get(key)
+        tokens = burst if entry is None else min(burst, entry[0] + (now - entry[1]) * rate)
+        wait = 0.0
+        if tokens >= cost:
+            tokens -= cost
+        else:
+            wait = (cost - tokens) / rate
+        buckets[key] = (tokens, now, now + (burst - tokens) / rate)
+        if now >= self._bucket_sweep:
+            self._bucket_sweep = now + _BUCKET_SWEEP_SECONDS
+            for full in [k for k, (_, _, f) in buckets.items() if f <= now]:
+                del buckets[full]
+        return wait
 
 
 class MemoryPresence(PresenceStore):

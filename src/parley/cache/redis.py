@@ -79,6 +79,31 @@ return n
 """
 
 
+_TAKE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local rate, burst, cost = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local b = redis.call('HMGET', KEYS[1], 't', 'ts')
+local tokens = tonumber(b[1])
+if tokens == nil then
+  tokens = burst
+else
+  tokens = math.min(burst, tokens + math.max(0, now - tonumber(b[2])) * rate)
+end
+local wait = 0
+if tokens >= cost then
+  tokens = tokens - cost
+else
+  wait = (cost - tokens) / rate
+end
+redis.call('HSET', KEYS[1], 't', string.format('%.6f', tokens), 'ts', string.format('%.6f', now))
+redis.call('PEXPIRE', KEYS[1], math.ceil((burst - tokens) / rate * 1000) + 1000)
+return string.format('%.6f', wait)
+"""
+"""A token bucket as a hash (tokens, last update), timed by the Redis server's
+clock so that every node agrees; it expires once it would be full again."""
+
+
 def _ms(seconds: float) -> int:
     return max(1, math.ceil(seconds * 1000))
 
@@ -91,6 +116,7 @@ class RedisCache(Cache):
         self.prefix = prefix
         self._owns = owns_client
         self._incr = client.register_script(_INCR)
+        self._take = client.register_script(_TAKE)
 
     @classmethod
     def from_url(cls, url: str, *, prefix: str = CACHE_PREFIX) -> RedisCache:
@@ -117,6 +143,10 @@ class RedisCache(Cache):
 
     async def incr(self, key: str, *, ttl: float) -> int:
         return int(await self._incr(keys=[self.prefix + key], args=[_ms(ttl)]))
+
+    async def take(self, key: str, *, rate: float, burst: float, cost: float = 1.0) -> float:
+        reply = await self._take(keys=[self.prefix + key], args=[rate, burst, cost])
+        return float(reply)
 
 
 class RedisPresence(PresenceStore):

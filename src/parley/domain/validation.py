@@ -20,6 +20,21 @@ _CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 _CONTROLS_BUT_NEWLINES = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
 
 
+# Characters that change how a name displays without showing themselves: bidi
+# embeddings, overrides and isolates (U+202A-202E, U+2066-2069, U+061C, U+200E/F:
+# "gnp.exe" shown as "exe.png"), zero-width space, word joiners and invisible
+# operators (U+200B, U+2060-2064), the BOM (U+FEFF), U+180E. Zero-width (non-)joiners
+# U+200C/200D stay: scripts such as Persian and emoji sequences need them.
+_INVISIBLE = re.compile(
+    "[\u061c\u180e\u200b\u200e\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]"
+)
+
+
+def _visible(text: str, field: str) -> None:
+    if _INVISIBLE.search(text) is not None:
+        raise InvalidInput(f"{field} contains invisible or direction-changing characters")
+
+
 def _no_controls(text: str, field: str, *, allow_newlines: bool) -> None:
     controls = _CONTROLS_BUT_NEWLINES if allow_newlines else _CONTROLS
     if controls.search(text) is not None:
@@ -43,6 +58,7 @@ def check_display_name(name: str) -> str:
     if not 1 <= len(name) <= MAX_DISPLAY_NAME:
         raise InvalidInput(f"display_name: 1 to {MAX_DISPLAY_NAME} characters")
     _no_controls(name, "display_name", allow_newlines=False)
+    _visible(name, "display_name")
     return name
 
 
@@ -51,6 +67,7 @@ def check_room_name(name: str) -> str:
     if not 1 <= len(name) <= MAX_ROOM_NAME:
         raise InvalidInput(f"name: 1 to {MAX_ROOM_NAME} characters")
     _no_controls(name, "name", allow_newlines=False)
+    _visible(name, "name")
     return name
 
 

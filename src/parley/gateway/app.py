@@ -18,7 +18,13 @@ from starlette.types import Receive, Scope, Send
 import parley
 from parley.gateway import errors, rest
 from parley.gateway.metrics import router as metrics_router
-from parley.gateway.middleware import BodyLimit, SecurityHeaders
+from parley.gateway.middleware import (
+    ApiPaths,
+    BodyLimit,
+    HostCheck,
+    MetricsGuard,
+    SecurityHeaders,
+)
 from parley.gateway.ratelimit import RateLimiter
 from parley.gateway.runtime import Runtime
 from parley.gateway.sse import router as sse_router
@@ -70,7 +76,13 @@ class ParleyApp(FastAPI):
     checks its own Origin and token and answers errors in its own frames. HTTP
     requests, and any other WebSocket path, take the normal stack."""
 
+    host_check: HostCheck | None = None
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        host_check = self.host_check
+        if host_check is not None and not host_check.allows(scope):
+            await host_check.refuse(scope, receive, send)
+            return
         if scope["type"] == "websocket" and scope["path"] in (
             WS_PATH,
             scope.get("root_path", "") + WS_PATH,
@@ -81,14 +93,14 @@ class ParleyApp(FastAPI):
         await super().__call__(scope, receive, send)
 
 
-def create_app(settings: Settings) -> FastAPI:
+def create_app(settings: Settings) -> ParleyApp:
     """One node's app; the runtime (store, bus, cache, hub) starts with its lifespan."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         rt = await Runtime.start(settings)
         app.state.runtime = rt
-        app.state.limiter = RateLimiter(rt.cache, enabled=settings.rate_limits == "on")
+        app.state.limiter = RateLimiter(rt.cache, settings, enabled=settings.rate_limits == "on")
         log.info("parley %s node %s ready", parley.__version__, rt.node_id)
         try:
             yield
@@ -131,10 +143,15 @@ def create_app(settings: Settings) -> FastAPI:
         return JSONResponse(body, status_code=200 if ready else 503)
 
     if WEB_DIR.is_dir():
-        app.mount("/", StaticFiles(directory=WEB_DIR, html=True), name="web")
+        web = StaticFiles(directory=WEB_DIR, html=True)
+        api_routes = [*rest.router.routes, *sse_router.routes]
+        app.mount("/", ApiPaths(web, api_routes), name="web")
+    if settings.public_url:
+        app.host_check = HostCheck(settings.public_url)
 
     # The web client's first load: ~165 KB of files, ~45 KB gzipped. SSE is exempt.
     app.add_middleware(GZipMiddleware, minimum_size=1024)
     app.add_middleware(BodyLimit, limit=MAX_REQUEST_BYTES)
-    app.add_middleware(SecurityHeaders)
+    app.add_middleware(MetricsGuard, token=settings.metrics_token, allow=settings.metrics_networks)
+    app.add_middleware(SecurityHeaders, public_url=settings.public_url)
     return app

@@ -7,6 +7,7 @@ with a 500 ``internal`` error.
 from __future__ import annotations
 
 import logging
+import math
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -62,7 +63,7 @@ def _parley_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, errors.ParleyError)
     headers: dict[str, str] = {}
     if isinstance(exc, errors.RateLimited):
-        headers["Retry-After"] = str(max(1, round(exc.retry_after)))
+        headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
     if isinstance(exc, errors.Unauthorized):
         headers["WWW-Authenticate"] = "Bearer"
     response = error_response(status_of(exc), exc.code, exc.message, headers)

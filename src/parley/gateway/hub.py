@@ -49,32 +49,30 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import itertools
 import logging
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from parley.delivery.channel import RoomChannel
+from parley.delivery.fanout import Fanout
 from parley.delivery.outbox import Outbox
-from parley.domain.models import Event, RoomId, UserId, new_id
+from parley.delivery.session import Connection
+from parley.domain.models import Event, RoomId, UserId
 from parley.errors import NotFound, ParleyError
-from parley.gateway.direct import text_frame
 from parley.gateway.metrics import HubStats, Metrics
 from parley.ports import Bus, Store
 from parley.presence import PresenceService
 from parley.protocol import envelope
-from parley.protocol.codec import event_frame, loads
-from parley.protocol.events import MEMBER_JOINED, MEMBER_LEFT, REWRITES, decode_head
+from parley.protocol.codec import loads
+from parley.protocol.events import MEMBER_JOINED, MEMBER_LEFT, REWRITES
 from parley.protocol.frames import typing_frame
 from parley.protocol.session import (
     CLOSE_GOING_AWAY,
-    CLOSE_INTERNAL,
     CLOSE_TRY_AGAIN,
     DELIVER,
     GAP,
-    Close,
     RoomCursor,
 )
 from parley.settings import Settings
@@ -99,64 +97,6 @@ TARGET_WAIT: Final = 10.0
 cannot be read meanwhile): then the connection is closed, to resume again later."""
 
 
-class Fanout:
-    """One event on its way to this node's connections, framed once for all of them."""
-
-    __slots__ = ("_frame", "_message", "_wire", "member", "raw", "room_id", "seq", "type")
-
-    def __init__(self, room_id: str, seq: int, type_: str, raw: bytes, member: str | None) -> None:
-        self.room_id = room_id
-        self.seq = seq
-        self.type = type_
-        self.raw = raw
-        self.member = member
-        self._frame: bytes | None = None
-        self._message: dict[str, Any] | None = None
-        self._wire: bytes | None = None
-
-    @classmethod
-    def of_event(cls, event: Event) -> Fanout:
-        """From a stored event; only ``member.*`` events are decoded (for the user)."""
-        member = None
-        if event.type in (MEMBER_JOINED, MEMBER_LEFT):
-            member = decode_head(event.raw).user_id
-        return cls(event.room_id, event.seq, str(event.type), event.raw, member)
-
-    @classmethod
-    def of_raw(cls, raw: bytes) -> Fanout:
-        head = decode_head(raw)
-        return cls(head.room_id, head.seq, head.type, raw, head.user_id)
-
-    @property
-    def frame(self) -> bytes:
-        """The ``event`` frame's bytes, built once."""
-        frame = self._frame
-        if frame is None:
-            frame = self._frame = event_frame(self.raw)
-        return frame
-
-    @property
-    def wire(self) -> bytes:
-        """The ``event`` frame as a whole WebSocket frame, built once."""
-        wire = self._wire
-        if wire is None:
-            wire = self._wire = text_frame(self.frame)
-        return wire
-
-    def ws_message(self) -> dict[str, Any]:
-        """The ASGI message that sends the ``event`` frame: built on first use and
-        then shared by every recipient (ASGI servers only read it)."""
-        message = self._message
-        if message is None:
-            message = {"type": "websocket.send", "text": self.frame.decode()}
-            self._message = message
-        return message
-
-
-Item = bytes | Fanout
-"""What a connection's queue holds: a frame of its own, or a shared event."""
-
-
 @dataclass(slots=True)
 class Resumed:
     """What ``Hub.resume`` did: rooms still replaying, rooms whose cursor was beyond
@@ -164,243 +104,6 @@ class Resumed:
 
     replaying: list[str] = field(default_factory=list)
     ahead: dict[str, int] = field(default_factory=dict)
-
-
-class Connection:
-    """A client connection as the hub sees it: its user, its rooms' cursors and its
-    bounded outbound queue. ``ws.py`` and ``sse.py`` pump the queue to the socket.
-
-    ``close()`` asks the writer to close the connection; ``abort()`` (a writer stuck
-    on a dead peer) cancels the connection's task, which then detaches it.
-    """
-
-    def __init__(self, hub: Hub, user_id: UserId, *, transport: str) -> None:
-        self.hub = hub
-        self.user_id = user_id
-        self.transport = transport
-        self.session_id = new_id()
-        self.rooms: dict[str, RoomCursor] = {}
-        self.close_request: Close | None = None
-        self.opening = False
-        self.membership_log: list[tuple[str, int, bool]] = []
-        self.deferred_joins: dict[str, int] = {}
-        self.sent = 0
-        self.writing = False
-        self.on_caught_up: Callable[[str], None] | None = None
-        self.on_abort: Callable[[], None] | None = None
-        self.flusher: Callable[[], None] | None = None
-        self._dirty = False
-        self._queue: list[Item] = []
-        self._max = hub.settings.outbound_queue
-        self._waiter: asyncio.Future[None] | None = None
-        self._room_waiter: asyncio.Future[None] | None = None
-        self._replay_rooms: list[str] = []
-        self._replay_task: asyncio.Task[None] | None = None
-        self._watch_sent = -1
-        self._watch_sweeps = 0
-
-    # outbound queue
-
-    def push(self, item: Item, *, urgent: bool = False) -> bool:
-        """Queue a frame for the writer; ``False`` (and the connection closes with
-        1013) when the queue is full: the client reads too slowly. ``urgent``: this
-        connection is written before the others this turn (an ack unblocks its
-        sender, whose next send waits for it, while a fan-out's events wait on
-        nothing)."""
-        if self.close_request is not None:
-            return True
-        queue = self._queue
-        if len(queue) >= self._max:
-            self.hub.stats.queue_drops += 1
-            self.close(CLOSE_TRY_AGAIN, "too slow: outbound queue full", flush=False)
-            return False
-        queue.append(item)
-        self._wake(urgent)
-        return True
-
-    def _wake(self, urgent: bool = False) -> None:
-        """Something to write (or a close): a direct writer is flushed once the
-        current callback is done; a writer task is woken."""
-        if self.flusher is not None:
-            if urgent:
-                self._dirty = True
-                self.hub.flush_soon(self, urgent=True)
-            elif not self._dirty:
-                self._dirty = True
-                self.hub.flush_soon(self)
-            return
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    def take_now(self) -> list[Item]:
-        """Everything queued, at once (for a writer that can write synchronously)."""
-        items, self._queue = self._queue, []
-        if self._room_waiter is not None:
-            self._made_room()
-        return items
-
-    async def wait_room(self, count: int) -> None:
-        """Until ``count`` more frames fit in the queue with half of it to spare
-        for live events: a replay's pace is the client's reading (the writer takes
-        only what the socket accepts)."""
-        limit = max(0, self._max // 2 - count)
-        while len(self._queue) > limit and self.close_request is None:
-            waiter = asyncio.get_running_loop().create_future()
-            self._room_waiter = waiter
-            try:
-                await waiter
-            finally:
-                self._room_waiter = None
-
-    def _made_room(self) -> None:
-        waiter = self._room_waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    async def take(self) -> list[Item]:
-        """Everything queued, waiting for at least one item; ``[]`` once closing."""
-        while not self._queue:
-            if self.close_request is not None:
-                return []
-            waiter = asyncio.get_running_loop().create_future()
-            self._waiter = waiter
-            try:
-                await waiter
-            finally:
-                self._waiter = None
-        items, self._queue = self._queue, []
-        if self._room_waiter is not None:
-            self._made_room()
-        return items
-
-    @property
-    def queued(self) -> int:
-        return len(self._queue)
-
-    def close(self, code: int, reason: str, *, flush: bool = True) -> None:
-        """Ask the writer to close; ``flush=False`` drops what is still queued."""
-        if self.close_request is not None:
-            return
-        self.close_request = Close(code, reason)
-        if not flush:
-            self._queue.clear()
-        self._wake()
-        self._made_room()
-
-    def abort(self) -> None:
-        """Give up on the connection at once (its writer is stuck)."""
-        self.close(CLOSE_INTERNAL, "stalled", flush=False)
-        if self.on_abort is not None:
-            self.on_abort()
-
-    # replay
-
-    def schedule_replay(self, room_id: str) -> None:
-        """Read this room from the store until its cursor reaches the live head."""
-        if room_id not in self._replay_rooms:
-            self._replay_rooms.append(room_id)
-        if self._replay_task is None and self.close_request is None:
-            self._replay_task = asyncio.create_task(self._replay_all(), name="parley-replay")
-
-    async def _replay_all(self) -> None:
-        try:
-            while self._replay_rooms and self.close_request is None:
-                await self.hub._replay(self, self._replay_rooms.pop(0))
-        except ParleyError as exc:
-            log.warning("replay for %s failed: %s", self.user_id, exc)
-            self.close(CLOSE_TRY_AGAIN, "store unavailable; resume later", flush=False)
-        finally:
-            self._replay_task = None
-
-    def caught_up(self, room_id: str) -> None:
-        if self.on_caught_up is not None:
-            self.on_caught_up(room_id)
-
-    def stop(self) -> None:
-        """The connection is gone: stop its background work, and drop the callbacks
-        into its writer (bound methods of the pump, or closures over its task). Each
-        closes a reference cycle through this connection; left in place, a closed
-        connection waits for a full collection instead of going at once."""
-        self.on_caught_up = self.on_abort = self.flusher = None
-        if self._replay_task is not None:
-            self._replay_task.cancel()
-            self._replay_task = None
-        self._replay_rooms.clear()
-        if self.close_request is None:
-            self.close_request = Close(CLOSE_GOING_AWAY, "gone")
-
-    def stalled(self) -> bool:
-        """Called once per sweep: true after two sweeps with frames queued and none
-        written (a peer that stopped reading, or a half-open TCP connection)."""
-        if (self._queue or self.writing) and self.sent == self._watch_sent:
-            self._watch_sweeps += 1
-        else:
-            self._watch_sweeps = 0
-        self._watch_sent = self.sent
-        return self._watch_sweeps >= 2
-
-
-class RoomChannel:
-    """One room's fan-out on this node (see the module doc)."""
-
-    __slots__ = (
-        "advanced",
-        "head",
-        "idle_since",
-        "pending",
-        "ready",
-        "recent",
-        "repair",
-        "room_id",
-        "subs",
-        "target",
-    )
-
-    def __init__(self, room_id: str, head: int | None, recent: int = 0) -> None:
-        self.room_id = room_id
-        self.head = head
-        self.recent: deque[Fanout] = deque(maxlen=recent)
-        """The last events fanned out, contiguous up to ``head``: a resume within
-        them is served from memory, with the frames already built."""
-        self.subs: dict[Connection, RoomCursor] = {}
-        self.pending: dict[int, Fanout] = {}
-        self.ready: asyncio.Event | None = None if head is not None else asyncio.Event()
-        self.repair: asyncio.Task[None] | None = None
-        self.idle_since = time.monotonic()
-        self.target = 0
-        """A head the store is known to hold: the channel repairs up to it."""
-        self.advanced: asyncio.Event | None = None
-        """Set (and dropped) when the head moves, for resumes waiting on a target."""
-
-    async def wait_advance(self) -> None:
-        """Until the head moves (or the channel is dropped)."""
-        if self.advanced is None:
-            self.advanced = asyncio.Event()
-        await self.advanced.wait()
-
-    def moved(self) -> None:
-        advanced = self.advanced
-        if advanced is not None:
-            self.advanced = None
-            advanced.set()
-
-    async def wait_head(self) -> int | None:
-        """The head, once read; None if the channel was dropped before that (its
-        ``ready`` is set then too, and stays set: waiting again would spin)."""
-        if self.head is None and self.ready is not None:
-            await self.ready.wait()
-        return self.head
-
-
-def _recent(channel: RoomChannel, after: int) -> list[Fanout] | None:
-    """The channel's events after ``after`` (a page at most) when its memory still
-    holds them all; ``None``: read the store."""
-    recent = channel.recent
-    if not recent or recent[0].seq > after + 1 or recent[-1].seq <= after:
-        return None
-    start = after + 1 - recent[0].seq
-    return list(itertools.islice(recent, start, start + REPLAY_PAGE))
 
 
 def _replay_head(cursor: RoomCursor, channel: RoomChannel | None) -> int | None:
@@ -479,6 +182,13 @@ class Hub:
         self.rooms.clear()
         await self.outbox.close()
         await self.bus.close()
+
+    @property
+    def outbound_queue(self) -> int:
+        return self.settings.outbound_queue
+
+    def overflowed(self, conn: Connection) -> None:
+        self.stats.queue_drops += 1
 
     def flush_soon(self, conn: Connection, *, urgent: bool = False) -> None:
         """Write ``conn``'s queue once the current callback is done: every frame a
@@ -774,19 +484,10 @@ class Hub:
             channel = self._channel_for_join(fanout)
             if channel is None:
                 return
-        head = channel.head
-        if head is None:
-            channel.pending[fanout.seq] = fanout
-            return
-        if fanout.seq <= head:
-            return
-        if fanout.seq > head + 1:
-            channel.pending[fanout.seq] = fanout
+        for ready in channel.take(fanout):
+            self._fanout(channel, ready)
+        if channel.pending and channel.behind:
             self._schedule_repair(channel)
-            return
-        self._fanout(channel, fanout)
-        if channel.pending:
-            self._drain_pending(channel)
 
     def _channel_for_join(self, fanout: Fanout) -> RoomChannel | None:
         """No channel: only a join (or leave) of a locally connected user matters."""
@@ -805,16 +506,9 @@ class Hub:
         return self._open_channel(fanout.room_id, fanout.seq - 1)
 
     def _drain_pending(self, channel: RoomChannel) -> None:
-        pending = channel.pending
-        while pending and channel.head is not None:
-            fanout = pending.pop(channel.head + 1, None)
-            if fanout is None:
-                break
-            self._fanout(channel, fanout)
-        if channel.head is not None:
-            for seq in [s for s in pending if s <= channel.head]:
-                del pending[seq]
-        if pending:
+        for ready in channel.drain():
+            self._fanout(channel, ready)
+        if channel.pending:
             self._schedule_repair(channel)
 
     def _schedule_repair(self, channel: RoomChannel) -> None:
@@ -826,7 +520,7 @@ class Hub:
         reach the channel's ``target``."""
         try:
             await asyncio.sleep(REPAIR_DELAY)
-            while channel.head is not None and (channel.pending or channel.head < channel.target):
+            while channel.behind and channel.head is not None:
                 events, _ = await self.store.list_events(
                     RoomId(channel.room_id), after_seq=channel.head, limit=REPLAY_PAGE
                 )
@@ -834,15 +528,14 @@ class Hub:
                     break
                 self.stats.gap_repairs += 1
                 for event in events:
-                    if event.seq == channel.head + 1:
+                    if channel.head is not None and event.seq == channel.head + 1:
                         self._fanout(channel, Fanout.of_event(event))
                 self._drain_pending(channel)
         except ParleyError as exc:
             log.warning("gap repair of room %s failed: %s", channel.room_id, exc)
         finally:
             channel.repair = None
-        behind = channel.head is not None and channel.head < channel.target
-        if (channel.pending or behind) and self.rooms.get(channel.room_id) is channel:
+        if channel.behind and self.rooms.get(channel.room_id) is channel:
             self._schedule_repair(channel)
 
     def _fanout(self, channel: RoomChannel, fanout: Fanout) -> None:
@@ -907,7 +600,7 @@ class Hub:
 
     # replay (per connection, off the fan-out path)
 
-    async def _replay(self, conn: Connection, room_id: str) -> None:
+    async def replay(self, conn: Connection, room_id: str) -> None:
         """Bring one room of a connection up to the live stream, then report it
         caught up (which completes ``resume`` requests waiting for it)."""
         cursor = conn.rooms.get(room_id)
@@ -969,7 +662,7 @@ class Hub:
                 return False
             if cursor.catch_up(head):
                 return True
-            page = _recent(channel, cursor.seq)
+            page = channel.recent_after(cursor.seq, REPLAY_PAGE)
             if not page:
                 return False
             before = cursor.seq

@@ -1,4 +1,4 @@
-"""The REST API of ``API.md``: auth, users, rooms, membership, messages, events."""
+"""The REST API (``docs/protocol.md``): auth, users, rooms, membership, messages, events."""
 
 from __future__ import annotations
 
@@ -47,6 +47,22 @@ async def current_user(rt: RT, token: Annotated[str | None, Depends(oauth2)]) ->
 Me = Annotated[UserId, Depends(current_user)]
 
 
+def limited(name: str) -> Any:
+    """A route dependency: the caller's bucket of rate-limit class ``name``."""
+
+    async def check(rl: RL, me: Me) -> None:
+        await rl.check(name, me)
+
+    return Depends(check)
+
+
+READ = [limited("read")]
+EDIT = [limited("edit")]
+ROOMS = [limited("rooms")]
+MEMBERSHIP = [limited("membership")]
+SEND = [limited("send")]
+
+
 def client_ip(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
@@ -63,7 +79,7 @@ def summary_out(summary: RoomSummary) -> dict[str, Any]:
 # auth
 @router.post("/auth/register", status_code=201, response_model=s.UserEnvelope, tags=["auth"])
 async def register(body: s.RegisterIn, rt: RT, rl: RL, request: Request) -> dict[str, Any]:
-    await rl.check("register", client_ip(request), limit=20, window=3600)
+    await rl.check("register", client_ip(request))
     user = await rt.accounts.register(body.username, body.password, body.display_name)
     return {"user": user.public()}
 
@@ -84,12 +100,14 @@ async def token(
         if grant_type == "password":
             if not username or not password:
                 raise InvalidInput("username and password are required", code="invalid_request")
-            await rl.check("login", f"{client_ip(request)}:{username}", limit=10, window=60)
+            ip = client_ip(request)
+            await rl.check("login", ip)
+            await rl.check("login_user", f"{ip}:{username}")
             pair = await rt.accounts.login(username, password)
         elif grant_type == "refresh_token":
             if not refresh_token:
                 raise InvalidInput("refresh_token is required", code="invalid_request")
-            await rl.check("refresh", client_ip(request), limit=120, window=60)
+            await rl.check("refresh", client_ip(request))
             pair = await rt.accounts.refresh(refresh_token)
         else:
             raise InvalidInput("unsupported grant_type", code="unsupported_grant_type")
@@ -99,14 +117,15 @@ async def token(
 
 
 @router.post("/auth/revoke", response_model=s.Ok, tags=["auth"])
-async def revoke(body: s.RevokeIn, rt: RT) -> dict[str, bool]:
+async def revoke(body: s.RevokeIn, rt: RT, rl: RL, request: Request) -> dict[str, bool]:
     """Revoke a refresh token and its whole family (RFC 7009: unknown tokens are fine)."""
+    await rl.check("revoke", client_ip(request))
     await rt.accounts.revoke(body.token)
     return {"ok": True}
 
 
 # users
-@router.get("/users/me", response_model=s.UserOut, tags=["users"])
+@router.get("/users/me", response_model=s.UserOut, tags=["users"], dependencies=READ)
 async def me(rt: RT, user_id: Me) -> dict[str, Any]:
     user = await rt.store.get_user(user_id)
     if user is None:
@@ -114,7 +133,7 @@ async def me(rt: RT, user_id: Me) -> dict[str, Any]:
     return user.public()
 
 
-@router.get("/users", response_model=s.UsersOut, tags=["users"])
+@router.get("/users", response_model=s.UsersOut, tags=["users"], dependencies=READ)
 async def find_users(
     rt: RT, _: Me, username: Annotated[str, Query(min_length=1, max_length=32)]
 ) -> dict[str, Any]:
@@ -123,7 +142,7 @@ async def find_users(
     return {"users": [credentials.user.public()] if credentials else []}
 
 
-@router.get("/users/{user_id}", response_model=s.UserOut, tags=["users"])
+@router.get("/users/{user_id}", response_model=s.UserOut, tags=["users"], dependencies=READ)
 async def get_user(user_id: str, rt: RT, _: Me) -> dict[str, Any]:
     user = await rt.store.get_user(UserId(user_id))
     if user is None:
@@ -131,7 +150,7 @@ async def get_user(user_id: str, rt: RT, _: Me) -> dict[str, Any]:
     return user.public()
 
 
-@router.get("/presence", response_model=s.PresenceOut, tags=["users"])
+@router.get("/presence", response_model=s.PresenceOut, tags=["users"], dependencies=READ)
 async def presence(
     rt: RT,
     me: Me,
@@ -143,57 +162,74 @@ async def presence(
 
 
 # rooms
-@router.post("/rooms", status_code=201, response_model=s.RoomOut, tags=["rooms"])
+@router.post(
+    "/rooms", status_code=201, response_model=s.RoomOut, tags=["rooms"], dependencies=ROOMS
+)
 async def create_room(body: s.RoomIn, rt: RT, me: Me) -> dict[str, Any]:
     room = await rt.chat.create_room(me, body.name, Visibility(body.visibility), body.topic)
     return room.public()
 
 
-@router.get("/rooms", response_model=s.MyRoomsOut, tags=["rooms"])
+@router.get("/rooms", response_model=s.MyRoomsOut, tags=["rooms"], dependencies=READ)
 async def my_rooms(rt: RT, me: Me) -> dict[str, Any]:
     return {"rooms": [summary_out(x) for x in await rt.chat.list_rooms(me)]}
 
 
-@router.get("/rooms/public", response_model=s.RoomsOut, tags=["rooms"])
+@router.get("/rooms/public", response_model=s.RoomsOut, tags=["rooms"], dependencies=READ)
 async def public_rooms(rt: RT, _: Me) -> dict[str, Any]:
     return {"rooms": [room.public() for room in await rt.chat.public_rooms()]}
 
 
-@router.get("/rooms/{room_id}", response_model=s.RoomOut, tags=["rooms"])
+@router.get("/rooms/{room_id}", response_model=s.RoomOut, tags=["rooms"], dependencies=READ)
 async def get_room(room_id: str, rt: RT, me: Me) -> dict[str, Any]:
     return (await rt.chat.get_room(me, RoomId(room_id))).public()
 
 
-@router.patch("/rooms/{room_id}", response_model=s.RoomOut, tags=["rooms"])
+@router.patch("/rooms/{room_id}", response_model=s.RoomOut, tags=["rooms"], dependencies=ROOMS)
 async def update_room(room_id: str, body: s.RoomPatch, rt: RT, me: Me) -> dict[str, Any]:
     room = await rt.chat.update_room(me, RoomId(room_id), name=body.name, topic=body.topic)
     return room.public()
 
 
-@router.post("/rooms/{room_id}/join", response_model=s.RoomOut, tags=["rooms"])
+@router.post(
+    "/rooms/{room_id}/join", response_model=s.RoomOut, tags=["rooms"], dependencies=MEMBERSHIP
+)
 async def join(room_id: str, rt: RT, me: Me) -> dict[str, Any]:
     return (await rt.chat.join(me, RoomId(room_id))).public()
 
 
-@router.post("/rooms/{room_id}/leave", response_model=s.Ok, tags=["rooms"])
+@router.post("/rooms/{room_id}/leave", response_model=s.Ok, tags=["rooms"], dependencies=MEMBERSHIP)
 async def leave(room_id: str, rt: RT, me: Me) -> dict[str, bool]:
     await rt.chat.leave(me, RoomId(room_id))
     return {"ok": True}
 
 
-@router.get("/rooms/{room_id}/members", response_model=s.MembersOut, tags=["members"])
+@router.get(
+    "/rooms/{room_id}/members", response_model=s.MembersOut, tags=["members"], dependencies=READ
+)
 async def members(room_id: str, rt: RT, me: Me) -> dict[str, Any]:
     rows = await rt.chat.members(me, RoomId(room_id))
     return {"members": [{"user": user.public(), "role": role.value} for user, role in rows]}
 
 
-@router.post("/rooms/{room_id}/members", status_code=201, response_model=s.Ok, tags=["members"])
+@router.post(
+    "/rooms/{room_id}/members",
+    status_code=201,
+    response_model=s.Ok,
+    tags=["members"],
+    dependencies=MEMBERSHIP,
+)
 async def add_member(room_id: str, body: s.MemberIn, rt: RT, me: Me) -> dict[str, bool]:
     await rt.chat.add_member(me, RoomId(room_id), UserId(body.user_id), Role(body.role))
     return {"ok": True}
 
 
-@router.delete("/rooms/{room_id}/members/{user_id}", response_model=s.Ok, tags=["members"])
+@router.delete(
+    "/rooms/{room_id}/members/{user_id}",
+    response_model=s.Ok,
+    tags=["members"],
+    dependencies=MEMBERSHIP,
+)
 async def remove_member(
     room_id: str, user_id: str, rt: RT, me: Me, ban: bool = False
 ) -> dict[str, bool]:
@@ -201,7 +237,7 @@ async def remove_member(
     return {"ok": True}
 
 
-@router.post("/dms", response_model=s.RoomOut, tags=["rooms"])
+@router.post("/dms", response_model=s.RoomOut, tags=["rooms"], dependencies=ROOMS)
 async def open_dm(body: s.DmIn, rt: RT, me: Me, response: Response) -> dict[str, Any]:
     """The one direct room of the caller and ``user_id``: 201 when made, 200 after."""
     room, created = await rt.chat.open_dm(me, UserId(body.user_id))
@@ -211,21 +247,26 @@ async def open_dm(body: s.DmIn, rt: RT, me: Me, response: Response) -> dict[str,
 
 # messages
 @router.post(
-    "/rooms/{room_id}/messages", status_code=201, response_model=s.MessageOut, tags=["messages"]
+    "/rooms/{room_id}/messages",
+    status_code=201,
+    response_model=s.MessageOut,
+    tags=["messages"],
+    dependencies=SEND,
 )
 async def send(
-    room_id: str, body: s.MessageIn, rt: RT, rl: RL, me: Me, response: Response
+    room_id: str, body: s.MessageIn, rt: RT, me: Me, response: Response
 ) -> dict[str, Any]:
     """Store a message: 201 when new, 200 with the first one for a repeated
     ``client_msg_id`` (a retry stores nothing twice)."""
-    await rl.check("send", me, limit=60, window=10)
     result = await rt.chat.send(me, RoomId(room_id), body.body, body.client_msg_id)
     if not result.created:
         response.status_code = 200
     return result.message.public()
 
 
-@router.get("/rooms/{room_id}/messages", response_model=s.MessagesOut, tags=["messages"])
+@router.get(
+    "/rooms/{room_id}/messages", response_model=s.MessagesOut, tags=["messages"], dependencies=READ
+)
 async def list_messages(
     room_id: str,
     rt: RT,
@@ -244,6 +285,7 @@ async def list_messages(
     "/rooms/{room_id}/events",
     tags=["messages"],
     responses={200: {"model": s.EventsOut, "description": "The events, ascending by seq"}},
+    dependencies=READ,
 )
 async def list_events(
     room_id: str,
@@ -265,7 +307,10 @@ async def list_events(
 
 
 @router.patch(
-    "/rooms/{room_id}/messages/{message_id}", response_model=s.MessageOut, tags=["messages"]
+    "/rooms/{room_id}/messages/{message_id}",
+    response_model=s.MessageOut,
+    tags=["messages"],
+    dependencies=EDIT,
 )
 async def edit(
     room_id: str, message_id: str, body: s.MessagePatch, rt: RT, me: Me
@@ -277,7 +322,10 @@ async def edit(
 
 
 @router.delete(
-    "/rooms/{room_id}/messages/{message_id}", response_model=s.MessageOut, tags=["messages"]
+    "/rooms/{room_id}/messages/{message_id}",
+    response_model=s.MessageOut,
+    tags=["messages"],
+    dependencies=EDIT,
 )
 async def delete(room_id: str, message_id: str, rt: RT, me: Me) -> dict[str, Any]:
     return (await rt.chat.delete(me, RoomId(room_id), MessageId(message_id))).public()
@@ -287,6 +335,7 @@ async def delete(room_id: str, message_id: str, rt: RT, me: Me) -> dict[str, Any
     "/rooms/{room_id}/messages/{message_id}/reactions/{emoji}",
     response_model=s.MessageOut,
     tags=["messages"],
+    dependencies=EDIT,
 )
 async def add_reaction(room_id: str, message_id: str, emoji: str, rt: RT, me: Me) -> dict[str, Any]:
     message = await rt.chat.react(me, RoomId(room_id), MessageId(message_id), emoji, on=True)
@@ -297,6 +346,7 @@ async def add_reaction(room_id: str, message_id: str, emoji: str, rt: RT, me: Me
     "/rooms/{room_id}/messages/{message_id}/reactions/{emoji}",
     response_model=s.MessageOut,
     tags=["messages"],
+    dependencies=EDIT,
 )
 async def remove_reaction(
     room_id: str, message_id: str, emoji: str, rt: RT, me: Me
@@ -305,6 +355,6 @@ async def remove_reaction(
     return message.public()
 
 
-@router.put("/rooms/{room_id}/read", response_model=s.ReadOut, tags=["messages"])
+@router.put("/rooms/{room_id}/read", response_model=s.ReadOut, tags=["messages"], dependencies=READ)
 async def read(room_id: str, body: s.ReadIn, rt: RT, me: Me) -> dict[str, int]:
     return {"read_seq": await rt.chat.mark_read(me, RoomId(room_id), body.seq)}

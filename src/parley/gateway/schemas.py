@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-StrictModel = ConfigDict(extra="forbid", str_max_length=65536)
+StrictModel = ConfigDict(extra="forbid", str_max_length=65536, strict=True)
 
 
 class Strict(BaseModel):

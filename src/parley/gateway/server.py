@@ -1,21 +1,27 @@
-"""Run the app under uvicorn with the stack measured fastest here (FIELD-NOTES):
+"""Run the app under uvicorn with the stack measured fastest here (measured on 2 cores):
 uvloop, httptools, the sans-I/O ``websockets`` implementation, no per-message
 compression (it costs ~300 KiB per connection and most of the CPU)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gc
+import logging
 import signal
-from typing import Any
+import time
+from typing import Any, Final
 
 import uvicorn
 from fastapi import FastAPI
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 from parley.gateway import ws
 from parley.gateway.app import create_app
 from parley.gateway.hub import Hub
+from parley.gateway.limits import LOG_EVERY, ConnectionLimits, TrustedProxies
+from parley.protocol import codec
 from parley.settings import Settings
 
 GC_YOUNG_THRESHOLD = 7_000
@@ -41,16 +47,178 @@ def tune_gc(hub: Hub | None = None) -> None:
         hub.gc_freeze_growth = GC_FREEZE_GROWTH
 
 
+_REFUSED = codec.dumps(
+    {"error": {"code": "unavailable", "message": "too many connections; retry later"}}
+)
+_TIMED_OUT = codec.dumps(
+    {"error": {"code": "request_timeout", "message": "the request took too long to arrive"}}
+)
+
+
+def _raw_response(status: bytes, body: bytes, extra: bytes = b"") -> bytes:
+    return (
+        b"HTTP/1.1 " + status + b"\r\ncontent-type: application/json\r\n"
+        b"content-length: %d\r\nconnection: close\r\n" % len(body) + extra + b"\r\n" + body
+    )
+
+
+class ParleyConfig(uvicorn.Config):
+    """uvicorn's config, carrying what ``HttpProtocol`` enforces per connection."""
+
+    limits: ConnectionLimits | None = None
+    request_timeout: float | None = None
+
+    def load(self) -> None:
+        super().load()
+        ws_class = self.ws_protocol_class
+        if (
+            ws_class is not None
+            and issubclass(ws_class, WebSocketsSansIOProtocol)
+            and not issubclass(ws_class, _CountedWebSocket)
+        ):
+            self.ws_protocol_class = type(
+                f"Counted{ws_class.__name__}", (_CountedWebSocket, ws_class), {}
+            )
+
+
+class _CountedWebSocket(WebSocketsSansIOProtocol):
+    """Mixed into the WebSocket protocol: gives the connection's slot in
+    ``ConnectionLimits`` back when it closes (the HTTP protocol that counted it
+    handed its transport over at the upgrade and hears nothing more); and marks a
+    refused upgrade's HTTP answer as the end of the handshake, which uvicorn
+    forgets, logging an error for every refusal."""
+
+    parley_slot: tuple[ConnectionLimits, str] | None = None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        slot = self.parley_slot
+        if slot is not None:
+            self.parley_slot = None
+            slot[0].close(slot[1])
+        super().connection_lost(exc)
+
+    async def send(self, message: Any) -> None:
+        await super().send(message)
+        if message["type"] == "websocket.http.response.body" and not message.get("more_body"):
+            self.handshake_complete = True
+
+
+class QuietClientErrors(logging.Filter):
+    """uvicorn's log lines about what a client got wrong, which any client can
+    repeat at will: a text frame of invalid UTF-8 (an ERROR with a traceback per
+    frame) and an upgrade to anything but WebSocket (a WARNING per request). Each
+    becomes one INFO line without traceback, at most once a minute."""
+
+    QUIETED: Final = {
+        "Invalid UTF-8 sequence received from client.": (
+            "a client sent invalid UTF-8 in a WebSocket text frame: closed 1007"
+        ),
+        "Unsupported upgrade request.": "a client asked to upgrade to an unsupported protocol",
+    }
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.last: dict[str, float] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        quiet = self.QUIETED.get(record.msg) if isinstance(record.msg, str) else None
+        if quiet is None:
+            return True
+        now = time.monotonic()
+        if now - self.last.get(quiet, -LOG_EVERY) < LOG_EVERY:
+            return False
+        self.last[quiet] = now
+        record.msg, record.args = quiet + " (logged once a minute)", ()
+        record.levelno, record.levelname = logging.INFO, "INFO"
+        record.exc_info, record.exc_text = None, None
+        return True
+
+
+def quiet_client_errors() -> None:
+    """Install ``QuietClientErrors`` on uvicorn's error logger, once."""
+    logger = logging.getLogger("uvicorn.error")
+    if not any(isinstance(f, QuietClientErrors) for f in logger.filters):
+        logger.addFilter(QuietClientErrors())
+
+
 class HttpProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol, without leaving a reference cycle behind for
-    every WebSocket: its parser holds its bound callbacks, a cycle uvicorn breaks
-    in ``connection_lost``, which never comes to a protocol that handed its
+    """uvicorn's httptools protocol, with the connection caps and a deadline for
+    each request, and without leaving a reference cycle behind for every WebSocket.
+
+    uvicorn times out idle keep-alive connections, but nothing else: a client that
+    connects and says nothing, or sends a request a byte at a time, holds its socket
+    for ever (slowloris). Here a request (headers and body) must arrive within
+    ``request_timeout`` of its first byte, or of the connection's start; else the
+    connection is answered 408 and closed.
+
+    The reference cycle: uvicorn's parser holds its bound callbacks, a cycle uvicorn
+    breaks in ``connection_lost``, which never comes to a protocol that handed its
     transport over to a WebSocket protocol. Broken at the upgrade instead, it is
     freed there, not by the next full collection."""
 
+    def __init__(self, config: uvicorn.Config, *args: Any, **kwargs: Any) -> None:
+        super().__init__(config, *args, **kwargs)
+        self.limits = config.limits if isinstance(config, ParleyConfig) else None
+        self.request_timeout = config.request_timeout if isinstance(config, ParleyConfig) else None
+        self.deadline: asyncio.TimerHandle | None = None
+        self.slot: str | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        if self.limits is not None:
+            ip = self.client[0] if self.client else ""
+            if self.limits.open(ip) is not None:
+                transport.write(
+                    _raw_response(b"503 Service Unavailable", _REFUSED, b"retry-after: 5\r\n")
+                )
+                transport.close()
+                return
+            self.slot = ip
+        self._arm()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        slot, self.slot = self.slot, None
+        if slot is not None and self.limits is not None:
+            self.limits.close(slot)
+        super().connection_lost(exc)
+
+    def _arm(self) -> None:
+        if self.deadline is None and self.request_timeout is not None:
+            self.deadline = self.loop.call_later(self.request_timeout, self._timed_out)
+
+    def _disarm(self) -> None:
+        if self.deadline is not None:
+            self.deadline.cancel()
+            self.deadline = None
+
+    def _timed_out(self) -> None:
+        self.deadline = None
+        if self.transport.is_closing():
+            return
+        if self.cycle is None or self.cycle.response_complete:
+            self.transport.write(_raw_response(b"408 Request Timeout", _TIMED_OUT))
+        self.transport.close()
+
+    def on_message_begin(self) -> None:
+        self._arm()
+        super().on_message_begin()
+
+    def on_message_complete(self) -> None:
+        self._disarm()
+        super().on_message_complete()
+
     def handle_websocket_upgrade(self) -> None:
+        self._disarm()
         super().handle_websocket_upgrade()
         self.parser = None  # type: ignore[assignment]
+        slot, self.slot = self.slot, None
+        if slot is not None and self.limits is not None:
+            protocol = self.transport.get_protocol()
+            if isinstance(protocol, _CountedWebSocket):
+                protocol.parley_slot = (self.limits, slot)
+            else:
+                self.limits.close(slot)
 
 
 class ParleyServer(uvicorn.Server):
@@ -73,9 +241,16 @@ class ParleyServer(uvicorn.Server):
         await super().shutdown(sockets)
 
 
-def uvicorn_config(settings: Settings) -> uvicorn.Config:
+def uvicorn_config(settings: Settings) -> ParleyConfig:
+    limits = ConnectionLimits(
+        max_connections=settings.max_connections,
+        max_per_ip=settings.max_connections_per_ip,
+        max_unauthenticated_ws_per_ip=settings.max_unauthenticated_ws_per_ip,
+        trusted=TrustedProxies(settings.proxies),
+    )
     app = create_app(settings)
-    config = uvicorn.Config(
+    app.state.connection_limits = limits
+    config = ParleyConfig(
         app,
         host=settings.host,
         port=settings.port,
@@ -86,14 +261,28 @@ def uvicorn_config(settings: Settings) -> uvicorn.Config:
         access_log=False,
         server_header=False,
         timeout_graceful_shutdown=10,
+        timeout_keep_alive=settings.keepalive_timeout,
+        # Forwarded headers only from the configured proxies (uvicorn's default
+        # believes any loopback peer), right-most untrusted hop first.
+        proxy_headers=bool(settings.proxies),
+        forwarded_allow_ips=settings.proxies or None,
         **ws.uvicorn_ws_options(settings),
     )
+    config.limits = limits
+    config.request_timeout = settings.request_timeout
+    quiet_client_errors()
     return config
 
 
-def _raise_open_files() -> None:
+FILES_IN_RESERVE = 256
+"""Open files a node needs besides its connections: database, bus, cache, logs."""
+
+
+def _raise_open_files(max_connections: int) -> None:
     """One open file per connection: take the whole hard limit, not the soft one
-    (often 1,024), so a node's connection count is what the operator allowed."""
+    (often 1,024), so a node's connection count is what the operator allowed; and
+    say so if ``PARLEY_MAX_CONNECTIONS`` is more than the limit leaves room for
+    (accept() would fail instead of the cap answering 503)."""
     try:
         import resource
     except ImportError:  # not on this platform
@@ -102,6 +291,14 @@ def _raise_open_files() -> None:
     if hard != resource.RLIM_INFINITY and soft < hard:
         with contextlib.suppress(OSError, ValueError):
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and max_connections > soft - FILES_IN_RESERVE:
+        logging.getLogger("parley").warning(
+            "PARLEY_MAX_CONNECTIONS=%d but only %d files may be open: "
+            "raise the limit (ulimit -n) or lower the setting",
+            max_connections,
+            soft,
+        )
 
 
 def serve(settings: Settings) -> int:
@@ -113,7 +310,7 @@ def serve(settings: Settings) -> int:
     """
     for stop in (signal.SIGINT, signal.SIGTERM):
         signal.signal(stop, lambda *_: None)
-    _raise_open_files()
+    _raise_open_files(settings.max_connections)
     server = ParleyServer(uvicorn_config(settings))
     server.run()
     return 0 if server.started else 1

@@ -24,9 +24,10 @@ from fastapi import APIRouter, Header, Query, Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from parley.delivery.fanout import Fanout
+from parley.delivery.session import Connection
 from parley.domain.models import UserId
 from parley.errors import ParleyError, Unauthorized, Unavailable
-from parley.gateway.hub import Connection, Fanout
 from parley.gateway.ws import parse_bearer
 from parley.protocol import codec
 from parley.protocol.cursors import decode_cursors, encode_entry, join_entries

@@ -48,10 +48,12 @@ from fastapi import APIRouter, FastAPI
 from starlette.routing import WebSocketRoute
 from starlette.types import Receive, Scope, Send
 
+from parley.delivery.fanout import Fanout
+from parley.delivery.session import Connection
 from parley.domain.models import RoomId, UserId
 from parley.errors import ParleyError, RateLimited, Unauthorized
 from parley.gateway.direct import EXTENSION, DirectSocket, DirectWebSocketProtocol, text_frame
-from parley.gateway.hub import Connection, Fanout, Hub
+from parley.gateway.hub import Hub
 from parley.gateway.ratelimit import RateLimiter
 from parley.protocol import codec
 from parley.protocol import frames as f
@@ -85,7 +87,7 @@ _DEFAULT_PORTS: Final = {"http": "80", "https": "443", "ws": "80", "wss": "443"}
 def uvicorn_ws_options(settings: Settings) -> dict[str, Any]:
     """The uvicorn WebSocket settings this endpoint is designed for: the sans-I/O
     implementation, no compression (~300 KiB and most of the CPU per connection,
-    FIELD-NOTES), the frame limit, and pings every ``heartbeat_interval`` with the
+    measured here), the frame limit, and pings every ``heartbeat_interval`` with the
     same time allowed for the pong (silent for two intervals: closed)."""
     return {
         "ws": DirectWebSocketProtocol,
@@ -164,6 +166,17 @@ async def _deny(scope: Scope, send: Send, status: int, code: str, message: str) 
     await send({"type": "websocket.http.response.body", "body": body})
 
 
+def _wire(fanout: Fanout) -> bytes:
+    """The ``event`` frame as a whole WebSocket frame (built once per event)."""
+    return text_frame(fanout.frame)
+
+
+def _asgi_send(fanout: Fanout) -> dict[str, Any]:
+    """The ASGI message that sends the ``event`` frame, shared by every recipient
+    (ASGI servers only read it)."""
+    return {"type": "websocket.send", "text": fanout.frame.decode()}
+
+
 class _Pump:
     """One authenticated WebSocket connection: reader, writer and operations."""
 
@@ -234,7 +247,9 @@ class _Pump:
         items = conn.take_now()
         if items:
             direct.write(
-                b"".join(i.wire if isinstance(i, Fanout) else text_frame(i) for i in items)
+                b"".join(
+                    i.encoded(_wire) if isinstance(i, Fanout) else text_frame(i) for i in items
+                )
             )
             conn.sent += len(items)
             self.hub.stats.frames_out += len(items)
@@ -255,7 +270,7 @@ class _Pump:
                     if isinstance(item, bytes):
                         await send({"type": "websocket.send", "text": item.decode()})
                     else:
-                        await send(item.ws_message())
+                        await send(item.encoded(_asgi_send))
                     conn.sent += 1
                 conn.writing = False
                 stats.frames_out += len(items)
@@ -342,16 +357,26 @@ class _Pump:
 
     async def _handle_later(self, frame: f.ClientFrame) -> None:
         conn = self.conn
-        if isinstance(frame, f.Typing):
-            try:
-                await self.hub.typing(conn, frame.room_id)
-            except ParleyError as exc:
-                conn.push(f.error_frame(exc.code, exc.message, frame.id))
-        elif isinstance(frame, f.PresenceSubscribe):
-            for reply in await self.rt.presence.subscribe(conn, frame.user_ids, frame.id):
-                conn.push(reply)
-        elif isinstance(frame, f.Resume):
+        if isinstance(frame, f.Resume):
             await self._resume(frame)
+            return
+        try:
+            if self.limiter is not None:
+                kind = "typing" if isinstance(frame, f.Typing) else "presence"
+                await self.limiter.check(kind, conn.user_id)
+            if isinstance(frame, f.Typing):
+                await self.hub.typing(conn, frame.room_id)
+            elif isinstance(frame, f.PresenceSubscribe):
+                for reply in await self.rt.presence.subscribe(conn, frame.user_ids, frame.id):
+                    conn.push(reply)
+            elif isinstance(frame, f.PresenceUnsubscribe):
+                self.rt.presence.unsubscribe(conn, frame.user_ids)
+            elif isinstance(frame, f.PresenceSet):
+                self.rt.presence.set_status(conn, frame.status)
+        except RateLimited as exc:
+            conn.push(f.error_frame(exc.code, exc.message, frame.id, retry_after=exc.retry_after))
+        except ParleyError as exc:
+            conn.push(f.error_frame(exc.code, exc.message, frame.id))
 
     async def _resume(self, frame: f.Resume) -> None:
         """Rewind the rooms; ``resumed`` once each reached the database's head. A
@@ -388,12 +413,12 @@ class _Pump:
             self._start(frame)
         elif isinstance(frame, f.Ping):
             conn.push(f.pong_frame(frame.id))
-        elif isinstance(frame, f.Typing | f.PresenceSubscribe | f.Resume):
-            return False
-        elif isinstance(frame, f.PresenceUnsubscribe):
-            self.rt.presence.unsubscribe(conn, frame.user_ids)
-        elif isinstance(frame, f.PresenceSet):
-            self.rt.presence.set_status(conn, frame.status)
+        elif isinstance(
+            frame, f.Typing | f.PresenceSubscribe | f.PresenceUnsubscribe | f.PresenceSet
+        ):
+            return False  # rate-limited in the cache: carried out by the task
+        elif isinstance(frame, f.Resume):
+            return False  # reads the rooms' heads from the store first
         else:
             conn.push(
                 f.error_frame("unsupported", f"{type(frame).__name__} is not supported", frame.id)
@@ -423,7 +448,7 @@ class _Pump:
         started = time.perf_counter()
         try:
             if self.limiter is not None:
-                await self.limiter.check("send", conn.user_id, limit=60, window=10)
+                await self.limiter.check("send", conn.user_id)
             result = await rt.chat.send(
                 conn.user_id, RoomId(frame.room_id), frame.body, frame.client_msg_id
             )
@@ -492,7 +517,16 @@ class WebSocketEndpoint:
             auth_timeout=AUTH_TIMEOUT,
         )
         if user_id is None:
-            user_id = await self._authenticate(rt, session, receive, send)
+            limits = getattr(scope["app"].state, "connection_limits", None)
+            ip = scope["client"][0] if scope.get("client") else ""
+            if limits is not None and not limits.enter_unauthenticated(ip):
+                await _send_close(send, CLOSE_TRY_AGAIN, "too many connections; retry later")
+                return
+            try:
+                user_id = await self._authenticate(rt, session, receive, send)
+            finally:
+                if limits is not None:
+                    limits.leave_unauthenticated(ip)
             if user_id is None:
                 return
         else:

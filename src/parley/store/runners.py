@@ -29,6 +29,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol, TypeVar
 
 from sqlalchemy.engine import URL, Connection, Engine
+from sqlalchemy.exc import DBAPIError, InterfaceError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from parley.errors import ParleyError
@@ -223,9 +224,35 @@ async def _drop_async(conn: AsyncConnection) -> None:
         log.debug("closing a failed connection failed: %r", exc)
 
 
+def _lost(exc: BaseException) -> bool:
+    """The error says the connection is gone (the server restarted or a network
+    cut), not that the statement was wrong."""
+    if not isinstance(exc, DBAPIError):
+        return False
+    # asyncpg's "connection is closed" comes as an InterfaceError that SQLAlchemy does
+    # not always mark invalidated (it depends on when asyncpg noticed the close).
+    return exc.connection_invalidated or isinstance(exc, InterfaceError)
+
+
+async def _closed(conn: AsyncConnection) -> bool:
+    """The driver already knows this connection is gone (the server or the network
+    closed it while it sat idle): free to ask, no round trip."""
+    raw = await conn.get_raw_connection()
+    is_closed = getattr(raw.driver_connection, "is_closed", None)
+    return bool(callable(is_closed) and is_closed())
+
+
 class _PostgresRunner:
     """Up to ``readers`` ``AUTOCOMMIT`` connections kept open for reads (a pool
-    checkout and return cost a third of a read's CPU); the writer keeps its own."""
+    checkout and return cost a third of a read's CPU); the writer keeps its own.
+
+    Connections kept open go stale when PostgreSQL restarts or the network is cut.
+    Before each use, a connection the driver already knows closed is replaced (no
+    round trip); a read that still finds its connection gone drops every idle one
+    and runs once more on a fresh connection (reads change nothing). A write batch
+    is never run twice: its outcome is unknown once sent. No client sees a 503 from
+    a database that is back.
+    """
 
     def __init__(self, url: URL, readers: int) -> None:
         self._reads = _postgres_engine(url, pool_size=readers, max_overflow=0, autocommit=True)
@@ -241,23 +268,48 @@ class _PostgresRunner:
 
     async def read(self, fn: Callable[[Connection], _T], *, snapshot: bool) -> _T:
         async with self._read_slots:
-            conn = self._idle.pop() if self._idle else await self._reads.connect()
+            conn = await self._reader()
             try:
                 result = await conn.run_sync(fn)
             except BaseException as exc:
                 if isinstance(exc, ParleyError):
                     self._idle.append(conn)
-                else:
-                    await _drop_async(conn)
-                raise
+                    raise
+                await _drop_async(conn)
+                if not _lost(exc):
+                    raise
+                stale, self._idle = self._idle, []
+                for old in stale:
+                    await _drop_async(old)
+                conn = await self._reads.connect()
+                try:
+                    result = await conn.run_sync(fn)
+                except BaseException as again:
+                    if isinstance(again, ParleyError):
+                        self._idle.append(conn)
+                    else:
+                        await _drop_async(conn)
+                    raise
             if self._closed:
                 await conn.close()
             else:
                 self._idle.append(conn)
             return result
 
+    async def _reader(self) -> AsyncConnection:
+        while self._idle:
+            conn = self._idle.pop()
+            if not await _closed(conn):
+                return conn
+            await _drop_async(conn)
+        return await self._reads.connect()
+
     async def write(self, fn: Callable[[Connection], _T]) -> _T:
         try:
+            stale = self._conn
+            if stale is not None and await _closed(stale):
+                self._conn = None
+                await _drop_async(stale)
             if self._conn is None:
                 self._conn = await self._writes.connect()
             return await self._conn.run_sync(fn)

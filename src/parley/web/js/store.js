@@ -182,7 +182,7 @@ export class Store {
       state.room = { ...state.room, ...room };
       if (room.role) state.role = room.role;
     }
-    // Optional fields (not in API.md): used when the server sends them.
+    // Optional fields (not in the v1 contract): used when the server sends them.
     if (!state.lastActivity) state.lastActivity = room.last_activity_at || null;
     if (room.dm_user_id) state.dmUserId = room.dm_user_id;
     this.touch('rooms', `room:${room.id}`);
