@@ -1258,7 +1258,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``parley bench`` to the CLI."""
     bench = subparsers.add_parser(
-        "bench", help="load-test a server: fanout, dms, idle, reconnect-storm, presence"
+        "bench",
+        help="load-test a server or a local cluster: fanout, dms, idle, reconnect-storm, latency,"
+        " presence, failover",
     )
     bench.add_argument("scenario", choices=SCENARIOS)
     bench.add_argument(
