@@ -7,6 +7,10 @@ Scenarios
     ``reconnect-storm``  N clients in one room drop at once and resume
     ``latency``          R rooms of M members, one sender each, paced to a total rate
     ``presence``         N users each watching S others, some changing status (``bench_presence``)
+    ``failover``         clients of a cluster behind nginx, one node killed (``bench_cluster``)
+
+``--nodes N --bus URL --database-url postgresql://…`` runs ``fanout`` or ``latency``
+against N nodes on this machine instead (``bench_cluster``).
 
 By default it starts its own server (``parley serve`` with ``PARLEY_RATE_LIMITS=off``
 and a temp data dir) pinned to one core, and its generator processes pinned to the
@@ -55,7 +59,7 @@ import httpx
 from parley.cli.bench_lean import LeanReceiver
 from parley.client import Backoff, Live, ParleyClient
 
-SCENARIOS = ("fanout", "dms", "idle", "reconnect-storm", "latency", "presence")
+SCENARIOS = ("fanout", "dms", "idle", "reconnect-storm", "latency", "presence", "failover")
 SETUP_CONCURRENCY = 16
 DRAIN_GRACE = 10.0
 
@@ -183,6 +187,7 @@ class Role:
     expect: int = 0
     messages: int = 0
     rate: float = 0.0  # sends per second, paced (open loop); 0: closed loop on acks
+    url: str = ""  # the node this role connects to; "": the plan's
 
 
 @dataclass
@@ -412,7 +417,7 @@ class ParleyActor(_Actor):
 
     def __init__(self, role: Role, plan: Plan, http: httpx.AsyncClient, rec: Recorder) -> None:
         super().__init__(role, plan, rec)
-        self.client = ParleyClient(plan.url, access_token=role.token, http=http)
+        self.client = ParleyClient(role.url or plan.url, access_token=role.token, http=http)
         self.live: Live = self.client.live(
             ping_interval=None, queue_size=1 << 20, backoff=Backoff(base=0.2, cap=5.0)
         )
@@ -481,7 +486,8 @@ class LeanActor(_Actor):
             path, token = f"/ws?room={self.role.room}", None
         else:
             path, token = "/api/v1/ws", self.role.token
-        self.receiver = await LeanReceiver.connect(self.plan.url, path, token, self._body)
+        url = self.role.url or self.plan.url
+        self.receiver = await LeanReceiver.connect(url, path, token, self._body)
 
     def _body(self, body: str) -> None:
         self.got += self.rec.receipt(self.seen, body)
@@ -1183,6 +1189,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from parley.cli import bench_presence
 
         return bench_presence.run(args)
+    if args.scenario == "failover" or args.nodes or args.bus:
+        from parley.cli import bench_cluster
+
+        return bench_cluster.run(args)
     cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
     server_cpu = {cpus[args.server_cpu % len(cpus)]} if len(cpus) > 1 else set()
     gen_cpus = [c for c in cpus if c not in server_cpu] if len(cpus) > 1 else []
@@ -1248,7 +1258,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``parley bench`` to the CLI."""
     bench = subparsers.add_parser(
-        "bench", help="load-test a server: fanout, dms, idle, reconnect-storm, presence"
+        "bench",
+        help="load-test a server or a local cluster: fanout, dms, idle, reconnect-storm, latency,"
+        " presence, failover",
     )
     bench.add_argument("scenario", choices=SCENARIOS)
     bench.add_argument(
@@ -1267,7 +1279,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default=25.0,
         help="idle: seconds to hold the connections (server CPU then is the heartbeats')",
     )
-    bench.add_argument("--clients", type=int, default=200, help="reconnect-storm: clients")
+    bench.add_argument(
+        "--clients", type=int, default=200, help="reconnect-storm, failover: clients"
+    )
     bench.add_argument(
         "--storm-after", type=float, default=0.5, help="reconnect-storm: seconds before the drop"
     )
@@ -1294,6 +1308,28 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         action="store_true",
         help="receivers parse frames themselves (bench_lean), not on the SDK: ~2 µs a"
         " frame against ~15-20, so that the generator is not the bottleneck",
+    )
+    cluster = bench.add_argument_group("a cluster on this machine (fanout, latency, failover)")
+    cluster.add_argument(
+        "--nodes", type=int, default=0, help="start N nodes (default: one node, no broker)"
+    )
+    cluster.add_argument("--bus", help="the nodes' broker: redis://…, nats://… or amqp://…")
+    cluster.add_argument("--database-url", help="postgresql://… shared by the nodes")
+    cluster.add_argument("--cache-url", help="redis://… (default: the bus's Redis, if it is one)")
+    cluster.add_argument(
+        "--fresh-database",
+        action="store_true",
+        help="create a database of the run's own beside --database-url's, drop it after",
+    )
+    cluster.add_argument(
+        "--no-bus-reference",
+        action="store_true",
+        help="skip the reference run on one node with the in-process bus",
+    )
+    cluster.add_argument(
+        "--no-pin",
+        action="store_true",
+        help="pin neither the nodes to --server-cpu nor the generators to the other cores",
     )
     bench.add_argument("--out", type=Path, default=Path("bench/results"), help="output dir")
     bench.set_defaults(func=cmd_bench)
