@@ -13,7 +13,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.integration.cluster_support import cache_url, require_broker, require_nginx
+from tests.integration.cluster_support import (
+    cache_url,
+    fresh_database,
+    require_broker,
+    require_nginx,
+)
 
 PARLEY = [sys.executable, "-m", "parley.cli.main"]
 
@@ -91,15 +96,17 @@ def test_one_node_starts_and_sigint_stops_everything(tmp_path: Path) -> None:
     run_up(tmp_path, "--nodes", "1", "--bus", "memory://")
 
 
-def test_two_nodes_start_and_sigint_stops_everything(tmp_path: Path, postgres_url: str) -> None:
-    """One broker is enough here: the cluster tests run every broker."""
+def test_two_nodes_start_and_sigint_stops_everything(tmp_path: Path) -> None:
+    """One broker is enough here: the cluster tests run every broker. A database of
+    its own: a shared one may hold data keys sealed under other master keys."""
     require_nginx()
     bus = require_broker("redis")
-    run_up(
-        tmp_path,
-        *("--nodes", "2", "--bus", bus, "--database-url", postgres_url),
-        *("--cache-url", cache_url()),
-    )
+    with fresh_database() as database:
+        run_up(
+            tmp_path,
+            *("--nodes", "2", "--bus", bus, "--database-url", database),
+            *("--cache-url", cache_url()),
+        )
 
 
 def test_refuses_several_nodes_without_postgresql(tmp_path: Path) -> None:
@@ -115,15 +122,19 @@ def test_refuses_several_nodes_without_postgresql(tmp_path: Path) -> None:
     assert done.stdout == ""
 
 
-def test_cluster_restart_restarts_every_node_in_turn(tmp_path: Path, postgres_url: str) -> None:
+def test_cluster_restart_restarts_every_node_in_turn(tmp_path: Path) -> None:
     """``parley cluster restart`` against a running ``cluster up``: every node is
     stopped (exit 0: it drained) and started again, one after the other, and the
     cluster answers throughout and after."""
     require_nginx()
     bus = require_broker("redis")
-    workdir = tmp_path / "cluster"
+    with fresh_database() as database:
+        _restart_a_cluster(tmp_path / "cluster", bus, database)
+
+
+def _restart_a_cluster(workdir: Path, bus: str, database: str) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PARLEY_")}
-    flags = ["--nodes", "2", "--bus", bus, "--database-url", postgres_url]
+    flags = ["--nodes", "2", "--bus", bus, "--database-url", database]
     proc = subprocess.Popen(
         [*PARLEY, "cluster", "up", "--workdir", str(workdir), *flags, "--cache-url", cache_url()],
         env=env,

@@ -21,6 +21,8 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from parley.domain.models import RoomId
+from parley.gateway.runtime import open_key_ring
+from parley.settings import Settings
 from parley.store import SqlStore
 from parley.testing.server import ServerThread
 from tests.integration.test_serve import PARLEY, env_for, free_port, wait_ready
@@ -113,7 +115,8 @@ async def test_sigterm_answers_accepted_sends_closes_1012_and_exits_in_time(
     refused = [f for f in answered.values() if f["type"] == "error"]
     assert acked, "the sends read before the stop are acknowledged"
     assert all(f["code"] == "draining" for f in refused), refused
-    store = SqlStore(f"sqlite:///{data_dir / 'parley.db'}")
+    keys = open_key_ring(Settings(data_dir=data_dir))  # the node's generated master key
+    store = SqlStore(f"sqlite:///{data_dir / 'parley.db'}", keys=keys)
     await store.start()
     try:
         messages, _ = await store.list_messages(

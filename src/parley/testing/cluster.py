@@ -63,9 +63,13 @@ def render_nginx_conf(
 
     No sticky sessions: every WebSocket, event stream and REST call may land on any
     node, which is correct because a client resumes from its cursors on whichever node
-    it reaches. ``max_fails=1 fail_timeout=5s`` takes a dead node out of rotation
-    after one refused connection, and ``proxy_next_upstream`` retries a refused
-    connection on the next node (never a request a node has started to answer).
+    it reaches. ``proxy_next_upstream`` retries a refused connection (a node that is
+    down or restarting) on the next node, and a 503 to an idempotent request (a
+    draining node refusing a WebSocket upgrade), never a request a node has started to
+    answer otherwise. ``max_fails=0``: no node is taken out of rotation for a while
+    after a failure; during a rolling restart every node fails once within seconds,
+    and marking them down would leave none (502 "no live upstreams"); a refused
+    connection costs next to nothing to retry.
     """
     if not upstreams:
         raise ValueError("nginx needs at least one upstream node")
@@ -82,7 +86,7 @@ def render_nginx_conf(
             f"uwsgi_temp_path {rd}/uwsgi;",
             f"scgi_temp_path {rd}/scgi;",
         ]
-    servers = "\n".join(f"        server {u} max_fails=1 fail_timeout=5s;" for u in upstreams)
+    servers = "\n".join(f"        server {u} max_fails=0;" for u in upstreams)
     temp_lines = "".join(f"    {line}\n" for line in temp)
     return f"""# Parley behind nginx: REST, WebSocket and Server-Sent Events over N nodes.
 # Written by parley.testing.cluster.render_nginx_conf (kept in step by a test).
@@ -121,7 +125,7 @@ http {{
         proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
         proxy_set_header X-Forwarded-Proto $scheme;
         proxy_set_header Connection "";
-        proxy_next_upstream error timeout;
+        proxy_next_upstream error timeout http_503;
         proxy_connect_timeout 2s;
 
         location = /api/v1/ws {{
