@@ -10,8 +10,9 @@ API or in the database.
 
 What the database keeps of the old bytes
     SQLite runs with ``secure_delete`` (freed space is zeroed) and the writer
-    checkpoints the WAL (``TRUNCATE``) after a commit that erased text (``_ERASED``
-    on the connection's ``info``), so the old text leaves the WAL too. PostgreSQL
+    checkpoints the WAL (``TRUNCATE``) after a commit that erased or re-sealed text
+    (``_ERASED`` on the connection's ``info``) and once more at close, so the old text
+    leaves the WAL and the database file's old pages too. PostgreSQL
     keeps the old row versions as dead tuples until ``VACUUM`` reclaims them (see
     docs/operations.md, "Data protection").
 """

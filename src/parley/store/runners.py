@@ -36,7 +36,7 @@ from parley.errors import ParleyError
 from parley.store.crypto import KeyRing, attach
 from parley.store.engine import _postgres_engine, _raw_cursor, _sqlite_engine
 from parley.store.ops import _Committed, _Op
-from parley.store.writer import _apply_batch, _Batches, _run_batch
+from parley.store.writer import _apply_batch, _Batches, _checkpoint, _run_batch
 
 log = logging.getLogger(__name__)
 
@@ -214,11 +214,21 @@ class _SqliteRunner:
         return conn
 
     async def close(self) -> None:
+        """Close the readers, then checkpoint the whole WAL into the database
+        (``TRUNCATE``) on the writer's connection, the last one open, then close it.
+
+        SQLite's own checkpoint at close runs only if the closing connection gets an
+        exclusive lock, that is, if no other connection is open: two connections
+        closing at once (the reader threads) can each see the other and both skip it,
+        leaving the WAL beside a database file whose pages still hold text that
+        later commits re-sealed or erased (1 close in ~8 here)."""
         if self._sender is not None:
             self._sender.close()
             self._sender = None
-        await self._writer.stop()
         await self._readers.stop()
+        if not await self._writer.run(_checkpoint):
+            log.warning("WAL checkpoint at close was busy: another process has the database open")
+        await self._writer.stop()
         self._engine.dispose()
 
 

@@ -94,7 +94,7 @@ from parley.store.engine import (
     prepare_sqlite_path,
     writer_engine,
 )
-from parley.store.erase import _rewrite_text_events
+from parley.store.erase import _ERASED, _rewrite_text_events
 from parley.store.journal import _insert_events, _new_event
 from parley.store.ops import _Op
 from parley.store.replicas import ReplicaStats, _Replicas, room_head
@@ -210,6 +210,7 @@ def _reseal_messages(ring: KeyRing, ids: Sequence[str], conn: Connection) -> int
     params = reseal_bodies(conn, ring, rows)
     if params:
         conn.execute(_RESEAL_MESSAGE, params)
+        conn.info[_ERASED] = True  # the old bytes leave the WAL too (``erase``)
     return len(params)
 
 
@@ -222,6 +223,7 @@ def _reseal_events(ring: KeyRing, keys: Sequence[tuple[Any, ...]], conn: Connect
     params = reseal_events(conn, ring, rows)
     if params:
         conn.execute(_REWRITE_EVENT, params)
+        conn.info[_ERASED] = True
     return len(params)
 
 

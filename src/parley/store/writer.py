@@ -113,7 +113,8 @@ def _run_batch(conn: Connection, batch: Sequence[_Op]) -> _Committed:
         stored = _apply_batch(conn, batch)
     seconds = time.perf_counter() - started
     if conn.info.pop(_ERASED, False) and conn.dialect.name == "sqlite" and not _checkpoint(conn):
-        conn.info[_ERASED] = True  # tried again after the next batch run here
+        log.info("WAL checkpoint after an erasing commit was busy; tried again later")
+        conn.info[_ERASED] = True  # after the next batch run here, or at close
     return seconds, stored
 
 
@@ -125,8 +126,6 @@ def _checkpoint(conn: Connection) -> bool:
     milliseconds) or another process's writer make it wait. False if it could not
     finish (busy)."""
     busy, _, _ = _raw_cursor(conn).execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
-    if busy:
-        log.info("WAL checkpoint after an erasing commit was busy; tried again later")
     return not busy
 
 
