@@ -1317,6 +1317,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     cluster.add_argument("--database-url", help="postgresql://… shared by the nodes")
     cluster.add_argument("--cache-url", help="redis://… (default: the bus's Redis, if it is one)")
     cluster.add_argument(
+        "--drain",
+        action="store_true",
+        help="failover: stop the node with SIGTERM (it drains: 1012) instead of kill -9",
+    )
+    cluster.add_argument(
         "--fresh-database",
         action="store_true",
         help="create a database of the run's own beside --database-url's, drop it after",

@@ -614,7 +614,8 @@ async def _stored(url: str, token: str, room: str) -> list[str]:
 def failover(
     args: argparse.Namespace, nodes: int, bus_url: str, database_url: str | None, cache_url: str
 ) -> dict[str, Any]:
-    """N nodes behind nginx, ``--clients`` clients through it, one node killed."""
+    """N nodes behind nginx, ``--clients`` clients through it, one node killed
+    (``--drain``: stopped with SIGTERM, so that it drains and closes with 1012)."""
     processes = args.processes or 2
     with tempfile.TemporaryDirectory(prefix="parley-bench-failover-") as work:
         cluster = LocalCluster(
@@ -667,7 +668,11 @@ def failover(
                 before = phase(1, None)
                 victim = cluster.nodes[-1]
                 killed_at = time.monotonic()
-                cluster.kill_node(victim)
+                stopped: int | None = None
+                if args.drain:
+                    stopped = cluster.stop_node(victim)
+                else:
+                    cluster.kill_node(victim)
                 asyncio.run(_send_phase(cluster.url, token, room, 2))
                 during = phase(2, killed_at)
                 all_back_s = time.monotonic() - killed_at
@@ -689,6 +694,8 @@ def failover(
     report: dict[str, Any] = {
         "scenario": "failover",
         "options": _options(args),
+        "stop": "drain" if args.drain else "kill -9",
+        "drained_exit": stopped,
         "nodes": nodes,
         "clients": connected,
         "generator_processes": len(workers),
