@@ -114,7 +114,7 @@ class Settings(BaseSettings):
         "older rows are re-sealed in the background).",
     )
     issuer: str = Field("parley", description="JWT iss claim.")
-    access_token_ttl: int = Field(900, ge=30, description="Access token lifetime, seconds.")
+    access_token_ttl: int = Field(900, ge=1, description="Access token lifetime, seconds.")
     refresh_token_ttl: int = Field(30 * 86400, ge=60, description="Refresh lifetime, seconds.")
     max_body_bytes: int = Field(16384, ge=1, le=1 << 20, description="Max message body.")
     group_commit: bool = Field(True, description="Group concurrent writes into one commit.")

@@ -88,6 +88,7 @@ class HubStats:
     send_errors: int = 0
     bad_frames: int = 0
     queue_drops: int = 0
+    tokens_expired: int = 0
     stalled: int = 0
     resumes: int = 0
     gap_repairs: int = 0
