@@ -116,6 +116,25 @@ async def test_a_fresh_token_on_the_socket_keeps_it_open(node: ServerThread) -> 
         assert time.time() >= exp_of(fresh) - 0.05
 
 
+async def test_the_sdk_renews_its_token_on_the_open_socket(node: ServerThread) -> None:
+    alice, bob = await user(node.url, "a"), await user(node.url, "b")
+    async with closing(alice, bob):
+        room_id = await room(alice, bob)
+        first = alice.access_token
+        assert first is not None
+        async with alice.live() as live:
+            await live.wait_ready()
+            await sleep_until(exp_of(first) + TTL)  # past two token lifetimes
+            await bob.post_message(room_id, "across renewals")
+            async with asyncio.timeout(TIMEOUT):
+                async for event in live:
+                    message = event.get("message")
+                    if isinstance(message, dict) and message["body"] == "across renewals":
+                        break
+            assert live.connects == 1
+            assert alice.access_token != first
+
+
 @pytest.mark.parametrize("whose", ["other user", "invalid"])
 async def test_a_bad_token_on_the_socket_ends_it(node: ServerThread, whose: str) -> None:
     alice, bob = await user(node.url, "a"), await user(node.url, "b")
