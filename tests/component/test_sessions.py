@@ -150,22 +150,29 @@ async def test_a_bad_token_on_the_socket_ends_it(node: ServerThread, whose: str)
         assert frames[-1]["code"] == ("wrong_user" if whose == "other user" else "invalid_token")
 
 
-async def test_sse_ends_at_the_tokens_expiry(node: ServerThread) -> None:
+async def read_stream(url: str, params: dict[str, str]) -> list[str]:
+    """Every line of an SSE stream until the server ends it."""
+    lines: list[str] = []
+    async with (
+        httpx.AsyncClient(timeout=TIMEOUT) as http,
+        http.stream("GET", f"{url}/api/v1/events/stream", params=params) as response,
+    ):
+        assert response.status_code == 200
+        async with asyncio.timeout(TIMEOUT):
+            async for line in response.aiter_lines():
+                lines.append(line)
+    return lines
+
+
+async def test_sse_ends_at_the_tokens_expiry_and_resumes_with_a_fresh_one(
+    node: ServerThread,
+) -> None:
     alice = await user(node.url, "a")
     async with closing(alice):
+        room_id = await room(alice)
         token = alice.access_token
         assert token is not None
-        lines: list[str] = []
-        async with (
-            httpx.AsyncClient(timeout=TIMEOUT) as http,
-            http.stream(
-                "GET", f"{node.url}/api/v1/events/stream", params={"access_token": token}
-            ) as response,
-        ):
-            assert response.status_code == 200
-            async with asyncio.timeout(TIMEOUT):
-                async for line in response.aiter_lines():
-                    lines.append(line)
+        lines = await read_stream(node.url, {"access_token": token})
         assert time.time() >= exp_of(token) - 0.05
         data = [json.loads(line[6:]) for line in lines if line.startswith("data: ")]
         assert data[0]["type"] == "ready"
@@ -174,6 +181,15 @@ async def test_sse_ends_at_the_tokens_expiry(node: ServerThread) -> None:
             "code": "token_expired",
             "message": data[-1]["message"],
         }
+        last_id = [line[4:] for line in lines if line.startswith("id: ")][-1]
+        await alice.post_message(room_id, "while away")  # the client refreshes first
+        assert alice.access_token is not None and alice.access_token != token
+        again = await read_stream(
+            node.url, {"access_token": alice.access_token, "last_event_id": last_id}
+        )
+        events = [json.loads(line[6:]) for line in again if line.startswith("data: ")]
+        bodies = [e["event"]["message"]["body"] for e in events if e.get("type") == "event"]
+        assert bodies == ["while away"]
 
 
 # logout and password change (a node with the default token lifetime)

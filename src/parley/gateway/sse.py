@@ -195,9 +195,13 @@ async def event_stream(
     authorization: Annotated[str | None, Header()] = None,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", max_length=65536)] = None,
     access_token: Annotated[str | None, Query(max_length=8192)] = None,
+    last_event_id_query: Annotated[
+        str | None, Query(alias="last_event_id", max_length=65536)
+    ] = None,
 ) -> EventStream:
     """Every event of every room the caller is in, as Server-Sent Events; send the
-    last ``id`` back as ``Last-Event-ID`` to resume without loss."""
+    last ``id`` back as ``Last-Event-ID`` (or ``?last_event_id=``, for a new
+    ``EventSource`` opened with a fresh token) to resume without loss."""
     rt: Runtime = request.app.state.runtime
     token = parse_bearer(authorization) or access_token
     if not token:
@@ -205,4 +209,4 @@ async def event_stream(
     claims = rt.tokens.verify_claims(token)
     if rt.hub.closing:
         raise Unavailable("the server is shutting down")
-    return EventStream(rt, claims, last_event_id)
+    return EventStream(rt, claims, last_event_id or last_event_id_query)
