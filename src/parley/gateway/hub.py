@@ -36,12 +36,13 @@ Invariants
       room before the event is fanned out (so they receive it), ``member.left``
       detaches them right after it (so it is the last event of the room they see).
 
-Bus channels: ``room.<room_id>`` (subscribed while the room has local subscribers)
-and ``user.<user_id>`` (while the user has local connections: a join reaches a node
-that has no channel for the room yet). Each bus message is a
+Bus channels: ``room.<room_id>`` (subscribed while the room has local subscribers),
+``user.<user_id>`` (while the user has local connections: a join reaches a node
+that has no channel for the room yet), and ``sessions`` (always: every node hears
+of a logout, to end the session's connections and refuse its access tokens). Each bus message is a
 ``parley.protocol.envelope``: the origin node's id (so a node skips its own echo
 without decoding), then a commit's stored events for the room, an ephemeral
-``typing`` frame, or (on ``user.<id>``) the user's sessions that ended.
+``typing`` frame, or (on ``sessions``) a user's sessions that ended.
 
 Live connections follow their token: each has an ``expires_at`` (the access token's
 ``exp``), extended when the client sends a fresh token on it. One timer per hub,
@@ -100,6 +101,8 @@ OPERATION: Final = "parley-operation"
 lets them finish."""
 # The event loop's lag is sampled this often (s).
 LAG_PROBE: Final = 0.05
+SESSIONS_CHANNEL: Final = "sessions"
+"""Logouts and password changes: every node subscribes (they are rare)."""
 
 HEADS_PER_QUERY: Final = 500
 """Rooms whose heads one store read checks."""
@@ -170,6 +173,7 @@ class Hub:
 
     async def start(self) -> None:
         await self.bus.start(self._on_bus, on_reconnect=self._bus_reconnected)
+        await self.bus.subscribe(SESSIONS_CHANNEL)
         self.outbox.start()
         self._sweeper = asyncio.create_task(self._sweep_forever(), name="parley-hub-sweeper")
         self.spawn(self._watch_lag(), "parley-loop-lag")
@@ -377,13 +381,13 @@ class Hub:
 
     def end_sessions(self, user_id: str, sids: Sequence[str]) -> None:
         """A logout or password change ended these sessions of ``user_id``: close
-        their connections here, and on every node with a connection of the user
-        (``user.<id>`` on the bus)."""
+        their connections and refuse their access tokens here, and on every other
+        node (``sessions`` on the bus)."""
         if not sids:
             return
         self._end_local(user_id, sids)
         body = "\n".join([user_id, *sids]).encode()
-        self.outbox.put(f"user.{user_id}", envelope.pack(envelope.SESSIONS, self._origin, body))
+        self.outbox.put(SESSIONS_CHANNEL, envelope.pack(envelope.SESSIONS, self._origin, body))
 
     def _end_local(self, user_id: str, sids: Sequence[str]) -> None:
         if self.sessions_ended is not None:
