@@ -89,6 +89,9 @@ async def test_an_expired_tokens_socket_gets_no_events_and_no_acks(node: ServerT
         assert not [fr for fr in frames if fr["type"] in ("ack", "event")], (frames, with_stale)
         listed = await bob.request("GET", f"/api/v1/rooms/{room_id}/messages")
         assert "too late" not in [m["body"] for m in listed["messages"]]
+        metrics = (await call("get", f"{node.url}/metrics")).text
+        expired = [ln for ln in metrics.splitlines() if ln.startswith("parley_tokens_expired_total")]
+        assert float(expired[0].split()[1]) >= 1
 
 
 async def test_a_fresh_token_on_the_socket_keeps_it_open(node: ServerThread) -> None:

@@ -395,6 +395,7 @@ class Hub:
         ended = set(sids)
         for conn in list(self.users.get(user_id, ())):
             if conn.sid in ended:
+                self.stats.sessions_ended += 1
                 conn.end(
                     error_frame("session_ended", "this session was logged out"),
                     CLOSE_POLICY,
