@@ -43,6 +43,18 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
         yield server
 
 
+@pytest.fixture(scope="module")
+def asgi_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
+    """uvicorn's plain WebSocket protocol: the endpoint writes through ASGI ``send``."""
+    with running_server(
+        tmp_path_factory.mktemp("sessions-asgi"),
+        rate_limits="off",
+        access_token_ttl=TTL,
+        asgi_websockets=True,
+    ) as server:
+        yield server
+
+
 async def call(method: str, url: str, **kwargs: Any) -> httpx.Response:
     async with httpx.AsyncClient(timeout=TIMEOUT) as http:
         return await http.request(method.upper(), url, **kwargs)
@@ -93,6 +105,19 @@ async def test_an_expired_tokens_socket_gets_no_events_and_no_acks(node: ServerT
         name = "parley_tokens_expired_total"
         expired = [ln for ln in metrics.splitlines() if ln.startswith(name)]
         assert float(expired[0].split()[1]) >= 1
+
+
+async def test_expiry_through_asgi_send(asgi_node: ServerThread) -> None:
+    alice = await user(asgi_node.url, "a")
+    async with closing(alice):
+        token = alice.access_token
+        assert token is not None
+        ws = await ws_connect(asgi_node.url, token)
+        assert (await recv(ws))["type"] == "ready"
+        frames, code = await frames_until_closed(ws)
+        assert code == 1008 and ws.close_reason == "token_expired"
+        assert frames[-1]["code"] == "token_expired"
+        assert time.time() >= exp_of(token) - 0.05
 
 
 async def test_a_fresh_token_on_the_socket_keeps_it_open(node: ServerThread) -> None:
