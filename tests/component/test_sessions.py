@@ -16,7 +16,7 @@ import jwt
 import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from parley.client import ParleyClient
+from parley.client import AuthError, ParleyClient
 from parley.testing.server import ServerThread
 from tests.realtime_support import (
     PASSWORD,
@@ -261,6 +261,22 @@ async def test_revoke_ends_that_sessions_connections_only(long_node: ServerThrea
         )
         assert me.status_code == 401
         await ws2.close()
+
+
+async def test_the_sdk_stops_for_good_when_its_session_is_logged_out(
+    long_node: ServerThread,
+) -> None:
+    alice = await user(long_node.url, "a")
+    async with closing(alice), alice.live() as live:
+        await live.wait_ready()
+        revoked = await call(
+            "post", f"{long_node.url}/api/v1/auth/revoke", json={"token": alice.refresh_token}
+        )
+        assert revoked.status_code == 200
+        with pytest.raises(AuthError):
+            async with asyncio.timeout(TIMEOUT):
+                await live.next_event()
+        assert live.connects == 1
 
 
 async def test_password_change_ends_every_other_session(long_node: ServerThread) -> None:
