@@ -296,6 +296,10 @@ async def test_password_change_ends_every_other_session(long_node: ServerThread)
             json={"current_password": "nope", "new_password": "x" * 12},
         )
         assert wrong.status_code == 403 and wrong.json()["error"]["code"] == "wrong_password"
+        short = await call(
+            "post", path, headers=headers, json={"current_password": PASSWORD, "new_password": "x"}
+        )
+        assert short.status_code == 400 and short.json()["error"]["code"] == "invalid_password"
         assert await alive(ws_other)
         changed = await call(
             "post",
