@@ -105,8 +105,17 @@ class Store(abc.ABC):
         does an unknown, expired or revoked one."""
 
     @abc.abstractmethod
-    async def revoke_refresh_family(self, token_hash: str) -> None:
-        """Revoke the family of this token; unknown tokens are ignored (RFC 7009)."""
+    async def revoke_refresh_family(self, token_hash: str) -> RefreshGrant | None:
+        """Revoke the family of this token, and say whose it was; unknown tokens are
+        ignored (RFC 7009) and give None."""
+
+    @abc.abstractmethod
+    async def set_password(
+        self, user_id: UserId, password_hash: str, keep_family: str | None
+    ) -> list[str]:
+        """Replace the user's password hash and, in the same transaction, revoke
+        every refresh family of theirs but ``keep_family`` (the caller's session);
+        returns the families revoked."""
 
     # rooms and membership
     @abc.abstractmethod

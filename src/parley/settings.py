@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -114,7 +114,7 @@ class Settings(BaseSettings):
         "older rows are re-sealed in the background).",
     )
     issuer: str = Field("parley", description="JWT iss claim.")
-    access_token_ttl: int = Field(900, ge=30, description="Access token lifetime, seconds.")
+    access_token_ttl: int = Field(900, ge=1, description="Access token lifetime, seconds.")
     refresh_token_ttl: int = Field(30 * 86400, ge=60, description="Refresh lifetime, seconds.")
     max_body_bytes: int = Field(16384, ge=1, le=1 << 20, description="Max message body.")
     group_commit: bool = Field(True, description="Group concurrent writes into one commit.")
@@ -180,6 +180,30 @@ class Settings(BaseSettings):
         description="Comma-separated addresses or CIDRs of reverse proxies whose "
         "X-Forwarded-For and X-Forwarded-Proto are believed; default: none.",
     )
+    tls_cert: Path | None = Field(
+        None,
+        description="PEM certificate chain: with tls_key, serve HTTPS and WSS only "
+        "(with Strict-Transport-Security); unset: plain HTTP, for a TLS proxy in front.",
+    )
+    tls_key: Path | None = Field(None, description="PEM private key of tls_cert (keep it 0600).")
+    hsts_max_age: int = Field(
+        31536000,
+        ge=0,
+        description="Strict-Transport-Security max-age, seconds, sent when TLS is on.",
+    )
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> Settings:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together: set both or neither")
+        for path in (self.tls_cert, self.tls_key):
+            if path is not None and not path.is_file():
+                raise ValueError(f"TLS file not found: {path}")
+        return self
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert is not None
 
     @field_validator("secret_key")
     @classmethod

@@ -25,6 +25,7 @@ from parley.delivery.session import Connection
 from parley.domain.models import RoomId, RoomKind, UserId, Visibility
 from parley.gateway.hub import Hub
 from parley.ports import SendRequest
+from parley.protocol.session import Close
 from parley.settings import Settings
 from parley.store import SqlStore, migrate
 
@@ -241,3 +242,41 @@ async def test_a_cancelled_sender_still_rings_the_other_node(cluster) -> None:  
     await reader.wait_seqs(1)
     assert len(reader.seqs) == 1
     reader.stop()
+
+
+async def test_a_logout_on_one_node_ends_that_sessions_connections_on_the_other(cluster) -> None:  # type: ignore[no-untyped-def]
+    """``end_sessions`` on node a (a revoke there) reaches node b on ``sessions``:
+    the session's connection there ends with ``session_ended``, the user's other
+    session stays, and b is told to refuse the session's tokens from then on, as is c,
+    which has no connection of the user."""
+    a, b, c = await cluster(3)
+    (alice,) = await users(a, 1)
+    told: list[list[str]] = []
+    b.hub.sessions_ended = told.append
+    told_c: list[list[str]] = []
+    heard = asyncio.Event()
+
+    def tell_c(sids: list[str]) -> None:
+        told_c.append(sids)
+        heard.set()
+
+    c.hub.sessions_ended = tell_c
+    readers = []
+    for sid in ("s-ended", "s-kept"):
+        conn = Connection(b.hub, alice, transport="ws")
+        conn.sid = sid
+        await b.hub.attach(conn, lambda rooms: None)
+        readers.append(Reader(conn))
+    ended, kept = readers
+    async with asyncio.timeout(TIMEOUT):
+        a.hub.end_sessions(alice, ["s-ended"])
+        await ended._task
+    assert ended.conn.close_request == Close(1008, "session_ended")
+    assert '"session_ended"' in ended.log[-1]
+    assert kept.conn.close_request is None
+    assert told == [["s-ended"]]
+    async with asyncio.timeout(TIMEOUT):
+        await heard.wait()
+    assert told_c == [["s-ended"]]
+    kept.stop()
+    ended.stop()

@@ -76,7 +76,8 @@ async def test_first_frame_auth(node: ServerThread) -> None:
             assert ready["type"] == "ready" and ready["user_id"] == alice.user_id  # type: ignore[attr-defined]
             assert ready["heartbeat_interval_ms"] > 0 and isinstance(ready["session_id"], str)
             await send_frame(ws, type="auth", id="b", token=alice.access_token)
-            assert (await recv(ws))["code"] == "already_authenticated"
+            ok = await recv(ws)
+            assert (ok["type"], ok["id"]) == ("auth.ok", "b") and ok["expires_at"].endswith("Z")
         finally:
             await ws.close()
 

@@ -299,10 +299,30 @@ async def test_refresh_tokens_unknown_expired_revoked(store: SqlStore) -> None:
         await store.use_refresh_token(old, NOW)
     revoked = f"rev-{uuid.uuid4()}"
     await store.add_refresh_token(revoked, user.id, str(uuid.uuid4()), FUTURE)
-    await store.revoke_refresh_family(revoked)
-    await store.revoke_refresh_family(f"never-{uuid.uuid4()}")
+    revoked_family = await store.revoke_refresh_family(revoked)
+    assert revoked_family is not None and revoked_family.user_id == user.id
+    assert await store.revoke_refresh_family(f"never-{uuid.uuid4()}") is None
     with pytest.raises(Unauthorized):
         await store.use_refresh_token(revoked, NOW)
+
+
+async def test_a_password_change_revokes_every_other_family(store: SqlStore) -> None:
+    user, other = await new_user(store), await new_user(store)
+    kept, ended, ended_too, others = (str(uuid.uuid4()) for _ in range(4))
+    tokens = {family: f"tok-{family}" for family in (kept, ended, ended_too, others)}
+    for family, token in tokens.items():
+        owner = other.id if family == others else user.id
+        await store.add_refresh_token(token, owner, family, FUTURE)
+    assert await store.set_password(user.id, "new-hash", kept) == sorted([ended, ended_too])
+    credentials = await store.get_credentials(user.username)
+    assert credentials is not None and credentials.password_hash == "new-hash"
+    for family in (ended, ended_too):
+        with pytest.raises(Unauthorized):
+            await store.use_refresh_token(tokens[family], NOW)
+    assert (await store.use_refresh_token(tokens[kept], NOW)).family_id == kept
+    assert (await store.use_refresh_token(tokens[others], NOW)).family_id == others
+    with pytest.raises(NotFound):
+        await store.set_password(UserId(f"nobody-{uuid.uuid4()}"), "h", None)
 
 
 async def test_a_refresh_token_is_consumed_once_under_concurrency(store: SqlStore) -> None:

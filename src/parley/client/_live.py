@@ -21,6 +21,11 @@
 * A bounded event queue: an application that stops reading stops the socket
   reader, the server finds the client slow and closes it, and the client resumes
   where the application is. Memory stays bounded, and nothing is lost.
+* Keeps the connection's token fresh: shortly before the access token expires
+  (a fifth of its life, at most a minute, before), it refreshes the token pair
+  and sends the new access token on the open socket (``auth``, answered
+  ``auth.ok``); the server would otherwise close it at the expiry (1008
+  ``token_expired``), after which it refreshes and reconnects.
 * Presence: ``presence_subscribe``, ``presence_unsubscribe`` and ``set_presence``
   are remembered, and on every reconnect (after ``ready``) the subscriptions are
   sent again and an ``idle`` status is set again, since the server forgets both
@@ -31,8 +36,11 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import contextlib
 import itertools
+import json
 import logging
 import random
 import secrets
@@ -63,11 +71,27 @@ PRESENCE_CHUNK: Final = 250
 protocol allows 1,000, but 250 ids of the longest allowed length (128) still fit the
 server's default 64 KiB frame limit."""
 
+REFRESH_AHEAD: Final = 60.0
+"""Seconds before an access token's expiry the connection renews it, at most (a
+fifth of the token's life when that is shorter)."""
+
 PresenceStatus = Literal["online", "idle"]
 _SET_FRAMES: Final[dict[str, str]] = {
     status: codec.dumps(f.PresenceSet(status=status)).decode() for status in ("online", "idle")
 }
 """The two ``presence.set`` frames, encoded once."""
+
+
+def token_expiry(token: str) -> float | None:
+    """The ``exp`` (Unix seconds) of a JWT, read without checking the signature (the
+    server checks it; the client only needs to know when to renew)."""
+    try:
+        payload = token.split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        exp = claims["exp"]
+    except (IndexError, KeyError, TypeError, ValueError, binascii.Error):
+        return None
+    return float(exp) if isinstance(exp, int | float) else None
 
 
 class Backoff:
@@ -442,6 +466,7 @@ class Live:
         the client reconnect elsewhere at once (it is draining)."""
         self._ws = ws
         self.connects += 1
+        renewer = asyncio.create_task(self._keep_token_fresh(ws), name="parley-token-renew")
         try:
             if self.cursors:
                 resume = f.Resume(cursors=dict(self.cursors), id=self._next_id())
@@ -456,6 +481,9 @@ class Live:
         except ConnectionClosed:
             pass
         finally:
+            renewer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewer
             self._ws = None
             self._resuming = None
             self._ready.clear()
@@ -464,11 +492,34 @@ class Live:
             await self.client.refresh()
         return ws.close_code in DRAIN_CLOSE_CODES
 
+    async def _keep_token_fresh(self, ws: ClientConnection) -> None:
+        """Renew the access token before it expires and send it on ``ws``. A failed
+        renewal is left to the server's close at the expiry, which reconnects
+        (refreshing once more) or ends the connection for good (``AuthError``)."""
+        client = self.client
+        while True:
+            token = client.access_token
+            expiry = token_expiry(token) if token else None
+            if expiry is None:
+                return
+            lifetime = max(1.0, expiry - time.time())
+            await asyncio.sleep(max(0.0, lifetime - min(REFRESH_AHEAD, lifetime / 5)))
+            try:
+                if client.access_token == token:
+                    await client.refresh()
+                fresh = client.access_token
+                if fresh is None or fresh == token:
+                    return
+                await self._call(f.Auth(token=fresh, id=self._next_id()))
+            except ClientError as exc:
+                log.info("renewing the connection's token failed: %s", exc)
+                return
+
     async def _on_frame(self, frame: dict[str, Any]) -> None:
         kind = frame.get("type")
         if kind == "event":
             await self._on_event(frame["event"])
-        elif kind in ("ack", "pong", "resumed", "read.ok"):
+        elif kind in ("ack", "pong", "resumed", "read.ok", "auth.ok"):
             if kind == "resumed":
                 self.resumed_at = time.monotonic()
                 self._resume_answered(frame)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Callable
 from typing import Protocol
 
@@ -56,6 +57,11 @@ class Connection:
         self.user_id = user_id
         self.transport = transport
         self.session_id = new_id()
+        self.expires_at = math.inf
+        """When the access token it was opened (or last re-authenticated) with
+        expires, Unix seconds: the hub closes it then."""
+        self.sid: str | None = None
+        """The login session (refresh family) of that token: a logout ends it."""
         self.rooms: dict[str, RoomCursor] = {}
         self.close_request: Close | None = None
         self.opening = False
@@ -164,6 +170,15 @@ class Connection:
             self._queue.clear()
         self._wake()
         self._made_room()
+
+    def end(self, frame: bytes, code: int, reason: str) -> None:
+        """Close at once with ``frame`` as the last thing sent: whatever was still
+        queued is dropped, and nothing queued after it is sent."""
+        if self.close_request is not None:
+            return
+        self._queue.clear()
+        self._queue.append(frame)
+        self.close(code, reason)
 
     def abort(self) -> None:
         """Give up on the connection at once (its writer is stuck)."""

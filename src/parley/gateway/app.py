@@ -158,5 +158,9 @@ def create_app(settings: Settings) -> ParleyApp:
     app.add_middleware(GZipMiddleware, minimum_size=1024)
     app.add_middleware(BodyLimit, limit=MAX_REQUEST_BYTES)
     app.add_middleware(MetricsGuard, token=settings.metrics_token, allow=settings.metrics_networks)
-    app.add_middleware(SecurityHeaders, public_url=settings.public_url)
+    app.add_middleware(
+        SecurityHeaders,
+        public_url=settings.public_url,
+        hsts_max_age=settings.hsts_max_age if settings.tls else None,
+    )
     return app

@@ -36,12 +36,18 @@ Invariants
       room before the event is fanned out (so they receive it), ``member.left``
       detaches them right after it (so it is the last event of the room they see).
 
-Bus channels: ``room.<room_id>`` (subscribed while the room has local subscribers)
-and ``user.<user_id>`` (while the user has local connections: a join reaches a node
-that has no channel for the room yet). Each bus message is a
+Bus channels: ``room.<room_id>`` (subscribed while the room has local subscribers),
+``user.<user_id>`` (while the user has local connections: a join reaches a node
+that has no channel for the room yet), and ``sessions`` (always: every node hears
+of a logout, to end the session's connections and refuse its access tokens). Each bus message is a
 ``parley.protocol.envelope``: the origin node's id (so a node skips its own echo
-without decoding), then a commit's stored events for the room, or an ephemeral
-``typing`` frame.
+without decoding), then a commit's stored events for the room, an ephemeral
+``typing`` frame, or (on ``sessions``) a user's sessions that ended.
+
+Live connections follow their token: each has an ``expires_at`` (the access token's
+``exp``), extended when the client sends a fresh token on it. One timer per hub,
+over a heap of (expiry, connection), closes each at its expiry (1008
+``token_expired``), whatever the number of connections.
 """
 
 from __future__ import annotations
@@ -49,7 +55,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import heapq
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -67,8 +75,9 @@ from parley.presence import PresenceService
 from parley.protocol import envelope
 from parley.protocol.codec import loads
 from parley.protocol.events import MEMBER_JOINED, MEMBER_LEFT, REWRITES
-from parley.protocol.frames import typing_frame
+from parley.protocol.frames import error_frame, typing_frame
 from parley.protocol.session import (
+    CLOSE_POLICY,
     CLOSE_SERVICE_RESTART,
     CLOSE_TRY_AGAIN,
     DELIVER,
@@ -92,6 +101,8 @@ OPERATION: Final = "parley-operation"
 lets them finish."""
 # The event loop's lag is sampled this often (s).
 LAG_PROBE: Final = 0.05
+SESSIONS_CHANNEL: Final = "sessions"
+"""Logouts and password changes: every node subscribes (they are rare)."""
 
 HEADS_PER_QUERY: Final = 500
 """Rooms whose heads one store read checks."""
@@ -148,11 +159,21 @@ class Hub:
         """Connections gained between two ``gc.freeze()`` calls (``refreeze_gc``);
         None: never (``parley.gateway.server.tune_gc`` turns it on)."""
         self._frozen_at = 0
+        self.sessions_ended: Callable[[list[str]], None] | None = None
+        """Told the sessions a logout or password change ended, here or on another
+        node (``Tokens.end_sessions``: their access tokens are refused from now)."""
+        self._by_session: dict[str, Connection] = {}
+        self._expiries: list[tuple[float, str]] = []
+        """A heap of (expiry in Unix seconds, connection's session id); an entry whose
+        connection is gone or was extended since is skipped when it comes up."""
+        self._expiry_timer: asyncio.TimerHandle | None = None
+        self._expiry_due = 0.0
 
     # lifecycle
 
     async def start(self) -> None:
         await self.bus.start(self._on_bus, on_reconnect=self._bus_reconnected)
+        await self.bus.subscribe(SESSIONS_CHANNEL)
         self.outbox.start()
         self._sweeper = asyncio.create_task(self._sweep_forever(), name="parley-hub-sweeper")
         self.spawn(self._watch_lag(), "parley-loop-lag")
@@ -181,6 +202,9 @@ class Hub:
     async def close(self) -> None:
         """Drain the connections, stop background work, leave the bus."""
         await self.drain()
+        if self._expiry_timer is not None:
+            self._expiry_timer.cancel()
+            self._expiry_timer = None
         tasks = [t for t in (self._sweeper, *self._tasks) if t is not None]
         for task in tasks:
             task.cancel()
@@ -256,6 +280,8 @@ class Hub:
             self.spawn(self.bus.subscribe(f"user.{user}"), "parley-bus-subscribe")
         conns.add(conn)
         self.connections.add(conn)
+        self._by_session[conn.session_id] = conn
+        self.watch_expiry(conn)
         self._empty.clear()
         self._count(conn.transport, +1)
         self.refreeze_gc()
@@ -292,6 +318,7 @@ class Hub:
         if conn not in self.connections:
             return
         self.connections.discard(conn)
+        self._by_session.pop(conn.session_id, None)
         self._count(conn.transport, -1)
         for room_id in conn.rooms:
             channel = self.rooms.get(room_id)
@@ -307,6 +334,73 @@ class Hub:
                 self.spawn(self.bus.unsubscribe(f"user.{conn.user_id}"), "parley-bus-unsub")
         if not self.connections:
             self._empty.set()
+
+    # token expiry and ended sessions
+
+    def watch_expiry(self, conn: Connection) -> None:
+        """Close ``conn`` at its ``expires_at`` (call again after extending it)."""
+        if conn.expires_at == math.inf:
+            return
+        heapq.heappush(self._expiries, (conn.expires_at, conn.session_id))
+        if self._expiry_timer is None or conn.expires_at < self._expiry_due:
+            self._arm_expiry()
+
+    def _arm_expiry(self) -> None:
+        if self._expiry_timer is not None:
+            self._expiry_timer.cancel()
+            self._expiry_timer = None
+        if not self._expiries:
+            return
+        due = self._expiries[0][0]
+        loop = asyncio.get_running_loop()
+        self._expiry_due = due
+        self._expiry_timer = loop.call_at(
+            loop.time() + max(0.0, due - time.time()), self._expire_due
+        )
+
+    def _expire_due(self) -> None:
+        self._expiry_timer = None
+        now = time.time()
+        heap = self._expiries
+        while heap and heap[0][0] <= now:
+            _, session_id = heapq.heappop(heap)
+            conn = self._by_session.get(session_id)
+            if conn is not None and conn.expires_at <= now:
+                self.expire(conn)
+        self._arm_expiry()
+
+    def expire(self, conn: Connection) -> None:
+        """The connection's token expired: nothing more is delivered on it (what is
+        queued is dropped), then an ``error`` and close 1008 ``token_expired``."""
+        self.stats.tokens_expired += 1
+        conn.end(
+            error_frame("token_expired", "the access token expired: authenticate again"),
+            CLOSE_POLICY,
+            "token_expired",
+        )
+
+    def end_sessions(self, user_id: str, sids: Sequence[str]) -> None:
+        """A logout or password change ended these sessions of ``user_id``: close
+        their connections and refuse their access tokens here, and on every other
+        node (``sessions`` on the bus)."""
+        if not sids:
+            return
+        self._end_local(user_id, sids)
+        body = "\n".join([user_id, *sids]).encode()
+        self.outbox.put(SESSIONS_CHANNEL, envelope.pack(envelope.SESSIONS, self._origin, body))
+
+    def _end_local(self, user_id: str, sids: Sequence[str]) -> None:
+        if self.sessions_ended is not None:
+            self.sessions_ended(list(sids))
+        ended = set(sids)
+        for conn in list(self.users.get(user_id, ())):
+            if conn.sid in ended:
+                self.stats.sessions_ended += 1
+                conn.end(
+                    error_frame("session_ended", "this session was logged out"),
+                    CLOSE_POLICY,
+                    "session_ended",
+                )
 
     def _count(self, transport: str, delta: int) -> None:
         if transport == "sse":
@@ -449,6 +543,9 @@ class Hub:
             elif message.kind == envelope.TYPING:
                 frame = loads(message.body)
                 self._typing_local(str(frame["room_id"]), str(frame["user_id"]), message.body)
+            elif message.kind == envelope.SESSIONS:
+                user_id, *sids = message.body.decode().split("\n")
+                self._end_local(user_id, sids)
         except (ValueError, KeyError, TypeError):
             log.warning("dropped a malformed bus message on %s", channel)
 

@@ -45,6 +45,8 @@ _COUNTERS = {
     "bad_frames": "Inbound frames answered with an error (malformed, too large, ...).",
     "queue_drops": "Connections closed because their outbound queue was full.",
     "stalled": "Connections aborted because their writer made no progress.",
+    "tokens_expired": "Connections closed because their access token expired (token_expired).",
+    "sessions_ended": "Connections closed because their session was logged out.",
     "resumes": "resume requests.",
     "gap_repairs": "Store reads that filled a gap left by the bus.",
     "bus_reconnects": "Times the bus connection was lost and restored (heads re-checked).",
@@ -88,6 +90,8 @@ class HubStats:
     send_errors: int = 0
     bad_frames: int = 0
     queue_drops: int = 0
+    tokens_expired: int = 0
+    sessions_ended: int = 0
     stalled: int = 0
     resumes: int = 0
     gap_repairs: int = 0

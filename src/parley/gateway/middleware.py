@@ -78,10 +78,15 @@ async def _answer(
 
 class SecurityHeaders:
     """CSP and friends on every HTTP answer. The CSP's ``connect-src`` names the
-    WebSocket origin of ``public_url`` if set, else the request's own ``Host``."""
+    WebSocket origin of ``public_url`` if set, else the request's own ``Host``.
+    ``hsts_max_age``: the server itself answers HTTPS only (``PARLEY_TLS_CERT``), so
+    browsers are told never to try plain HTTP for this host."""
 
-    def __init__(self, app: ASGIApp, public_url: str | None = None) -> None:
+    def __init__(
+        self, app: ASGIApp, public_url: str | None = None, hsts_max_age: int | None = None
+    ) -> None:
         self.app = app
+        self.hsts = None if hsts_max_age is None else b"max-age=%d" % hsts_max_age
         self.fixed_csp: str | None = None
         if public_url:
             parts = urlsplit(public_url)
@@ -103,6 +108,7 @@ class SecurityHeaders:
             return
         path: str = scope["path"]
         csp = DOCS_CSP if path.startswith(DOCS_PATHS) else self.csp(scope)
+        hsts = self.hsts
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -113,6 +119,8 @@ class SecurityHeaders:
                     (b"referrer-policy", b"no-referrer"),
                     (b"x-frame-options", b"DENY"),
                 ]
+                if hsts is not None:
+                    headers.append((b"strict-transport-security", hsts))
                 message["headers"] = headers
             await send(message)
 

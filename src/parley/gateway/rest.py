@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Form, Query, Request, Response
 from fastapi.security import OAuth2PasswordBearer
 
+from parley.auth.tokens import AccessClaims
 from parley.domain.models import MessageId, Role, RoomId, RoomSummary, UserId, Visibility
 from parley.errors import InvalidInput, NotFound, Unauthorized
 from parley.gateway import schemas as s
@@ -45,6 +46,16 @@ async def current_user(rt: RT, token: Annotated[str | None, Depends(oauth2)]) ->
 
 
 Me = Annotated[UserId, Depends(current_user)]
+
+
+async def current_claims(rt: RT, token: Annotated[str | None, Depends(oauth2)]) -> AccessClaims:
+    """The caller's access token's claims (its session too); 401 without a valid one."""
+    if not token:
+        raise Unauthorized("missing bearer token")
+    return rt.tokens.verify_claims(token)
+
+
+Claims = Annotated[AccessClaims, Depends(current_claims)]
 
 
 def limited(name: str) -> Any:
@@ -89,13 +100,17 @@ async def token(
     rt: RT,
     rl: RL,
     request: Request,
+    response: Response,
     grant_type: Annotated[str, Form(max_length=32)],
     username: Annotated[str | None, Form(max_length=64)] = None,
     password: Annotated[str | None, Form(max_length=256)] = None,
     refresh_token: Annotated[str | None, Form(max_length=512)] = None,
 ) -> dict[str, object]:
     """OAuth2 token endpoint (RFC 6749): the ``password`` and ``refresh_token`` grants.
-    A bad grant is 400 ``invalid_grant``, as RFC 6749 section 5.2 has it."""
+    A bad grant is 400 ``invalid_grant``, as RFC 6749 section 5.2 has it. Answers are
+    never cached (section 5.1)."""
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["Pragma"] = "no-cache"
     try:
         if grant_type == "password":
             if not username or not password:
@@ -118,13 +133,30 @@ async def token(
 
 @router.post("/auth/revoke", response_model=s.Ok, tags=["auth"])
 async def revoke(body: s.RevokeIn, rt: RT, rl: RL, request: Request) -> dict[str, bool]:
-    """Revoke a refresh token and its whole family (RFC 7009: unknown tokens are fine)."""
+    """Revoke a refresh token and its whole family (RFC 7009: unknown tokens are fine);
+    the session's live connections end, on every node."""
     await rl.check("revoke", client_ip(request))
-    await rt.accounts.revoke(body.token)
+    grant = await rt.accounts.revoke(body.token)
+    if grant is not None:
+        rt.hub.end_sessions(grant.user_id, [grant.family_id])
     return {"ok": True}
 
 
 # users
+@router.post("/users/me/password", response_model=s.Ok, tags=["users"])
+async def change_password(
+    body: s.PasswordIn, rt: RT, rl: RL, request: Request, claims: Claims
+) -> dict[str, bool]:
+    """Change the caller's password; every other session of theirs is logged out
+    (refresh tokens revoked, live connections ended). 403 ``wrong_password``."""
+    await rl.check("login_user", f"{client_ip(request)}:{claims.user_id}")
+    ended = await rt.accounts.change_password(
+        claims.user_id, body.current_password, body.new_password, claims.sid
+    )
+    rt.hub.end_sessions(claims.user_id, ended)
+    return {"ok": True}
+
+
 @router.get("/users/me", response_model=s.UserOut, tags=["users"], dependencies=READ)
 async def me(rt: RT, user_id: Me) -> dict[str, Any]:
     user = await rt.store.get_user(user_id)

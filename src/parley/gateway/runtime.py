@@ -115,6 +115,7 @@ class Runtime:
             access_ttl=settings.access_token_ttl,
             refresh_ttl=settings.refresh_token_ttl,
         )
+        hub.sessions_ended = tokens.end_sessions
         passwords = Passwords(
             time_cost=settings.argon2_time_cost, memory_kib=settings.argon2_memory_kib
         )

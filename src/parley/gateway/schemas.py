@@ -26,6 +26,11 @@ class RevokeIn(Strict):
     token: Annotated[str, Field(min_length=1, max_length=512)]
 
 
+class PasswordIn(Strict):
+    current_password: Annotated[str, Field(min_length=1, max_length=256)]
+    new_password: Annotated[str, Field(min_length=1, max_length=256)]
+
+
 class UserOut(BaseModel):
     id: str
     username: str

@@ -276,6 +276,8 @@ def uvicorn_config(settings: Settings) -> ParleyConfig:
         # believes any loopback peer), right-most untrusted hop first.
         proxy_headers=bool(settings.proxies),
         forwarded_allow_ips=settings.proxies or None,
+        ssl_certfile=str(settings.tls_cert) if settings.tls_cert else None,
+        ssl_keyfile=str(settings.tls_key) if settings.tls_key else None,
         **ws.uvicorn_ws_options(settings),
     )
     config.limits = limits

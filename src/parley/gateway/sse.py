@@ -12,7 +12,9 @@ Authentication: ``Authorization: Bearer``, or ``?access_token=`` because
 ``EventSource`` cannot set headers (access tokens are short-lived; keep them out of
 access logs). A comment line every ``heartbeat_interval`` keeps proxies from timing
 the stream out and finds dead clients; a client that reads too slowly has its
-stream ended (it reconnects and resumes).
+stream ended (it reconnects and resumes). The stream ends at the access token's
+expiry (an ``error`` event, ``token_expired``), and when its session is logged out:
+``EventSource`` reconnects by itself, and the page gives it a fresh token in the URL.
 """
 
 from __future__ import annotations
@@ -25,9 +27,9 @@ from fastapi import APIRouter, Header, Query, Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from parley.auth.tokens import AccessClaims
 from parley.delivery.fanout import Fanout
 from parley.delivery.session import Connection
-from parley.domain.models import UserId
 from parley.errors import ParleyError, Unauthorized, Unavailable
 from parley.gateway.ws import parse_bearer
 from parley.protocol import codec
@@ -49,10 +51,11 @@ class EventStream(Response):
 
     media_type = "text/event-stream"
 
-    def __init__(self, rt: Runtime, user_id: UserId, last_event_id: str | None) -> None:
+    def __init__(self, rt: Runtime, claims: AccessClaims, last_event_id: str | None) -> None:
         super().__init__(media_type=self.media_type)
         self.rt = rt
-        self.user_id = user_id
+        self.claims = claims
+        self.user_id = claims.user_id
         self.last_event_id = last_event_id
         self._entries: dict[str, str] = {}
 
@@ -60,6 +63,8 @@ class EventStream(Response):
         rt = self.rt
         hub = rt.hub
         conn = Connection(hub, self.user_id, transport="sse")
+        conn.expires_at = self.claims.expires_at
+        conn.sid = self.claims.sid
         task = asyncio.current_task()
         aborted = False
 
@@ -190,14 +195,18 @@ async def event_stream(
     authorization: Annotated[str | None, Header()] = None,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", max_length=65536)] = None,
     access_token: Annotated[str | None, Query(max_length=8192)] = None,
+    last_event_id_query: Annotated[
+        str | None, Query(alias="last_event_id", max_length=65536)
+    ] = None,
 ) -> EventStream:
     """Every event of every room the caller is in, as Server-Sent Events; send the
-    last ``id`` back as ``Last-Event-ID`` to resume without loss."""
+    last ``id`` back as ``Last-Event-ID`` (or ``?last_event_id=``, for a new
+    ``EventSource`` opened with a fresh token) to resume without loss."""
     rt: Runtime = request.app.state.runtime
     token = parse_bearer(authorization) or access_token
     if not token:
         raise Unauthorized("missing bearer token")
-    user_id = rt.tokens.verify_access(token)
+    claims = rt.tokens.verify_claims(token)
     if rt.hub.closing:
         raise Unavailable("the server is shutting down")
-    return EventStream(rt, user_id, last_event_id)
+    return EventStream(rt, claims, last_event_id or last_event_id_query)

@@ -18,9 +18,13 @@ all the hot path should cost). Per connection:
 
 Authentication: ``Authorization: Bearer`` on the upgrade (refused with HTTP 401 when
 bad), or a first ``auth`` frame within 10 s (an error frame and close 1008 when bad
-or late). ``Origin`` must be on ``PARLEY_ALLOWED_ORIGINS`` (by default the server's
-own origin: the Origin's host is the Host header); no Origin (not a browser) is
-allowed; others are refused with HTTP 403.
+or late). The connection lasts as long as the token: at its expiry it gets an
+``error`` (``token_expired``) and close 1008 ``token_expired``, unless the client
+sent a fresh token of the same user on it (``auth``, answered ``auth.ok`` with the
+new expiry; a bad one or another user's: an error and close 1008). ``Origin``
+must be on ``PARLEY_ALLOWED_ORIGINS`` (by default the server's own origin: the
+Origin's host is the Host header); no Origin (not a browser) is allowed; others are
+refused with HTTP 403.
 
 Heartbeats are the server's WebSocket pings, run below ASGI (which gives an
 application no way to send a ping frame): a connection silent for a
@@ -41,6 +45,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import urlsplit
 
@@ -48,9 +53,10 @@ from fastapi import APIRouter
 from starlette.routing import WebSocketRoute
 from starlette.types import Receive, Scope, Send
 
+from parley.auth.tokens import AccessClaims
 from parley.delivery.fanout import Fanout
 from parley.delivery.session import Connection
-from parley.domain.models import RoomId, UserId
+from parley.domain.models import RoomId, format_ts
 from parley.errors import ParleyError, RateLimited, Unauthorized
 from parley.gateway.direct import EXTENSION, DirectSocket, DirectWebSocketProtocol, text_frame
 from parley.gateway.hub import OPERATION, Hub
@@ -334,9 +340,14 @@ class _Pump:
         return True
 
     def accept(self, data: str | bytes) -> f.ClientFrame | None:
-        """Judge an inbound message: the frame to carry out, or None (answered)."""
+        """Judge an inbound message: the frame to carry out, or None (answered). A
+        connection whose token expired takes no frame, though the hub's timer has
+        not closed it yet."""
         stats = self.hub.stats
         stats.frames_in += 1
+        if time.time() >= self.conn.expires_at:
+            self.hub.expire(self.conn)
+            return None
         result = self.session.receive(data, asyncio.get_running_loop().time())
         if isinstance(result, Reply):
             stats.bad_frames += 1
@@ -413,6 +424,8 @@ class _Pump:
             self._start(frame)
         elif isinstance(frame, f.Ping):
             conn.push(f.pong_frame(frame.id))
+        elif isinstance(frame, f.Auth):
+            self._reauthenticate(frame)
         elif isinstance(
             frame, f.Typing | f.PresenceSubscribe | f.PresenceUnsubscribe | f.PresenceSet
         ):
@@ -424,6 +437,24 @@ class _Pump:
                 f.error_frame("unsupported", f"{type(frame).__name__} is not supported", frame.id)
             )
         return True
+
+    def _reauthenticate(self, frame: f.Auth) -> None:
+        """A fresh token on the open connection: same user, it lasts until the new
+        token's expiry; another user's or a bad one ends the connection."""
+        conn = self.conn
+        try:
+            claims = self.rt.tokens.verify_claims(frame.token)
+            if claims.user_id != conn.user_id:
+                raise Unauthorized("the token is another user's", code="wrong_user")
+        except Unauthorized as exc:
+            reply = self.session.auth_failed(exc.code, exc.message, frame.id)
+            assert reply.close is not None
+            conn.end(reply.frame, reply.close.code, reply.close.reason)
+            return
+        conn.expires_at = claims.expires_at
+        conn.sid = claims.sid
+        self.hub.watch_expiry(conn)
+        conn.push(f.auth_ok_frame(frame.id, _timestamp(claims.expires_at)), urgent=True)
 
     def _start(self, frame: f.Send | f.Read) -> None:
         """Carry out a send or read. Tasks start in creation order and each reaches
@@ -505,11 +536,11 @@ class WebSocketEndpoint:
         ):
             await _deny(scope, send, 403, "forbidden_origin", "this origin is not allowed")
             return
-        user_id: UserId | None = None
+        claims: AccessClaims | None = None
         token = parse_bearer(_header(scope, b"authorization"))
         if token is not None:
             try:
-                user_id = rt.tokens.verify_access(token)
+                claims = rt.tokens.verify_claims(token)
             except Unauthorized as exc:
                 await _deny(scope, send, 401, exc.code, exc.message)
                 return
@@ -521,26 +552,26 @@ class WebSocketEndpoint:
             now=loop.time(),
             auth_timeout=AUTH_TIMEOUT,
         )
-        if user_id is None:
+        if claims is None:
             limits = getattr(scope["app"].state, "connection_limits", None)
             ip = scope["client"][0] if scope.get("client") else ""
             if limits is not None and not limits.enter_unauthenticated(ip):
                 await _send_close(send, CLOSE_TRY_AGAIN, "too many connections; retry later")
                 return
             try:
-                user_id = await self._authenticate(rt, session, receive, send)
+                claims = await self._authenticate(rt, session, receive, send)
             finally:
                 if limits is not None:
                     limits.leave_unauthenticated(ip)
-            if user_id is None:
+            if claims is None:
                 return
         else:
-            session.authenticated(user_id)
-        await self._run(scope, rt, session, user_id, receive, send)
+            session.authenticated(claims.user_id)
+        await self._run(scope, rt, session, claims, receive, send)
 
     async def _authenticate(
         self, rt: Runtime, session: ServerSession, receive: Receive, send: Send
-    ) -> UserId | None:
+    ) -> AccessClaims | None:
         """Frames before authentication: ``auth`` (or ``ping``) within the deadline."""
         loop = asyncio.get_running_loop()
         stats = rt.hub.stats
@@ -570,27 +601,30 @@ class WebSocketEndpoint:
                 continue
             assert isinstance(result, f.Auth)
             try:
-                user_id = rt.tokens.verify_access(result.token)
+                claims = rt.tokens.verify_claims(result.token)
             except Unauthorized as exc:
                 reply = session.auth_failed(exc.code, exc.message, result.id)
                 await _send_text(send, reply.frame)
                 assert reply.close is not None
                 await _send_close(send, reply.close.code, reply.close.reason)
                 return None
-            session.authenticated(user_id)
-            return user_id
+            session.authenticated(claims.user_id)
+            return claims
 
     async def _run(
         self,
         scope: Scope,
         rt: Runtime,
         session: ServerSession,
-        user_id: UserId,
+        claims: AccessClaims,
         receive: Receive,
         send: Send,
     ) -> None:
         hub = rt.hub
+        user_id = claims.user_id
         conn = Connection(hub, user_id, transport="ws")
+        conn.expires_at = claims.expires_at
+        conn.sid = claims.sid
         limiter = getattr(scope["app"].state, "limiter", None)
         pump = _Pump(
             rt, session, conn, send, limiter, (scope.get("extensions") or {}).get(EXTENSION)
@@ -628,6 +662,10 @@ class WebSocketEndpoint:
             session.closed()
             pump.stop()
             rt.presence.disconnected(conn)
+
+
+def _timestamp(unix: float) -> str:
+    return format_ts(datetime.fromtimestamp(unix, UTC))
 
 
 def _payload(message: dict[str, Any] | Any) -> str | bytes:

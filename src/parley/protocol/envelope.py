@@ -7,9 +7,10 @@ One layout for rooms, presence and typing::
 ``kind`` says what the body is: ``E`` one or more stored events (each a 4-byte
 big-endian length, then the event's bytes as the store encoded them: a commit's
 events for one room travel in one bus message), ``T`` a ``typing`` frame, ``P`` a
-presence change notice (user ids, one per line). The origin comes first so that a
-node skips its own echo (brokers deliver a publisher's messages to itself) without
-decoding the body.
+presence change notice (user ids, one per line), ``S`` sessions ended (a user id,
+then the ended sessions' ids, one per line: a logout or a password change). The
+origin comes first so that a node skips its own echo (brokers deliver a publisher's
+messages to itself) without decoding the body.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from typing import Final
 EVENTS: Final = b"E"
 TYPING: Final = b"T"
 PRESENCE: Final = b"P"
-KINDS: Final = frozenset((EVENTS, TYPING, PRESENCE))
+SESSIONS: Final = b"S"
+KINDS: Final = frozenset((EVENTS, TYPING, PRESENCE, SESSIONS))
 
 _LENGTH: Final = struct.Struct(">I")
 

@@ -33,7 +33,9 @@ MAX_PRESENCE_USERS: Final = 1_000
 
 
 class Auth(msgspec.Struct, tag_field="type", tag="auth", frozen=True):
-    """First frame of a browser (which cannot set ``Authorization`` on an upgrade)."""
+    """First frame of a browser (which cannot set ``Authorization`` on an upgrade);
+    later, a fresh token of the same user that keeps the connection open past the
+    previous token's expiry (answered ``auth.ok``)."""
 
     token: Annotated[str, msgspec.Meta(min_length=1, max_length=8192)]
     id: FrameId = None
@@ -204,6 +206,16 @@ class _Read(msgspec.Struct, tag_field="type", tag="read.ok", omit_defaults=True)
     room_id: str
     read_seq: int
     id: str | int | None = None
+
+
+class _AuthOk(msgspec.Struct, tag_field="type", tag="auth.ok"):
+    id: str | int | None
+    expires_at: str
+
+
+def auth_ok_frame(frame_id: str | int | None, expires_at: str) -> bytes:
+    """A re-authentication was accepted: the connection now lasts until ``expires_at``."""
+    return _encoder.encode(_AuthOk(frame_id, expires_at))
 
 
 def ready_frame(

@@ -162,8 +162,6 @@ class ServerSession:
             if isinstance(frame, Auth | Ping):
                 return frame
             return Reply(error_frame("unauthorized", "authenticate first", frame.id))
-        if isinstance(frame, Auth):
-            return Reply(error_frame("already_authenticated", "already authenticated", frame.id))
         return frame
 
     def _too_large(self, text: str) -> bool:

@@ -5,9 +5,9 @@ from __future__ import annotations
 from parley.auth.passwords import Passwords
 from parley.auth.tokens import TokenPair, Tokens
 from parley.domain import validation
-from parley.domain.models import User
-from parley.errors import Unauthorized
-from parley.ports import Store
+from parley.domain.models import User, UserId
+from parley.errors import Forbidden, Unauthorized
+from parley.ports import RefreshGrant, Store
 
 
 class Accounts:
@@ -40,5 +40,21 @@ class Accounts:
     async def refresh(self, refresh_token: str) -> TokenPair:
         return await self.tokens.refresh(refresh_token)
 
-    async def revoke(self, refresh_token: str) -> None:
-        await self.tokens.revoke(refresh_token)
+    async def revoke(self, refresh_token: str) -> RefreshGrant | None:
+        """Revoke a refresh token's family: whose session it was, if it was one."""
+        return await self.tokens.revoke(refresh_token)
+
+    async def change_password(
+        self, user_id: UserId, current: str, new: str, keep_session: str | None
+    ) -> list[str]:
+        """Check ``current``, store ``new``, and revoke every refresh family of the
+        user but ``keep_session`` (returned); a wrong ``current`` changes nothing."""
+        user = await self.store.get_user(user_id)
+        credentials = await self.store.get_credentials(user.username) if user else None
+        ok = await self.passwords.verify(
+            credentials.password_hash if credentials else None, current
+        )
+        if not ok:
+            raise Forbidden("the current password is wrong", code="wrong_password")
+        validation.check_password(new)
+        return await self.store.set_password(user_id, await self.passwords.hash(new), keep_session)

@@ -129,16 +129,18 @@ from parley.store.statements import (
     _READ_CURSOR,
     _RESEAL_MESSAGE,
     _REVOKE_FAMILY,
-    _REVOKE_FAMILY_OF_TOKEN,
+    _REVOKE_OTHER_FAMILIES,
     _REWRITE_EVENT,
     _ROOM,
     _ROOM_HEADS,
     _ROOM_OF_PAIR,
     _SELECT_1,
+    _SET_PASSWORD,
     _SHARED_ROOM,
     _STALE_EVENTS,
     _STALE_MESSAGES,
     _TOKEN,
+    _TOKEN_OWNER,
     _UPDATE_MEMBER,
     _UPDATE_MESSAGE,
     _UPDATE_ROOM,
@@ -709,11 +711,28 @@ class SqlStore(Store):
             raise outcome
         return outcome
 
-    async def revoke_refresh_family(self, token_hash: str) -> None:
-        def run(conn: Connection) -> None:
-            conn.execute(_REVOKE_FAMILY_OF_TOKEN, {"token": token_hash})
+    async def revoke_refresh_family(self, token_hash: str) -> RefreshGrant | None:
+        def run(conn: Connection) -> RefreshGrant | None:
+            row = conn.execute(_TOKEN_OWNER, {"token": token_hash}).first()
+            if row is None:
+                return None
+            conn.execute(_REVOKE_FAMILY, {"family": row.family_id})
+            return RefreshGrant(UserId(row.user_id), row.family_id)
 
-        await self._writer.write(run)
+        return await self._writer.write(run)
+
+    async def set_password(
+        self, user_id: UserId, password_hash: str, keep_family: str | None
+    ) -> list[str]:
+        def run(conn: Connection) -> list[str]:
+            if conn.execute(_SET_PASSWORD, {"user": user_id, "hash": password_hash}).rowcount != 1:
+                raise NotFound("user not found")
+            rows = conn.execute(
+                _REVOKE_OTHER_FAMILIES, {"user": user_id, "keep": keep_family or ""}
+            )
+            return sorted({row.family_id for row in rows})
+
+        return await self._writer.write(run)
 
     # rooms and membership: writes
 

@@ -148,13 +148,19 @@ _CONSUME_TOKEN = (
 )
 _TOKEN = select(_t.c.family_id, _t.c.used_at).where(_t.c.token_hash == bindparam("token"))
 _REVOKE_FAMILY = update(_t).where(_t.c.family_id == bindparam("family")).values(revoked=True)
-_REVOKE_FAMILY_OF_TOKEN = (
+_TOKEN_OWNER = select(_t.c.user_id, _t.c.family_id).where(_t.c.token_hash == bindparam("token"))
+_REVOKE_OTHER_FAMILIES = (
     update(_t)
     .where(
-        _t.c.family_id
-        == select(_t.c.family_id).where(_t.c.token_hash == bindparam("token")).scalar_subquery()
+        _t.c.user_id == bindparam("user"),
+        _t.c.family_id != bindparam("keep"),
+        not_(_t.c.revoked),
     )
     .values(revoked=True)
+    .returning(_t.c.family_id)
+)
+_SET_PASSWORD = (
+    update(users).where(users.c.id == bindparam("user")).values(password_hash=bindparam("hash"))
 )
 
 _ROOM = select(*_ROOM_COLUMNS).where(rooms.c.id == bindparam("room"))
