@@ -661,3 +661,74 @@ def test_tokens_refresh_silently(
         data={"grant_type": "refresh_token", "refresh_token": first["refresh_token"]},
     )
     assert answer.status_code == 400
+
+
+def overlaps(a: dict[str, float], b: dict[str, float]) -> bool:
+    return not (
+        a["x"] + a["width"] <= b["x"]
+        or b["x"] + b["width"] <= a["x"]
+        or a["y"] + a["height"] <= b["y"]
+        or b["y"] + b["height"] <= a["y"]
+    )
+
+
+@pytest.mark.parametrize("viewport", [(1280, 800), (390, 700)])
+def test_presence_system_lines_toasts_and_icons(
+    server: Server, people: Callable[..., Person], viewport: tuple[int, int]
+) -> None:
+    _, alice_token = server.register("alice", "Alice Liddell")
+    bob_user, bob_token = server.register("bob", "Bob Builder")
+    room = server.call("POST", "/rooms", alice_token, json={"name": "garden"})
+    server.post(alice_token, room["id"], "hello garden")
+    alice = people(server, viewport={"width": viewport[0], "height": viewport[1]})
+    alice.sign_in("alice")
+    page, expect = alice.page, alice.expect
+
+    # Own presence follows the connection, not the (never echoed) presence feed.
+    expect(page.locator("#me-button .presence")).to_have_class(re.compile(r"\bonline\b"))
+    expect(page.locator("#me-button")).to_have_attribute(
+        "aria-label", re.compile(r"^Alice Liddell")
+    )
+
+    # Joins, topic and name changes, kicks and bans become system lines in order.
+    server.call("POST", f"/rooms/{room['id']}/join", bob_token)
+    lines = page.locator("#messages li.sys-line")
+    expect(lines.last).to_contain_text("Bob Builder joined")
+    server.call("PATCH", f"/rooms/{room['id']}", alice_token, json={"topic": "roses"})
+    expect(lines.last).to_contain_text("You set the topic to “roses”")
+    server.call("PATCH", f"/rooms/{room['id']}", alice_token, json={"name": "rose-garden"})
+    expect(lines.last).to_contain_text("You renamed the room to “rose-garden”")
+    server.call("DELETE", f"/rooms/{room['id']}/members/{bob_user['id']}", alice_token)
+    expect(lines.last).to_contain_text("You removed Bob Builder")
+    server.call(
+        "POST", f"/rooms/{room['id']}/members", alice_token, json={"user_id": bob_user["id"]}
+    )
+    expect(lines.last).to_contain_text("You added Bob Builder")
+    server.call(
+        "DELETE",
+        f"/rooms/{room['id']}/members/{bob_user['id']}",
+        alice_token,
+        params={"ban": "true"},
+    )
+    expect(lines.last).to_contain_text("You banned Bob Builder")
+    expect(lines).to_have_count(6)
+    assert "hello garden" in alice.bodies()[0]
+
+    # Action icons are SVG, with no character that needs an emoji font.
+    message = alice.message("hello garden")
+    message.hover()
+    actions = message.locator(".msg-actions button")
+    expect(actions).to_have_count(3)
+    for i in range(3):
+        expect(actions.nth(i).locator("svg")).to_have_count(1)
+        assert actions.nth(i).inner_text().strip() == ""
+
+    # A toast never covers the composer.
+    page.evaluate("location.hash = '#/r/no-such-room'")
+    toast = page.locator("#toasts .toast")
+    expect(toast).to_be_visible()
+    box = page.locator("#toasts").bounding_box()
+    for target in ("#send-button", "#composer-input"):
+        assert not overlaps(box, page.locator(target).bounding_box()), target
+    screenshot(alice, f"system-lines-{viewport[0]}.png")
+    alice.check_clean()

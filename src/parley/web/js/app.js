@@ -139,7 +139,7 @@ class App {
   render(dirty) {
     const current = this.store.currentRoomId;
     const any = (...topics) => topics.some((t) => dirty.has(t));
-    if (any('rooms', 'users', 'presence', 'current')) {
+    if (any('rooms', 'users', 'presence', 'current', 'conn')) {
       this.sidebar.render();
       this.header.render();
       const unread = this.store.totalUnread();
@@ -148,7 +148,7 @@ class App {
     if (any('current', `room:${current}`, 'users', 'conn')) this.timeline.render();
     if (any('current', 'rooms')) this.composer.render();
     if (any('typing', 'users', 'current')) this.composer.renderTyping();
-    if (any('current', `members:${current}`, 'presence', 'users')) {
+    if (any('current', `members:${current}`, 'presence', 'users', 'conn')) {
       this.members.render();
       this.header.render();
     }

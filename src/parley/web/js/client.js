@@ -95,6 +95,7 @@ export class Client {
   }
 
   onVisibility = () => {
+    this.store.touch('presence'); // our own dot follows the page's visibility
     if (!this.presenceSupported || !this.socket?.ready) return;
     const status = document.visibilityState === 'visible' ? 'online' : 'idle';
     this.socket.send({ type: 'presence.set', id: this.socket.nextId('presence'), status });
@@ -178,6 +179,7 @@ export class Client {
    */
   startOver(r, head) {
     r.seen = head;
+    r.notices = [];
     r.buffer.clear();
     r.messages = [];
     r.byId.clear();

@@ -1,7 +1,8 @@
 // The members panel: members by role, with presence.
 
 import { clear, h } from '../util.js';
-import { avatar, presenceDot } from './sidebar.js';
+import { icon } from './icons.js';
+import { avatar, presenceDot, statusOf } from './sidebar.js';
 
 const ROLES = [
   ['owner', 'Owner'],
@@ -33,7 +34,7 @@ export class Members {
       this.list.append(h('p', { class: 'muted' }, 'Loading…'));
       return;
     }
-    const status = (id) => store.presence.get(id)?.status || 'unknown';
+    const status = (id) => statusOf(store, id);
     for (const [role, label] of ROLES) {
       const ids = [...r.members].filter(([, rl]) => rl === role).map(([id]) => id);
       if (!ids.length) continue;
@@ -78,7 +79,7 @@ export class Members {
               'aria-label': `Message ${store.displayName(id)}`,
               onclick: () => this.onMessage(user),
             },
-            '✉',
+            icon('mail'),
           )
         : null,
     );
