@@ -61,9 +61,9 @@ export class Sidebar {
       clear(this.meButton).append(
         h('span', { class: 'me-avatar' }, avatar(store, me.id, 'sm'), presenceDot(store, me.id)),
         h('span', { class: 'me-name' }, me.display_name || me.username),
+        // Named by its content, so the name holds the visible text (WCAG 2.5.3).
+        h('span', { class: 'sr-only' }, ` (@${me.username}), ${ownStatus(store)}: account menu`),
       );
-      // The accessible name starts with the visible text (WCAG 2.5.3, label in name).
-      this.meButton.setAttribute('aria-label', `${me.display_name || me.username} (@${me.username}), ${ownStatus(store)}: account menu`);
     }
   }
 
@@ -85,7 +85,7 @@ export class Sidebar {
     const active = r.id === store.currentRoomId;
     const name = store.roomName(r);
     const unread = active ? 0 : r.unread;
-    const icon = r.isDm
+    const mark = r.isDm
       ? h('span', { class: 'dm-icon' }, avatar(store, r.dmUserId || r.id, 'xs'), presenceDot(store, r.dmUserId))
       : h('span', { class: 'room-icon', 'aria-hidden': 'true' }, r.room.visibility === 'private' ? icon('lock') : '#');
     const failed = [...r.pending.values()].some((p) => p.state === 'failed');
@@ -105,7 +105,7 @@ export class Sidebar {
           dataset: { roomId: r.id },
           title: r.lastActivity ? `${name} · last activity ${formatFull(r.lastActivity)}` : name,
         },
-        icon,
+        mark,
         h(
           'span',
           { class: 'room-text' },
