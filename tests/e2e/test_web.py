@@ -802,3 +802,67 @@ def test_no_serious_accessibility_findings(
     page.keyboard.press("Escape")
     screenshot(person, f"axe-{scheme}.png")
     assert findings == [], "\n".join(findings)
+
+
+def test_admins_remove_and_ban_members_and_change_room_settings(
+    server: Server, people: Callable[..., Person]
+) -> None:
+    _, alice_token = server.register("alice", "Alice Liddell")
+    _, bob_token = server.register("bob", "Bob Builder")
+    _, carol_token = server.register("carol", "Carol Singer")
+    room = server.call("POST", "/rooms", alice_token, json={"name": "garden"})
+    for token in (bob_token, carol_token):
+        server.call("POST", f"/rooms/{room['id']}/join", token)
+    alice = people(server)
+    bob = people(server)
+    alice.sign_in("alice")
+    bob.sign_in("bob")
+    page, expect = alice.page, alice.expect
+
+    # A plain member gets no remove or ban buttons.
+    bob.page.click("#members-toggle")
+    expect(bob.page.locator("#members .member")).to_have_count(3)
+    expect(bob.page.locator("#members .member-kick, #members .member-ban")).to_have_count(0)
+
+    page.click("#members-toggle")
+    members = page.locator("#members .member")
+    expect(members).to_have_count(3)
+    # The owner can remove and ban the two members, not themself.
+    expect(page.locator("#members .member-kick")).to_have_count(2)
+    bob_row = members.filter(has_text="Bob Builder")
+    bob_row.hover()
+    bob_row.get_by_role("button", name="Remove Bob Builder").click()
+    page.locator("#dialog").get_by_role("button", name="Remove").click()
+    expect(members).to_have_count(2)
+    expect(page.locator("#messages li.sys-line").last).to_contain_text("You removed Bob Builder")
+    expect(bob.page.locator("#toasts")).to_contain_text("You were removed from #garden")
+
+    carol_row = members.filter(has_text="Carol Singer")
+    carol_row.hover()
+    carol_row.get_by_role("button", name="Ban Carol Singer").click()
+    page.locator("#dialog").get_by_role("button", name="Ban").click()
+    expect(members).to_have_count(1)
+    expect(page.locator("#messages li.sys-line").last).to_contain_text("You banned Carol Singer")
+    banned = server.http.post(
+        f"/rooms/{room['id']}/join", headers={"Authorization": f"Bearer {carol_token}"}
+    )
+    assert banned.status_code == 403, banned.text
+    assert banned.json()["error"]["code"] == "banned"
+
+    # Room settings: name and topic in one dialog; each change is one system line.
+    page.click("#room-menu")
+    page.get_by_role("menuitem", name="Room settings").click()
+    dialog = page.locator("#dialog")
+    dialog.get_by_label("Name").fill("rose-garden")
+    dialog.get_by_label("Topic").fill("roses and thorns")
+    dialog.get_by_role("button", name="Save").click()
+    expect(dialog).to_be_hidden()
+    expect(page.locator("#room-title")).to_contain_text("rose-garden")
+    expect(page.locator("#room-topic")).to_have_text("roses and thorns")
+    expect(page.locator("#messages li.sys-line").last).to_contain_text(
+        "You renamed the room to “rose-garden” and set the topic to “roses and thorns”"
+    )
+    assert server.call("GET", f"/rooms/{room['id']}", alice_token)["topic"] == "roses and thorns"
+    screenshot(alice, "admin-actions.png")
+    alice.check_clean()
+    bob.check_clean()

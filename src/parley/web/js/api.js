@@ -296,6 +296,12 @@ export class Api {
     });
   }
 
+  /** Kick a member, or with `ban` also keep them out (a ban works on non-members too). */
+  removeMember(id, userId, { ban = false } = {}) {
+    const query = ban ? '?ban=true' : '';
+    return this.request('DELETE', `/rooms/${encodeURIComponent(id)}/members/${encodeURIComponent(userId)}${query}`);
+  }
+
   openDm(userId) {
     return this.request('POST', '/dms', { json: { user_id: userId } });
   }

@@ -485,9 +485,14 @@ export class Client {
     return user;
   }
 
-  async setTopic(r, topic) {
-    const room = await this.api.updateRoom(r.id, { topic });
+  /** Change a room's name and/or topic (admins and owners). */
+  async updateRoom(r, changes) {
+    const room = await this.api.updateRoom(r.id, changes);
     this.store.putRoom(room);
+  }
+
+  async removeMember(r, userId, { ban = false } = {}) {
+    await this.api.removeMember(r.id, userId, { ban });
   }
 
   // -- users and presence ------------------------------------------------------

@@ -35,6 +35,8 @@ export class RoomState {
     this.markerSeq = null; // "new messages" line: read_seq when the room was opened
     /** Membership and room changes seen live, shown as system lines (ascending seq). */
     this.notices = [];
+    /** Name and topic as the last room event left them (REST answers may run ahead). */
+    this.named = { name: room.name || '', topic: room.topic || '' };
   }
 
   get isDm() {
@@ -226,7 +228,10 @@ export class Store {
     switch (ev.type) {
       case 'room.created':
       case 'room.updated':
-        if (ev.room) r.room = { ...r.room, ...ev.room, last_seq: r.room.last_seq };
+        if (ev.room) {
+          r.room = { ...r.room, ...ev.room, last_seq: r.room.last_seq };
+          r.named = { name: r.room.name || '', topic: r.room.topic || '' };
+        }
         break;
       case 'member.joined':
         if (r.members) {
@@ -370,7 +375,7 @@ export function noticeOf(r, ev) {
   if (ev.type === 'room.updated' && ev.room) {
     const changes = {};
     for (const key of ['name', 'topic']) {
-      if (key in ev.room && (ev.room[key] || '') !== (r.room[key] || '')) changes[key] = ev.room[key] || '';
+      if (key in ev.room && (ev.room[key] || '') !== (r.named[key] || '')) changes[key] = ev.room[key] || '';
     }
     return Object.keys(changes).length ? { ...base, changes } : null;
   }

@@ -10,10 +10,12 @@ const ROLES = [
   ['member', 'Members'],
 ];
 const RANK = { offline: 2, unknown: 1, idle: 1, online: 0 };
+const POWER = { owner: 2, admin: 1, member: 0 };
 
 export class Members {
-  constructor({ store, onAdd, onMessage }) {
+  constructor({ store, onAdd, onMessage, onRemove }) {
     this.store = store;
+    this.onRemove = onRemove;
     this.onAdd = onAdd;
     this.onMessage = onMessage;
     this.panel = document.getElementById('members');
@@ -74,7 +76,7 @@ export class Members {
             'button',
             {
               type: 'button',
-              class: 'icon-btn member-dm',
+              class: 'icon-btn member-act member-dm',
               title: `Message ${store.displayName(id)}`,
               'aria-label': `Message ${store.displayName(id)}`,
               onclick: () => this.onMessage(user),
@@ -82,6 +84,30 @@ export class Members {
             icon('mail'),
           )
         : null,
+      this.canRemove(role) ? this.removeButton(id, false) : null,
+      this.canRemove(role) ? this.removeButton(id, true) : null,
+    );
+  }
+
+  /** Admins and owners may remove members ranked below them (the server checks too). */
+  canRemove(role) {
+    const r = this.store.current;
+    return !r.isDm && POWER[r.role] >= 1 && POWER[r.role] > POWER[role];
+  }
+
+  removeButton(id, ban) {
+    const name = this.store.displayName(id);
+    const label = ban ? `Ban ${name}` : `Remove ${name}`;
+    return h(
+      'button',
+      {
+        type: 'button',
+        class: `icon-btn danger member-act member-${ban ? 'ban' : 'kick'}`,
+        title: label,
+        'aria-label': label,
+        onclick: () => this.onRemove(this.store.current, id, ban),
+      },
+      icon(ban ? 'ban' : 'remove'),
     );
   }
 }
