@@ -15,6 +15,7 @@ Without ``/usr/bin/chromium`` the tests skip with a message, except under
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -639,6 +640,14 @@ def test_tokens_refresh_silently(
     _, token = server.register("dora", "Dora")
     server.call("POST", "/rooms", token, json={"name": "lobby"})
     dora = people(server)
+    sent: list[dict[str, Any]] = []
+    received: list[dict[str, Any]] = []
+
+    def watch(ws: Any) -> None:
+        ws.on("framesent", lambda payload: sent.append(json.loads(payload)))
+        ws.on("framereceived", lambda payload: received.append(json.loads(payload)))
+
+    dora.page.on("websocket", watch)
     dora.sign_in("dora")
     first = dora.storage("parley.auth")
     # The client renews at three quarters of a short lifetime, without a sign-in.
@@ -646,6 +655,17 @@ def test_tokens_refresh_silently(
     while dora.storage("parley.auth")["refresh_token"] == first["refresh_token"]:
         assert time.monotonic() < deadline, "the tokens were never refreshed"
         time.sleep(0.5)
+    # ...and hands the new access token to the open socket. A server that cannot
+    # re-authenticate a socket answers already_authenticated, which changes nothing.
+    fresh = dora.storage("parley.auth")["access_token"]
+    reauth = [f for f in sent if f.get("type") == "auth" and f.get("token") == fresh]
+    while not reauth or not any(f.get("id") == reauth[0]["id"] for f in received):
+        assert time.monotonic() < deadline, f"no answered re-auth: {sent} {received}"
+        dora.page.wait_for_timeout(200)
+        reauth = [f for f in sent if f.get("type") == "auth" and f.get("token") == fresh]
+    answer = next(f for f in received if f.get("id") == reauth[0]["id"])
+    assert answer["type"] == "auth.ok" or answer.get("code") == "already_authenticated", answer
+    dora.expect(dora.page.locator("#toasts .toast")).to_have_count(0)
     # The page still works on the new tokens, and after a reload.
     dora.send("still here")
     expect = dora.expect

@@ -82,12 +82,15 @@ export class Client {
       onState: (state, info) => this.onSocketState(state, info),
     });
     this.socket.start();
+    // A fresh access token extends the open connection's session too.
+    this.api.onTokens = (tokens) => this.socket?.reauth(tokens.access_token);
     this.sweeper = setInterval(() => this.sweep(), 1_000);
     document.addEventListener('visibilitychange', this.onVisibility);
     for (const r of this.store.rooms.values()) this.enrich(r);
   }
 
   stop() {
+    this.api.onTokens = null;
     this.socket?.stop();
     clearInterval(this.sweeper);
     clearTimeout(this.reconcileTimer);
