@@ -5,11 +5,11 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 
 const web = new URL('../../../src/parley/web/js/', import.meta.url);
-const { noticeOf, noticeText } = await import(new URL('store.js', web));
+const { RoomState, noticeOf, noticeText } = await import(new URL('store.js', web));
 
 const names = { 'u-a': 'Alice', 'u-b': 'Bob' };
 const name = (id) => names[id];
-const room = (extra = {}) => ({ isDm: false, notices: [], room: { name: 'garden', topic: 'roses', ...extra } });
+const room = (kind = 'room') => new RoomState({ id: 'r', name: 'garden', topic: 'roses', kind });
 const ev = (type, extra) => ({ type, seq: 5, created_at: '2026-01-01T00:00:00Z', room_id: 'r', ...extra });
 const text = (r, e, me = 'u-me') => noticeText(noticeOf(r, e), name, me);
 
@@ -31,7 +31,7 @@ test('room changes say only what changed', () => {
 });
 
 test('direct rooms, other events and repeats make no line', () => {
-  assert.equal(noticeOf({ ...room(), isDm: true }, ev('member.joined', { user_id: 'u-b' })), null);
+  assert.equal(noticeOf(room('dm'), ev('member.joined', { user_id: 'u-b' })), null);
   assert.equal(noticeOf(room(), ev('message.created', { message: {} })), null);
   const r = room();
   r.notices.push(noticeOf(r, ev('member.joined', { user_id: 'u-b' })));
