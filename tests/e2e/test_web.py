@@ -4,8 +4,10 @@ Each test starts the server as a subprocess on a free port with its own
 ``PARLEY_DATA_DIR`` under ``tmp_path``, and drives one or two browser contexts
 (one per person). What is checked is what a user sees: two people chatting in a
 room and a direct message, history paging, edits and deletes on the other side,
-hostile message bodies staying inert, and a server restart in mid-conversation
-that the pages ride out without losing or doubling a message.
+hostile message bodies staying inert, a server restart in mid-conversation
+that the pages ride out without losing or doubling a message, membership and
+room changes as system lines, admin actions, and no serious axe-core finding
+(``vendor/axe-core``) in light or dark.
 
 Without ``/usr/bin/chromium`` the tests skip with a message, except under
 ``CI=true``, where they fail. Install it with ``apt-get install -y chromium``
@@ -816,6 +818,9 @@ def test_no_serious_accessibility_findings(
     findings += axe_findings(person, "members")
     page.click("#room-menu")
     findings += axe_findings(person, "room menu")
+    page.get_by_role("menuitem", name="Room settings").click()
+    expect(page.locator("#dialog")).to_be_visible()
+    findings += axe_findings(person, "room settings dialog")
     page.keyboard.press("Escape")
     page.click("#create-room")
     expect(page.locator("#dialog")).to_be_visible()
