@@ -71,21 +71,25 @@ export class Members {
         user ? h('span', { class: 'member-username muted' }, `@${user.username}`) : null,
         h('span', { class: 'sr-only' }, `${role}${statusText}`),
       ),
-      !me && user
-        ? h(
-            'button',
-            {
-              type: 'button',
-              class: 'icon-btn member-act member-dm',
-              title: `Message ${store.displayName(id)}`,
-              'aria-label': `Message ${store.displayName(id)}`,
-              onclick: () => this.onMessage(user),
-            },
-            icon('mail'),
-          )
-        : null,
-      this.canRemove(role) ? this.removeButton(id, false) : null,
-      this.canRemove(role) ? this.removeButton(id, true) : null,
+      h(
+        'span',
+        { class: 'member-acts' },
+        !me && user
+          ? h(
+              'button',
+              {
+                type: 'button',
+                class: 'icon-btn member-act member-dm',
+                title: `Message ${store.displayName(id)}`,
+                'aria-label': `Message ${store.displayName(id)}`,
+                onclick: () => this.onMessage(user),
+              },
+              icon('mail'),
+            )
+          : null,
+        this.canRemove(role) ? this.removeButton(id, false) : null,
+        this.canRemove(role) ? this.removeButton(id, true) : null,
+      ),
     );
   }
 
