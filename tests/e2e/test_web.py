@@ -4,8 +4,10 @@ Each test starts the server as a subprocess on a free port with its own
 ``PARLEY_DATA_DIR`` under ``tmp_path``, and drives one or two browser contexts
 (one per person). What is checked is what a user sees: two people chatting in a
 room and a direct message, history paging, edits and deletes on the other side,
-hostile message bodies staying inert, and a server restart in mid-conversation
-that the pages ride out without losing or doubling a message.
+hostile message bodies staying inert, a server restart in mid-conversation
+that the pages ride out without losing or doubling a message, membership and
+room changes as system lines, admin actions, and no serious axe-core finding
+(``vendor/axe-core``) in light or dark.
 
 Without ``/usr/bin/chromium`` the tests skip with a message, except under
 ``CI=true``, where they fail. Install it with ``apt-get install -y chromium``
@@ -15,6 +17,7 @@ Without ``/usr/bin/chromium`` the tests skip with a message, except under
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -538,7 +541,8 @@ def test_hostile_bodies_render_inert(server: Server, people: Callable[..., Perso
         element.hover()  # fire any mouseover handler that slipped through
 
     assert page.evaluate("window.__pwned") is None
-    forbidden = "img, script, iframe, svg, object, embed, style, b, i, form, input"
+    # svg.icon: the client's own action icons (markdown.js never emits a class).
+    forbidden = "img, script, iframe, svg:not(.icon), object, embed, style, b, i, form, input"
     assert page.locator(f"#messages {forbidden.replace(', ', ', #messages ')}").count() == 0
     links = page.eval_on_selector_all(
         "#messages a", "els => els.map(a => [a.getAttribute('href'), a.rel, a.target])"
@@ -639,6 +643,14 @@ def test_tokens_refresh_silently(
     _, token = server.register("dora", "Dora")
     server.call("POST", "/rooms", token, json={"name": "lobby"})
     dora = people(server)
+    sent: list[dict[str, Any]] = []
+    received: list[dict[str, Any]] = []
+
+    def watch(ws: Any) -> None:
+        ws.on("framesent", lambda payload: sent.append(json.loads(payload)))
+        ws.on("framereceived", lambda payload: received.append(json.loads(payload)))
+
+    dora.page.on("websocket", watch)
     dora.sign_in("dora")
     first = dora.storage("parley.auth")
     # The client renews at three quarters of a short lifetime, without a sign-in.
@@ -646,6 +658,17 @@ def test_tokens_refresh_silently(
     while dora.storage("parley.auth")["refresh_token"] == first["refresh_token"]:
         assert time.monotonic() < deadline, "the tokens were never refreshed"
         time.sleep(0.5)
+    # ...and hands the new access token to the open socket. A server that cannot
+    # re-authenticate a socket answers already_authenticated, which changes nothing.
+    fresh = dora.storage("parley.auth")["access_token"]
+    reauth = [f for f in sent if f.get("type") == "auth" and f.get("token") == fresh]
+    while not reauth or not any(f.get("id") == reauth[0]["id"] for f in received):
+        assert time.monotonic() < deadline, f"no answered re-auth: {sent} {received}"
+        dora.page.wait_for_timeout(200)
+        reauth = [f for f in sent if f.get("type") == "auth" and f.get("token") == fresh]
+    answer = next(f for f in received if f.get("id") == reauth[0]["id"])
+    assert answer["type"] == "auth.ok" or answer.get("code") == "already_authenticated", answer
+    dora.expect(dora.page.locator("#toasts .toast")).to_have_count(0)
     # The page still works on the new tokens, and after a reload.
     dora.send("still here")
     expect = dora.expect
@@ -661,3 +684,211 @@ def test_tokens_refresh_silently(
         data={"grant_type": "refresh_token", "refresh_token": first["refresh_token"]},
     )
     assert answer.status_code == 400
+
+
+def overlaps(a: dict[str, float], b: dict[str, float]) -> bool:
+    return not (
+        a["x"] + a["width"] <= b["x"]
+        or b["x"] + b["width"] <= a["x"]
+        or a["y"] + a["height"] <= b["y"]
+        or b["y"] + b["height"] <= a["y"]
+    )
+
+
+@pytest.mark.parametrize("viewport", [(1280, 800), (390, 700)])
+def test_presence_system_lines_toasts_and_icons(
+    server: Server, people: Callable[..., Person], viewport: tuple[int, int]
+) -> None:
+    _, alice_token = server.register("alice", "Alice Liddell")
+    bob_user, bob_token = server.register("bob", "Bob Builder")
+    room = server.call("POST", "/rooms", alice_token, json={"name": "garden"})
+    server.post(alice_token, room["id"], "hello garden")
+    alice = people(server, viewport={"width": viewport[0], "height": viewport[1]})
+    alice.sign_in("alice")
+    page, expect = alice.page, alice.expect
+
+    # Own presence follows the connection, not the (never echoed) presence feed.
+    expect(page.locator("#me-button .presence")).to_have_class(re.compile(r"\bonline\b"))
+    if viewport[0] > 760:  # the sidebar is off-canvas on a phone
+        expect(page.locator("#me-button")).to_have_accessible_name(
+            re.compile(r"^Alice Liddell \(@alice\), online")
+        )
+
+    # Joins, topic and name changes, kicks and bans become system lines in order.
+    server.call("POST", f"/rooms/{room['id']}/join", bob_token)
+    lines = page.locator("#messages li.sys-line")
+    expect(lines.last).to_contain_text("Bob Builder joined")
+    server.call("PATCH", f"/rooms/{room['id']}", alice_token, json={"topic": "roses"})
+    expect(lines.last).to_contain_text("You set the topic to “roses”")
+    server.call("PATCH", f"/rooms/{room['id']}", alice_token, json={"name": "rose-garden"})
+    expect(lines.last).to_contain_text("You renamed the room to “rose-garden”")
+    server.call("DELETE", f"/rooms/{room['id']}/members/{bob_user['id']}", alice_token)
+    expect(lines.last).to_contain_text("You removed Bob Builder")
+    server.call(
+        "POST", f"/rooms/{room['id']}/members", alice_token, json={"user_id": bob_user["id"]}
+    )
+    expect(lines.last).to_contain_text("You added Bob Builder")
+    server.call(
+        "DELETE",
+        f"/rooms/{room['id']}/members/{bob_user['id']}",
+        alice_token,
+        params={"ban": "true"},
+    )
+    expect(lines.last).to_contain_text("You banned Bob Builder")
+    expect(lines).to_have_count(6)
+    assert "hello garden" in alice.bodies()[0]
+
+    # Action icons are SVG, with no character that needs an emoji font.
+    message = alice.message("hello garden")
+    message.hover()
+    actions = message.locator(".msg-actions button")
+    expect(actions).to_have_count(3)
+    for i in range(3):
+        expect(actions.nth(i).locator("svg")).to_have_count(1)
+        assert actions.nth(i).inner_text().strip() == ""
+
+    # A toast never covers the composer.
+    page.evaluate("location.hash = '#/r/no-such-room'")
+    toast = page.locator("#toasts .toast")
+    expect(toast).to_be_visible()
+    box = page.locator("#toasts").bounding_box()
+    for target in ("#send-button", "#composer-input"):
+        assert not overlaps(box, page.locator(target).bounding_box()), target
+    screenshot(alice, f"system-lines-{viewport[0]}.png")
+    alice.check_clean()
+
+
+AXE = Path(__file__).parent / "vendor" / "axe-core" / "axe.min.js"
+AXE_RUN = """() => axe.run(document, {resultTypes: ['violations']}).then(r => r.violations
+  .filter(v => v.impact === 'serious' || v.impact === 'critical')
+  .map(v => ({id: v.id, impact: v.impact, help: v.help,
+    nodes: v.nodes.map(n => n.target.join(' ') + ' :: ' + n.failureSummary)})))"""
+
+
+def axe_findings(person: Person, view: str) -> list[str]:
+    """Serious and critical axe-core findings on the page as it is now."""
+    page = person.page
+    if not page.evaluate("typeof window.axe !== 'undefined'"):
+        page.add_script_tag(path=str(AXE))
+    found = page.evaluate(AXE_RUN)
+    return [f"{view}: {v['impact']} {v['id']} ({v['help']}): {v['nodes']}" for v in found]
+
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+def test_no_serious_accessibility_findings(
+    server: Server, people: Callable[..., Person], scheme: str
+) -> None:
+    """axe-core on the main views; the context bypasses the CSP only so that the
+    checker's script tag can be injected."""
+    alice_user, alice_token = server.register("alice", "Alice Liddell")
+    _, bob_token = server.register("bob", "Bob Builder")
+    room = server.call("POST", "/rooms", alice_token, json={"name": "garden", "topic": "roses"})
+    server.call("POST", f"/rooms/{room['id']}/join", bob_token)
+    first = server.post(
+        bob_token, room["id"], "hello **garden**, see `code` and https://example.org"
+    )
+    server.call("PUT", f"/rooms/{room['id']}/messages/{first['id']}/reactions/👍", alice_token)
+    server.call("POST", "/rooms", alice_token, json={"name": "secret", "visibility": "private"})
+    dm = server.call("POST", "/dms", bob_token, json={"user_id": alice_user["id"]})
+    server.post(bob_token, dm["id"], "unread, for the badge")
+    person = people(server, color_scheme=scheme, bypass_csp=True)
+    page, expect = person.page, person.expect
+    findings: list[str] = []
+
+    person.goto()
+    expect(page.locator("#auth-form")).to_be_visible()
+    findings += axe_findings(person, "sign-in")
+    page.click("#tab-register")
+    findings += axe_findings(person, "register")
+    page.click("#tab-login")
+
+    person.sign_in("alice")
+    assert person.errors == [], person.errors
+    person.open_room("garden")
+    expect(person.message("hello")).to_be_visible()
+    expect(page.locator("#messages .unread-marker")).to_be_visible()
+    expect(page.locator("#dm-list .badge")).to_be_visible()
+    person.send("my own message")
+    expect(person.message("my own message")).to_have_class(re.compile(r"\bmine\b"))
+    findings += axe_findings(person, "room")
+    person.message("hello").hover()
+    findings += axe_findings(person, "room, message actions")
+    page.click("#members-toggle")
+    expect(page.locator("#members .member")).to_have_count(2)
+    findings += axe_findings(person, "members")
+    page.click("#room-menu")
+    findings += axe_findings(person, "room menu")
+    page.get_by_role("menuitem", name="Room settings").click()
+    expect(page.locator("#dialog")).to_be_visible()
+    findings += axe_findings(person, "room settings dialog")
+    page.keyboard.press("Escape")
+    page.click("#create-room")
+    expect(page.locator("#dialog")).to_be_visible()
+    findings += axe_findings(person, "create-room dialog")
+    page.keyboard.press("Escape")
+    screenshot(person, f"axe-{scheme}.png")
+    assert findings == [], "\n".join(findings)
+
+
+def test_admins_remove_and_ban_members_and_change_room_settings(
+    server: Server, people: Callable[..., Person]
+) -> None:
+    _, alice_token = server.register("alice", "Alice Liddell")
+    _, bob_token = server.register("bob", "Bob Builder")
+    _, carol_token = server.register("carol", "Carol Singer")
+    room = server.call("POST", "/rooms", alice_token, json={"name": "garden"})
+    for token in (bob_token, carol_token):
+        server.call("POST", f"/rooms/{room['id']}/join", token)
+    alice = people(server)
+    bob = people(server)
+    alice.sign_in("alice")
+    bob.sign_in("bob")
+    page, expect = alice.page, alice.expect
+
+    # A plain member gets no remove or ban buttons.
+    bob.page.click("#members-toggle")
+    expect(bob.page.locator("#members .member")).to_have_count(3)
+    expect(bob.page.locator("#members .member-kick, #members .member-ban")).to_have_count(0)
+
+    page.click("#members-toggle")
+    members = page.locator("#members .member")
+    expect(members).to_have_count(3)
+    # The owner can remove and ban the two members, not themself.
+    expect(page.locator("#members .member-kick")).to_have_count(2)
+    bob_row = members.filter(has_text="Bob Builder")
+    bob_row.hover()
+    bob_row.get_by_role("button", name="Remove Bob Builder").click()
+    page.locator("#dialog").get_by_role("button", name="Remove").click()
+    expect(members).to_have_count(2)
+    expect(page.locator("#messages li.sys-line").last).to_contain_text("You removed Bob Builder")
+    expect(bob.page.locator("#toasts")).to_contain_text("You were removed from #garden")
+
+    carol_row = members.filter(has_text="Carol Singer")
+    carol_row.hover()
+    carol_row.get_by_role("button", name="Ban Carol Singer").click()
+    page.locator("#dialog").get_by_role("button", name="Ban").click()
+    expect(members).to_have_count(1)
+    expect(page.locator("#messages li.sys-line").last).to_contain_text("You banned Carol Singer")
+    banned = server.http.post(
+        f"/rooms/{room['id']}/join", headers={"Authorization": f"Bearer {carol_token}"}
+    )
+    assert banned.status_code == 403, banned.text
+    assert banned.json()["error"]["code"] == "banned"
+
+    # Room settings: name and topic in one dialog; each change is one system line.
+    page.click("#room-menu")
+    page.get_by_role("menuitem", name="Room settings").click()
+    dialog = page.locator("#dialog")
+    dialog.get_by_label("Name").fill("rose-garden")
+    dialog.get_by_label("Topic").fill("roses and thorns")
+    dialog.get_by_role("button", name="Save").click()
+    expect(dialog).to_be_hidden()
+    expect(page.locator("#room-title")).to_contain_text("rose-garden")
+    expect(page.locator("#room-topic")).to_have_text("roses and thorns")
+    expect(page.locator("#messages li.sys-line").last).to_contain_text(
+        "You renamed the room to “rose-garden” and set the topic to “roses and thorns”"
+    )
+    assert server.call("GET", f"/rooms/{room['id']}", alice_token)["topic"] == "roses and thorns"
+    screenshot(alice, "admin-actions.png")
+    alice.check_clean()
+    bob.check_clean()

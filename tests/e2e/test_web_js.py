@@ -2,7 +2,8 @@
 
 They check ``src/parley/web/js/markdown.js``, the renderer every message body goes
 through: only allow-listed, well-nested tags, safe link schemes, and no
-catastrophic backtracking on hostile 16 KiB bodies. Node.js is not a dependency of
+catastrophic backtracking on hostile 16 KiB bodies; the delivery logic of
+``client.js`` and ``store.js``; and the timeline's system lines. Node.js is not a dependency of
 Parley (the client has no build step), so without ``node`` this test skips with a
 message, under ``CI=true`` too: the browser test covers the renderer in Chromium.
 """

@@ -85,6 +85,8 @@ export class Api {
     this.tokens = loadTokens();
     this.refreshing = null;
     this.refreshTimer = null;
+    /** Called with fresh tokens (a refresh here or in another tab). */
+    this.onTokens = null;
     // Another tab rotated the tokens or logged out.
     window.addEventListener('storage', (event) => {
       if (event.key !== STORAGE_KEY) return;
@@ -95,6 +97,7 @@ export class Api {
       } else if (next) {
         this.tokens = next;
         this.scheduleRefresh();
+        this.onTokens?.(next);
       }
     });
     this.scheduleRefresh();
@@ -110,6 +113,7 @@ export class Api {
     this.tokens = tokens;
     saveTokens(tokens);
     this.scheduleRefresh();
+    if (tokens) this.onTokens?.(tokens);
   }
 
   scheduleRefresh() {
@@ -294,6 +298,12 @@ export class Api {
     return this.request('POST', `/rooms/${encodeURIComponent(id)}/members`, {
       json: { user_id: userId },
     });
+  }
+
+  /** Kick a member, or with `ban` also keep them out (a ban works on non-members too). */
+  removeMember(id, userId, { ban = false } = {}) {
+    const query = ban ? '?ban=true' : '';
+    return this.request('DELETE', `/rooms/${encodeURIComponent(id)}/members/${encodeURIComponent(userId)}${query}`);
   }
 
   openDm(userId) {

@@ -117,6 +117,7 @@ class App {
       store,
       onAdd: (r) => this.addPeople(r),
       onMessage: (user) => this.startDm(user.username),
+      onRemove: (r, userId, ban) => this.removeMember(r, userId, ban),
     });
     store.subscribe((dirty) => this.render(dirty));
 
@@ -139,7 +140,7 @@ class App {
   render(dirty) {
     const current = this.store.currentRoomId;
     const any = (...topics) => topics.some((t) => dirty.has(t));
-    if (any('rooms', 'users', 'presence', 'current')) {
+    if (any('rooms', 'users', 'presence', 'current', 'conn')) {
       this.sidebar.render();
       this.header.render();
       const unread = this.store.totalUnread();
@@ -148,7 +149,7 @@ class App {
     if (any('current', `room:${current}`, 'users', 'conn')) this.timeline.render();
     if (any('current', 'rooms')) this.composer.render();
     if (any('typing', 'users', 'current')) this.composer.renderTyping();
-    if (any('current', `members:${current}`, 'presence', 'users')) {
+    if (any('current', `members:${current}`, 'presence', 'users', 'conn')) {
       this.members.render();
       this.header.render();
     }
@@ -322,13 +323,43 @@ class App {
     });
   }
 
-  editTopic(r) {
+  roomSettings(r) {
     formDialog({
-      title: 'Edit topic',
+      title: `Room settings`,
       submitLabel: 'Save',
-      fields: [{ name: 'topic', label: 'Topic', maxlength: 500, value: r.room.topic || '' }],
-      onSubmit: ({ topic }) => this.client.setTopic(r, topic.trim()),
+      fields: [
+        { name: 'name', label: 'Name', required: true, maxlength: 80, value: r.room.name || '' },
+        { name: 'topic', label: 'Topic', maxlength: 500, value: r.room.topic || '' },
+      ],
+      onSubmit: async ({ name, topic }) => {
+        if (!name.trim()) throw new Error('Give the room a name.');
+        const changes = {};
+        if (name.trim() !== (r.room.name || '')) changes.name = name.trim();
+        if (topic.trim() !== (r.room.topic || '')) changes.topic = topic.trim();
+        if (Object.keys(changes).length) await this.client.updateRoom(r, changes);
+      },
     });
+  }
+
+  async removeMember(r, userId, ban) {
+    const name = this.store.displayName(userId);
+    const room = `#${this.store.roomName(r)}`;
+    const ok = await confirmDialog({
+      title: ban ? `Ban ${name} from ${room}?` : `Remove ${name} from ${room}?`,
+      message: ban
+        ? 'They are removed and cannot join again until someone adds them back.'
+        : r.room.visibility === 'private'
+          ? 'They will need to be added again to come back.'
+          : 'They can join again from the room directory.',
+      confirmLabel: ban ? 'Ban' : 'Remove',
+      danger: true,
+    });
+    if (!ok) return;
+    try {
+      await this.client.removeMember(r, userId, { ban });
+    } catch (err) {
+      this.toast(`Could not ${ban ? 'ban' : 'remove'} ${name}: ${err.message}`, 'error');
+    }
   }
 
   async leave(r) {
@@ -358,7 +389,7 @@ class App {
     const items = [{ label: 'Members', onSelect: () => this.toggleMembers(true) }];
     if (!r.isDm && admin) {
       items.push({ label: 'Add people', onSelect: () => this.addPeople(r) });
-      items.push({ label: 'Edit topic', onSelect: () => this.editTopic(r) });
+      items.push({ label: 'Room settings', onSelect: () => this.roomSettings(r) });
     }
     if (!r.isDm) items.push({ label: 'Leave room', danger: true, onSelect: () => this.leave(r) });
     openMenu(anchor, items, { label: 'Room options' });

@@ -82,12 +82,15 @@ export class Client {
       onState: (state, info) => this.onSocketState(state, info),
     });
     this.socket.start();
+    // A fresh access token extends the open connection's session too.
+    this.api.onTokens = (tokens) => this.socket?.reauth(tokens.access_token);
     this.sweeper = setInterval(() => this.sweep(), 1_000);
     document.addEventListener('visibilitychange', this.onVisibility);
     for (const r of this.store.rooms.values()) this.enrich(r);
   }
 
   stop() {
+    this.api.onTokens = null;
     this.socket?.stop();
     clearInterval(this.sweeper);
     clearTimeout(this.reconcileTimer);
@@ -95,6 +98,7 @@ export class Client {
   }
 
   onVisibility = () => {
+    this.store.touch('presence'); // our own dot follows the page's visibility
     if (!this.presenceSupported || !this.socket?.ready) return;
     const status = document.visibilityState === 'visible' ? 'online' : 'idle';
     this.socket.send({ type: 'presence.set', id: this.socket.nextId('presence'), status });
@@ -178,6 +182,7 @@ export class Client {
    */
   startOver(r, head) {
     r.seen = head;
+    r.notices = [];
     r.buffer.clear();
     r.messages = [];
     r.byId.clear();
@@ -483,9 +488,14 @@ export class Client {
     return user;
   }
 
-  async setTopic(r, topic) {
-    const room = await this.api.updateRoom(r.id, { topic });
+  /** Change a room's name and/or topic (admins and owners). */
+  async updateRoom(r, changes) {
+    const room = await this.api.updateRoom(r.id, changes);
     this.store.putRoom(room);
+  }
+
+  async removeMember(r, userId, { ban = false } = {}) {
+    await this.api.removeMember(r.id, userId, { ban });
   }
 
   // -- users and presence ------------------------------------------------------

@@ -94,6 +94,15 @@ export class Socket {
     return true;
   }
 
+  /**
+   * Hand the open connection a fresh access token (answered `auth.ok`), so the
+   * server need not end it when the first token expires. Returns whether it was sent.
+   */
+  reauth(token) {
+    if (!token) return false;
+    return this.send({ type: 'auth', token, id: this.nextId('reauth') });
+  }
+
   nextId(prefix) {
     this.frameSeq += 1;
     return `${prefix}-${this.frameSeq}`;
@@ -176,7 +185,12 @@ export class Socket {
         return;
       case 'pong':
         return;
+      case 'auth.ok':
+        return;
       case 'error':
+        // A server without re-authentication on an open socket: the connection
+        // goes on with its first token, and reconnects with a fresh one.
+        if (frame.code === 'already_authenticated') return;
         // The token expired or was refused: the next connection refreshes first.
         if (AUTH_ERRORS.has(frame.code)) this.needsRefresh = true;
         this.onFrame(frame);

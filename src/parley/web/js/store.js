@@ -33,6 +33,10 @@ export class RoomState {
     this.preview = null; // {sender_id, text}
     this.dmUserId = null; // the other member of a direct room
     this.markerSeq = null; // "new messages" line: read_seq when the room was opened
+    /** Membership and room changes seen live, shown as system lines (ascending seq). */
+    this.notices = [];
+    /** Name and topic as the last room event left them (REST answers may run ahead). */
+    this.named = { name: room.name || '', topic: room.topic || '' };
   }
 
   get isDm() {
@@ -219,10 +223,15 @@ export class Store {
     this.touch(`room:${r.id}`);
     // The sidebar shows names, unread counts, activity and DM previews only.
     if (/^(room\.|member\.|message\.(created|deleted))/.test(ev.type)) this.touch('rooms');
+    const notice = noticeOf(r, ev);
+    if (notice) r.notices.push(notice);
     switch (ev.type) {
       case 'room.created':
       case 'room.updated':
-        if (ev.room) r.room = { ...r.room, ...ev.room, last_seq: r.room.last_seq };
+        if (ev.room) {
+          r.room = { ...r.room, ...ev.room, last_seq: r.room.last_seq };
+          r.named = { name: r.room.name || '', topic: r.room.topic || '' };
+        }
         break;
       case 'member.joined':
         if (r.members) {
@@ -347,4 +356,47 @@ export class Store {
       return [];
     }
   }
+}
+
+/**
+ * The system line an event makes in the timeline, or null. Data, not text: names
+ * are resolved when drawn, since the users may not be fetched yet. Direct rooms
+ * get none (their two joins are how the conversation starts).
+ */
+export function noticeOf(r, ev) {
+  if (r.isDm || r.notices.some((n) => n.seq === ev.seq)) return null;
+  const base = { seq: ev.seq, created_at: ev.created_at, type: ev.type, actor_id: ev.actor_id || null };
+  if (ev.type === 'member.joined') {
+    return { ...base, user_id: ev.user_id, invited_by: ev.invited_by || null };
+  }
+  if (ev.type === 'member.left') {
+    return { ...base, user_id: ev.user_id, reason: ev.reason || 'left' };
+  }
+  if (ev.type === 'room.updated' && ev.room) {
+    const changes = {};
+    for (const key of ['name', 'topic']) {
+      if (key in ev.room && (ev.room[key] || '') !== (r.named[key] || '')) changes[key] = ev.room[key] || '';
+    }
+    return Object.keys(changes).length ? { ...base, changes } : null;
+  }
+  return null;
+}
+
+/** The text of a system line; `name(user_id)` gives a display name. */
+export function noticeText(n, name, me) {
+  const who = (id) => (id && id === me ? 'You' : name(id));
+  const by = n.actor_id && n.actor_id !== n.user_id ? who(n.actor_id) : null;
+  if (n.type === 'member.joined') {
+    const adder = n.invited_by || (by ? n.actor_id : null);
+    return adder ? `${who(adder)} added ${who(n.user_id)}` : `${who(n.user_id)} joined`;
+  }
+  if (n.type === 'member.left') {
+    if (n.reason === 'kicked') return by ? `${by} removed ${who(n.user_id)}` : `${who(n.user_id)} was removed`;
+    if (n.reason === 'banned') return by ? `${by} banned ${who(n.user_id)}` : `${who(n.user_id)} was banned`;
+    return `${who(n.user_id)} left`;
+  }
+  const parts = [];
+  if ('name' in n.changes) parts.push(`renamed the room to “${n.changes.name}”`);
+  if ('topic' in n.changes) parts.push(n.changes.topic ? `set the topic to “${n.changes.topic}”` : 'cleared the topic');
+  return `${n.actor_id ? who(n.actor_id) : 'Someone'} ${parts.join(' and ')}`;
 }

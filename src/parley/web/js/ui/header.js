@@ -1,6 +1,7 @@
 // The room header: name, topic, members toggle, room options.
 
 import { clear, h } from '../util.js';
+import { icon } from './icons.js';
 import { presenceDot } from './sidebar.js';
 
 export class Header {
@@ -35,7 +36,7 @@ export class Header {
       this.topic.textContent = [user ? `@${user.username}` : '', status || ''].filter(Boolean).join(' · ');
     } else {
       this.title.append(
-        h('span', { class: 'title-hash', 'aria-hidden': 'true' }, r.room.visibility === 'private' ? '🔒' : '#'),
+        h('span', { class: 'title-hash', 'aria-hidden': 'true' }, r.room.visibility === 'private' ? icon('lock') : '#'),
         h('span', null, name),
       );
       this.topic.textContent = r.room.topic || '';

@@ -1,7 +1,8 @@
 // The members panel: members by role, with presence.
 
 import { clear, h } from '../util.js';
-import { avatar, presenceDot } from './sidebar.js';
+import { icon } from './icons.js';
+import { avatar, presenceDot, statusOf } from './sidebar.js';
 
 const ROLES = [
   ['owner', 'Owner'],
@@ -9,10 +10,12 @@ const ROLES = [
   ['member', 'Members'],
 ];
 const RANK = { offline: 2, unknown: 1, idle: 1, online: 0 };
+const POWER = { owner: 2, admin: 1, member: 0 };
 
 export class Members {
-  constructor({ store, onAdd, onMessage }) {
+  constructor({ store, onAdd, onMessage, onRemove }) {
     this.store = store;
+    this.onRemove = onRemove;
     this.onAdd = onAdd;
     this.onMessage = onMessage;
     this.panel = document.getElementById('members');
@@ -33,7 +36,7 @@ export class Members {
       this.list.append(h('p', { class: 'muted' }, 'Loading…'));
       return;
     }
-    const status = (id) => store.presence.get(id)?.status || 'unknown';
+    const status = (id) => statusOf(store, id);
     for (const [role, label] of ROLES) {
       const ids = [...r.members].filter(([, rl]) => rl === role).map(([id]) => id);
       if (!ids.length) continue;
@@ -68,19 +71,47 @@ export class Members {
         user ? h('span', { class: 'member-username muted' }, `@${user.username}`) : null,
         h('span', { class: 'sr-only' }, `${role}${statusText}`),
       ),
-      !me && user
-        ? h(
-            'button',
-            {
-              type: 'button',
-              class: 'icon-btn member-dm',
-              title: `Message ${store.displayName(id)}`,
-              'aria-label': `Message ${store.displayName(id)}`,
-              onclick: () => this.onMessage(user),
-            },
-            '✉',
-          )
-        : null,
+      h(
+        'span',
+        { class: 'member-acts' },
+        !me && user
+          ? h(
+              'button',
+              {
+                type: 'button',
+                class: 'icon-btn member-act member-dm',
+                title: `Message ${store.displayName(id)}`,
+                'aria-label': `Message ${store.displayName(id)}`,
+                onclick: () => this.onMessage(user),
+              },
+              icon('mail'),
+            )
+          : null,
+        this.canRemove(role) ? this.removeButton(id, false) : null,
+        this.canRemove(role) ? this.removeButton(id, true) : null,
+      ),
+    );
+  }
+
+  /** Admins and owners may remove members ranked below them (the server checks too). */
+  canRemove(role) {
+    const r = this.store.current;
+    return !r.isDm && POWER[r.role] >= 1 && POWER[r.role] > POWER[role];
+  }
+
+  removeButton(id, ban) {
+    const name = this.store.displayName(id);
+    const label = ban ? `Ban ${name}` : `Remove ${name}`;
+    return h(
+      'button',
+      {
+        type: 'button',
+        class: `icon-btn danger member-act member-${ban ? 'ban' : 'kick'}`,
+        title: label,
+        'aria-label': label,
+        onclick: () => this.onRemove(this.store.current, id, ban),
+      },
+      icon(ban ? 'ban' : 'remove'),
     );
   }
 }

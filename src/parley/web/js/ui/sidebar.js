@@ -2,6 +2,7 @@
 // with its unread count and last activity; the signed-in user's menu.
 
 import { plainText } from '../markdown.js';
+import { icon } from './icons.js';
 import { clear, formatAgo, formatFull, h, hashIndex, initials } from '../util.js';
 
 export function avatar(store, userId, size = '') {
@@ -13,8 +14,22 @@ export function avatar(store, userId, size = '') {
   );
 }
 
+/**
+ * Our own status comes from our connection (the server does not echo our own
+ * presence back): live and visible is online, live and hidden is idle.
+ */
+export function ownStatus(store) {
+  if (store.conn.state !== 'live') return 'offline';
+  return document.visibilityState === 'visible' ? 'online' : 'idle';
+}
+
+export function statusOf(store, userId) {
+  if (userId && userId === store.me?.id) return ownStatus(store);
+  return store.presence.get(userId)?.status || 'unknown';
+}
+
 export function presenceDot(store, userId) {
-  const status = store.presence.get(userId)?.status || 'unknown';
+  const status = statusOf(store, userId);
   const label = status === 'unknown' ? '' : status;
   return h('span', {
     class: `presence ${status}`,
@@ -44,10 +59,11 @@ export class Sidebar {
     const me = store.me;
     if (me) {
       clear(this.meButton).append(
-        avatar(store, me.id, 'sm'),
+        h('span', { class: 'me-avatar' }, avatar(store, me.id, 'sm'), presenceDot(store, me.id)),
         h('span', { class: 'me-name' }, me.display_name || me.username),
+        // Named by its content, so the name holds the visible text (WCAG 2.5.3).
+        h('span', { class: 'sr-only' }, ` (@${me.username}), ${ownStatus(store)}: account menu`),
       );
-      this.meButton.setAttribute('aria-label', `Account: ${me.display_name} (@${me.username})`);
     }
   }
 
@@ -69,9 +85,9 @@ export class Sidebar {
     const active = r.id === store.currentRoomId;
     const name = store.roomName(r);
     const unread = active ? 0 : r.unread;
-    const icon = r.isDm
+    const mark = r.isDm
       ? h('span', { class: 'dm-icon' }, avatar(store, r.dmUserId || r.id, 'xs'), presenceDot(store, r.dmUserId))
-      : h('span', { class: 'room-icon', 'aria-hidden': 'true' }, r.room.visibility === 'private' ? '🔒' : '#');
+      : h('span', { class: 'room-icon', 'aria-hidden': 'true' }, r.room.visibility === 'private' ? icon('lock') : '#');
     const failed = [...r.pending.values()].some((p) => p.state === 'failed');
     const preview =
       r.isDm && r.preview
@@ -89,7 +105,7 @@ export class Sidebar {
           dataset: { roomId: r.id },
           title: r.lastActivity ? `${name} · last activity ${formatFull(r.lastActivity)}` : name,
         },
-        icon,
+        mark,
         h(
           'span',
           { class: 'room-text' },

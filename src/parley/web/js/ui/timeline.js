@@ -8,8 +8,10 @@
 // first visible item is kept where it was (older pages prepend without a jump).
 
 import { isEmojiOnly, renderMarkdown } from '../markdown.js';
+import { noticeText } from '../store.js';
 import { clear, dayKey, formatDay, formatFull, formatTime, h, parseTime } from '../util.js';
 import { confirmDialog } from './dialogs.js';
+import { icon } from './icons.js';
 import { openMenu } from './menu.js';
 import { avatar } from './sidebar.js';
 
@@ -105,7 +107,7 @@ export class Timeline {
     const pending = [...r.pending.values()]
       .sort((a, b) => a.queuedAt - b.queuedAt || a.created_at.localeCompare(b.created_at))
       .map((p) => ({ ...p, id: null, seq: null, sender_id: me, pending: true, reactions: {} }));
-    const all = r.loaded ? [...r.messages, ...pending] : pending;
+    const all = r.loaded ? [...withNotices(r), ...pending] : pending;
     const items = [];
     let prev = null;
     let lastDay = null;
@@ -117,6 +119,12 @@ export class Timeline {
         items.push({ key: `d:${day}`, kind: 'day', sig: `day|${label}`, label });
         lastDay = day;
         prev = null;
+      }
+      if (m.notice) {
+        const text = noticeText(m, (id) => this.store.displayName(id), me);
+        items.push({ key: `n:${m.seq}`, kind: 'notice', sig: `notice|${text}`, text, n: m });
+        prev = null;
+        continue;
       }
       if (marker != null && !m.pending && m.seq > marker && m.sender_id !== me) {
         items.push({ key: 'new', kind: 'marker', sig: 'marker' });
@@ -158,6 +166,15 @@ export class Timeline {
     if (item.kind === 'day') {
       li.className = 'day-sep';
       li.append(h('span', { role: 'separator', 'aria-label': item.label }, item.label));
+      return;
+    }
+    if (item.kind === 'notice') {
+      li.className = 'sys-line';
+      li.dataset.seq = String(item.n.seq);
+      li.append(
+        h('span', { class: 'sys-text' }, item.text),
+        h('time', { datetime: item.n.created_at, title: formatFull(item.n.created_at) }, formatTime(item.n.created_at)),
+      );
       return;
     }
     if (item.kind === 'marker') {
@@ -270,7 +287,7 @@ export class Timeline {
         'aria-haspopup': 'menu',
         'aria-expanded': false,
       },
-      '☺',
+      icon('smile-plus'),
     );
     react.addEventListener('click', () => this.picker(react, r, m.id));
     return h(
@@ -278,10 +295,10 @@ export class Timeline {
       { class: 'msg-actions', role: 'toolbar', 'aria-label': 'Message actions' },
       react,
       mine
-        ? h('button', { type: 'button', class: 'icon-btn', title: 'Edit', 'aria-label': 'Edit message', onclick: () => this.startEdit(r, m.id) }, '✎')
+        ? h('button', { type: 'button', class: 'icon-btn', title: 'Edit', 'aria-label': 'Edit message', onclick: () => this.startEdit(r, m.id) }, icon('edit'))
         : null,
       canDelete
-        ? h('button', { type: 'button', class: 'icon-btn danger', title: 'Delete', 'aria-label': 'Delete message', onclick: () => this.remove(r, m.id) }, '🗑')
+        ? h('button', { type: 'button', class: 'icon-btn danger', title: 'Delete', 'aria-label': 'Delete message', onclick: () => this.remove(r, m.id) }, icon('trash'))
         : null,
     );
   }
@@ -597,4 +614,15 @@ export class Timeline {
     this.render();
     this.list.querySelector('.msg-editor textarea')?.focus();
   }
+}
+
+/**
+ * The loaded messages with the room's system lines between them, by seq. Lines
+ * older than the oldest loaded message wait until history reaches them.
+ */
+function withNotices(r) {
+  if (!r.notices.length) return r.messages;
+  const first = r.hasMore ? (r.messages[0]?.seq ?? Infinity) : -Infinity;
+  const notices = r.notices.filter((n) => n.seq > first).map((n) => ({ ...n, notice: true }));
+  return [...r.messages, ...notices].sort((a, b) => a.seq - b.seq);
 }
