@@ -13,7 +13,7 @@ const BACKOFF_BASE_MS = 500;
 const DRAIN_JITTER_MS = 250; // a drained node's clients reconnect within it
 const BACKOFF_CAP_MS = 30_000;
 const PING_INTERVAL_MS = 20_000;
-const AUTH_ERRORS = new Set(['unauthorized', 'invalid_token', 'token_expired']);
+const AUTH_ERRORS = new Set(['unauthorized', 'invalid_token', 'token_expired', 'session_ended']);
 
 export const State = Object.freeze({
   IDLE: 'idle', // not started, or stopped
