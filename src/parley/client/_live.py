@@ -275,6 +275,7 @@ class Live:
             try:
                 answer = await self._call(frame)
             except ConnectionLost:
+                await asyncio.sleep(0)  # let the connection's end be seen first
                 continue
             except ApiError as exc:
                 if exc.code == "rate_limited":
@@ -481,13 +482,15 @@ class Live:
         except ConnectionClosed:
             pass
         finally:
-            renewer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await renewer
+            # The connection's state goes first, with no await before it: a caller
+            # waiting on ``_ready`` must not meet a closed socket meanwhile.
             self._ws = None
             self._resuming = None
             self._ready.clear()
             self._fail_pending(ConnectionLost("connection lost"))
+            renewer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewer
         if ws.close_code == 1008 and ws.close_reason in AUTH_CLOSE_REASONS:
             await self.client.refresh()
         return ws.close_code in DRAIN_CLOSE_CODES
