@@ -225,7 +225,7 @@ def test_direct_rooms(api: Api) -> None:
     assert send(bob, dm, "psst").status_code == 201
     assert carol.get(f"/api/v1/rooms/{dm}/messages").status_code == 404
     assert_error(carol.post(f"/api/v1/rooms/{dm}/join"), 404)
-    assert_error(alice.post("/api/v1/dms", json={"user_id": alice.id}), 400)
+    assert_error(alice.post("/api/v1/dms", json={"user_id": alice.id}), 403, "dm_with_self")
     assert_error(alice.post("/api/v1/dms", json={"user_id": str(uuid.uuid4())}), 404)
     assert_error(alice.post(f"/api/v1/rooms/{dm}/leave"), 403)
 
