@@ -90,6 +90,22 @@ def test_integers_are_strict(api: Api, seq: object) -> None:
     assert alice.put(f"/api/v1/rooms/{room}/read", json={"seq": 1}).status_code == 200
 
 
+def test_before_and_after_seq_together_are_the_window_between(api: Api) -> None:
+    alice = api.user()
+    room = alice.post("/api/v1/rooms", json={"name": "window"}).json()["id"]
+    seqs = [
+        alice.post(f"/api/v1/rooms/{room}/messages", json={"body": f"m{i}"}).json()["seq"]
+        for i in range(5)
+    ]
+    page = alice.get(
+        f"/api/v1/rooms/{room}/messages", params={"after_seq": seqs[0], "before_seq": seqs[3]}
+    ).json()
+    assert [m["seq"] for m in page["messages"]] == seqs[1:3]
+    assert page["has_more"] is False
+    empty = alice.get(f"/api/v1/rooms/{room}/messages", params={"after_seq": 0, "before_seq": 0})
+    assert empty.status_code == 200 and empty.json()["messages"] == []
+
+
 def test_integral_numbers_are_integers(api: Api) -> None:
     """JSON Schema's ``integer``, which the document promises: ``1.0`` is 1."""
     alice = api.user()

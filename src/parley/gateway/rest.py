@@ -92,7 +92,9 @@ async def token(
     rt: RT,
     rl: RL,
     request: Request,
-    grant_type: Annotated[str, Form(max_length=32)],
+    grant_type: Annotated[
+        str, Form(max_length=32, json_schema_extra={"enum": ["password", "refresh_token"]})
+    ],
     username: Annotated[str | None, Form(max_length=64)] = None,
     password: Annotated[str | None, Form(max_length=256)] = None,
     refresh_token: Annotated[str | None, Form(max_length=512)] = None,

@@ -175,7 +175,13 @@ class ChatService:
     ) -> tuple[list[Message], bool]:
         await self._member_room(actor, room_id)
         if before_seq is not None and after_seq is not None:
-            raise InvalidInput("give before_seq or after_seq, not both")
+            # Both: the window between them, oldest first (a schema cannot forbid
+            # two optional query parameters together, so they mean something).
+            page, more = await self.store.list_messages(
+                room_id, before_seq=None, after_seq=after_seq, limit=_page(limit)
+            )
+            inside = [m for m in page if m.seq < before_seq]
+            return inside, more and len(inside) == len(page)
         return await self.store.list_messages(
             room_id, before_seq=before_seq, after_seq=after_seq, limit=_page(limit)
         )
