@@ -9,7 +9,10 @@ Path ids are fixed to real rooms, messages and users (per operation where one
 operation would spoil another's: leaving, deleting), so cases reach the handlers
 instead of stopping at 404; the stateful phase also follows ids from answers.
 Bounded: a fixed seed, one worker, ``MAX_EXAMPLES`` cases per operation and
-phase (~60 s here). The case counts are printed.
+phase: ~1,000 cases in ~10 s here, the same count run after run. The case counts
+are printed. From 25 examples up, the stateful phase reports one ST201 whose
+report itself calls it a "positive test case": a link put a real id where the
+mutated value was (schemathesis issue 2983's family), not a server fault.
 
 A second, small run with rate limits on checks that 429 answers, and their
 ``Retry-After``, are what the document says.
