@@ -79,7 +79,7 @@ def raw_exchange(port: int, request: bytes) -> bytes:
         return answer
 
 
-@pytest.mark.parametrize("seq", [False, True, "0", "1", 0.0, 1.0, None, [1], {"n": 1}])
+@pytest.mark.parametrize("seq", [False, True, "0", "1", 0.5, 1e-9, None, [1], {"n": 1}])
 def test_integers_are_strict(api: Api, seq: object) -> None:
     alice = api.user()
     room = alice.post("/api/v1/rooms", json={"name": "strict"}).json()["id"]
@@ -88,6 +88,36 @@ def test_integers_are_strict(api: Api, seq: object) -> None:
     assert_error(alice.put(f"/api/v1/rooms/{room}/read", json={"seq": seq}), 422, "invalid_input")
     assert alice.get("/api/v1/rooms").json()["rooms"][0]["read_seq"] == before
     assert alice.put(f"/api/v1/rooms/{room}/read", json={"seq": 1}).status_code == 200
+
+
+def test_before_and_after_seq_together_are_the_window_between(api: Api) -> None:
+    alice = api.user()
+    room = alice.post("/api/v1/rooms", json={"name": "window"}).json()["id"]
+    seqs = [
+        alice.post(f"/api/v1/rooms/{room}/messages", json={"body": f"m{i}"}).json()["seq"]
+        for i in range(5)
+    ]
+    page = alice.get(
+        f"/api/v1/rooms/{room}/messages", params={"after_seq": seqs[0], "before_seq": seqs[3]}
+    ).json()
+    assert [m["seq"] for m in page["messages"]] == seqs[1:3]
+    assert page["has_more"] is False
+    empty = alice.get(f"/api/v1/rooms/{room}/messages", params={"after_seq": 0, "before_seq": 0})
+    assert empty.status_code == 200 and empty.json()["messages"] == []
+
+
+def test_integral_numbers_are_integers(api: Api) -> None:
+    """JSON Schema's ``integer``, which the document promises: ``1.0`` is 1."""
+    alice = api.user()
+    room = alice.post("/api/v1/rooms", json={"name": "integral"}).json()["id"]
+    seq = alice.post(f"/api/v1/rooms/{room}/messages", json={"body": "one"}).json()["seq"]
+    r = alice.put(
+        f"/api/v1/rooms/{room}/read",
+        content=b'{"seq": %d.0}' % seq,
+        headers={"content-type": "application/json"},
+    )
+    assert r.status_code == 200, r.text
+    assert r.json() == {"read_seq": seq}
 
 
 @pytest.mark.parametrize("body", [b"[]", b'[{"name": "x"}]', b'"name"', b"42", b"null"])
@@ -110,7 +140,8 @@ def test_malformed_json_is_still_400(api: Api) -> None:
         ("GET", "/api/v1/auth/token", "POST"),
         ("OPTIONS", "/api/v1/rooms", "GET, POST"),
         ("DELETE", "/api/v1/rooms", "GET, POST"),
-        ("PUT", "/api/v1/rooms/r1/messages", "GET, POST"),
+        ("PUT", "/api/v1/rooms/00000000-0000-4000-8000-000000000000/messages", "GET, POST"),
+        ("PATCH", "/api/v1/rooms/public", "GET"),
     ],
 )
 def test_wrong_methods_on_api_paths_are_405_with_the_paths_allow(
@@ -123,6 +154,8 @@ def test_wrong_methods_on_api_paths_are_405_with_the_paths_allow(
 
 def test_unknown_api_paths_are_404_and_the_web_client_is_still_served(api: Api) -> None:
     assert_error(api.anon.get("/api/v1/nothing-here"), 404, "not_found")
+    # Ids are UUIDs: anything else in their place is no path of the API.
+    assert_error(api.anon.patch("/api/v1/rooms/not-an-id"), 404, "not_found")
     page = api.anon.get("/")
     assert page.status_code == 200
     assert page.headers["content-type"].startswith("text/html")

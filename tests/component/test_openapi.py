@@ -78,4 +78,4 @@ def test_documented_errors_match_real_answers(api: Api, document: dict[str, Any]
     )
     check(document, "post", "/api/v1/auth/token", wrong, 400)
     self_dm = alice.post("/api/v1/dms", json={"user_id": alice.id})
-    check(document, "post", "/api/v1/dms", self_dm, 400)
+    check(document, "post", "/api/v1/dms", self_dm, 403)

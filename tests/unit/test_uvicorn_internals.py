@@ -32,7 +32,7 @@ METHODS = {
         "resume_writing",
         "connection_lost",
     ),
-    HTTPTOOLS: ("handle_websocket_upgrade",),
+    HTTPTOOLS: ("handle_websocket_upgrade", "send_400_response"),
     SERVER: ("run", "startup", "shutdown"),
 }
 

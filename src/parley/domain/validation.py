@@ -30,6 +30,23 @@ _INVISIBLE = re.compile(
 )
 
 
+# The same rules as JSON Schema ``pattern``s, for the OpenAPI document: regexes
+# that mean the same in Python and ECMA-262 (escapes only, no ``\s``: the two
+# disagree on U+FEFF). ``_SPACE`` is exactly what ``str.strip()`` removes.
+_C = r"\x00-\x1f\x7f-\x9f"
+_C_BUT_NEWLINES = r"\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f"
+_I = r"\u061c\u180e\u200b\u200e\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff"
+_SPACE = r"\t-\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+NAME_PATTERN = f"^[^{_C}{_I}]*[^{_SPACE}{_C}{_I}][^{_C}{_I}]*$"
+"""A room or display name: something visible, no controls, no invisible characters."""
+TOPIC_PATTERN = f"^[^{_C_BUT_NEWLINES}]*$"
+BODY_PATTERN = f"^[^{_C_BUT_NEWLINES}]*[^{_SPACE}{_C_BUT_NEWLINES}][^{_C_BUT_NEWLINES}]*$"
+"""A message body: not blank, no controls but tabs and newlines."""
+EMOJI_PATTERN = f"^[^{_SPACE}{_C}/]{{1,{MAX_EMOJI_CHARS}}}$"
+"""A reaction; no ``/`` either, since it travels as a path segment."""
+CLIENT_MSG_ID_PATTERN = CLIENT_MSG_ID_RE.pattern
+
+
 def _visible(text: str, field: str) -> None:
     if _INVISIBLE.search(text) is not None:
         raise InvalidInput(f"{field} contains invisible or direction-changing characters")

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from typing import Annotated, Any
+from uuid import UUID
 
-from fastapi import APIRouter, Depends, Form, Query, Request, Response
+from fastapi import APIRouter, Depends, Form, Path, Query, Request, Response
 from fastapi.security import OAuth2PasswordBearer
 
 from parley.auth.tokens import AccessClaims
+from parley.domain import validation
 from parley.domain.models import MessageId, Role, RoomId, RoomSummary, UserId, Visibility
 from parley.errors import InvalidInput, NotFound, Unauthorized
 from parley.gateway import schemas as s
@@ -20,6 +22,7 @@ router = APIRouter(prefix="/api/v1")
 
 SeqParam = Annotated[int | None, Query(ge=0, le=2**53)]
 LimitParam = Annotated[int, Query(ge=1, le=200)]
+Emoji = Annotated[str, Path(json_schema_extra={"pattern": validation.EMOJI_PATTERN})]
 
 
 # Dependencies are ``async def``: FastAPI runs plain ``def`` ones in a worker thread,
@@ -101,7 +104,9 @@ async def token(
     rl: RL,
     request: Request,
     response: Response,
-    grant_type: Annotated[str, Form(max_length=32)],
+    grant_type: Annotated[
+        str, Form(max_length=32, json_schema_extra={"enum": ["password", "refresh_token"]})
+    ],
     username: Annotated[str | None, Form(max_length=64)] = None,
     password: Annotated[str | None, Form(max_length=256)] = None,
     refresh_token: Annotated[str | None, Form(max_length=512)] = None,
@@ -174,9 +179,9 @@ async def find_users(
     return {"users": [credentials.user.public()] if credentials else []}
 
 
-@router.get("/users/{user_id}", response_model=s.UserOut, tags=["users"], dependencies=READ)
-async def get_user(user_id: str, rt: RT, _: Me) -> dict[str, Any]:
-    user = await rt.store.get_user(UserId(user_id))
+@router.get("/users/{user_id:uuid}", response_model=s.UserOut, tags=["users"], dependencies=READ)
+async def get_user(user_id: UUID, rt: RT, _: Me) -> dict[str, Any]:
+    user = await rt.store.get_user(UserId(str(user_id)))
     if user is None:
         raise NotFound("user not found")
     return user.public()
@@ -212,60 +217,65 @@ async def public_rooms(rt: RT, _: Me) -> dict[str, Any]:
     return {"rooms": [room.public() for room in await rt.chat.public_rooms()]}
 
 
-@router.get("/rooms/{room_id}", response_model=s.RoomOut, tags=["rooms"], dependencies=READ)
-async def get_room(room_id: str, rt: RT, me: Me) -> dict[str, Any]:
-    return (await rt.chat.get_room(me, RoomId(room_id))).public()
+@router.get("/rooms/{room_id:uuid}", response_model=s.RoomOut, tags=["rooms"], dependencies=READ)
+async def get_room(room_id: UUID, rt: RT, me: Me) -> dict[str, Any]:
+    return (await rt.chat.get_room(me, RoomId(str(room_id)))).public()
 
 
-@router.patch("/rooms/{room_id}", response_model=s.RoomOut, tags=["rooms"], dependencies=ROOMS)
-async def update_room(room_id: str, body: s.RoomPatch, rt: RT, me: Me) -> dict[str, Any]:
-    room = await rt.chat.update_room(me, RoomId(room_id), name=body.name, topic=body.topic)
+@router.patch("/rooms/{room_id:uuid}", response_model=s.RoomOut, tags=["rooms"], dependencies=ROOMS)
+async def update_room(room_id: UUID, body: s.RoomPatch, rt: RT, me: Me) -> dict[str, Any]:
+    room = await rt.chat.update_room(me, RoomId(str(room_id)), name=body.name, topic=body.topic)
     return room.public()
 
 
 @router.post(
-    "/rooms/{room_id}/join", response_model=s.RoomOut, tags=["rooms"], dependencies=MEMBERSHIP
+    "/rooms/{room_id:uuid}/join", response_model=s.RoomOut, tags=["rooms"], dependencies=MEMBERSHIP
 )
-async def join(room_id: str, rt: RT, me: Me) -> dict[str, Any]:
-    return (await rt.chat.join(me, RoomId(room_id))).public()
+async def join(room_id: UUID, rt: RT, me: Me) -> dict[str, Any]:
+    return (await rt.chat.join(me, RoomId(str(room_id)))).public()
 
 
-@router.post("/rooms/{room_id}/leave", response_model=s.Ok, tags=["rooms"], dependencies=MEMBERSHIP)
-async def leave(room_id: str, rt: RT, me: Me) -> dict[str, bool]:
-    await rt.chat.leave(me, RoomId(room_id))
+@router.post(
+    "/rooms/{room_id:uuid}/leave", response_model=s.Ok, tags=["rooms"], dependencies=MEMBERSHIP
+)
+async def leave(room_id: UUID, rt: RT, me: Me) -> dict[str, bool]:
+    await rt.chat.leave(me, RoomId(str(room_id)))
     return {"ok": True}
 
 
 @router.get(
-    "/rooms/{room_id}/members", response_model=s.MembersOut, tags=["members"], dependencies=READ
+    "/rooms/{room_id:uuid}/members",
+    response_model=s.MembersOut,
+    tags=["members"],
+    dependencies=READ,
 )
-async def members(room_id: str, rt: RT, me: Me) -> dict[str, Any]:
-    rows = await rt.chat.members(me, RoomId(room_id))
+async def members(room_id: UUID, rt: RT, me: Me) -> dict[str, Any]:
+    rows = await rt.chat.members(me, RoomId(str(room_id)))
     return {"members": [{"user": user.public(), "role": role.value} for user, role in rows]}
 
 
 @router.post(
-    "/rooms/{room_id}/members",
+    "/rooms/{room_id:uuid}/members",
     status_code=201,
     response_model=s.Ok,
     tags=["members"],
     dependencies=MEMBERSHIP,
 )
-async def add_member(room_id: str, body: s.MemberIn, rt: RT, me: Me) -> dict[str, bool]:
-    await rt.chat.add_member(me, RoomId(room_id), UserId(body.user_id), Role(body.role))
+async def add_member(room_id: UUID, body: s.MemberIn, rt: RT, me: Me) -> dict[str, bool]:
+    await rt.chat.add_member(me, RoomId(str(room_id)), UserId(body.user_id), Role(body.role))
     return {"ok": True}
 
 
 @router.delete(
-    "/rooms/{room_id}/members/{user_id}",
+    "/rooms/{room_id:uuid}/members/{user_id:uuid}",
     response_model=s.Ok,
     tags=["members"],
     dependencies=MEMBERSHIP,
 )
 async def remove_member(
-    room_id: str, user_id: str, rt: RT, me: Me, ban: bool = False
+    room_id: UUID, user_id: UUID, rt: RT, me: Me, ban: bool = False
 ) -> dict[str, bool]:
-    await rt.chat.remove_member(me, RoomId(room_id), UserId(user_id), ban=ban)
+    await rt.chat.remove_member(me, RoomId(str(room_id)), UserId(str(user_id)), ban=ban)
     return {"ok": True}
 
 
@@ -279,28 +289,31 @@ async def open_dm(body: s.DmIn, rt: RT, me: Me, response: Response) -> dict[str,
 
 # messages
 @router.post(
-    "/rooms/{room_id}/messages",
+    "/rooms/{room_id:uuid}/messages",
     status_code=201,
     response_model=s.MessageOut,
     tags=["messages"],
     dependencies=SEND,
 )
 async def send(
-    room_id: str, body: s.MessageIn, rt: RT, me: Me, response: Response
+    room_id: UUID, body: s.MessageIn, rt: RT, me: Me, response: Response
 ) -> dict[str, Any]:
     """Store a message: 201 when new, 200 with the first one for a repeated
     ``client_msg_id`` (a retry stores nothing twice)."""
-    result = await rt.chat.send(me, RoomId(room_id), body.body, body.client_msg_id)
+    result = await rt.chat.send(me, RoomId(str(room_id)), body.body, body.client_msg_id)
     if not result.created:
         response.status_code = 200
     return result.message.public()
 
 
 @router.get(
-    "/rooms/{room_id}/messages", response_model=s.MessagesOut, tags=["messages"], dependencies=READ
+    "/rooms/{room_id:uuid}/messages",
+    response_model=s.MessagesOut,
+    tags=["messages"],
+    dependencies=READ,
 )
 async def list_messages(
-    room_id: str,
+    room_id: UUID,
     rt: RT,
     me: Me,
     before_seq: SeqParam = None,
@@ -308,26 +321,28 @@ async def list_messages(
     limit: LimitParam = 50,
 ) -> dict[str, Any]:
     messages, has_more = await rt.chat.messages(
-        me, RoomId(room_id), before_seq=before_seq, after_seq=after_seq, limit=limit
+        me, RoomId(str(room_id)), before_seq=before_seq, after_seq=after_seq, limit=limit
     )
     return {"messages": [m.public() for m in messages], "has_more": has_more}
 
 
 @router.get(
-    "/rooms/{room_id}/events",
+    "/rooms/{room_id:uuid}/events",
     tags=["messages"],
     responses={200: {"model": s.EventsOut, "description": "The events, ascending by seq"}},
     dependencies=READ,
 )
 async def list_events(
-    room_id: str,
+    room_id: UUID,
     rt: RT,
     me: Me,
     after_seq: Annotated[int, Query(ge=0, le=2**53)] = 0,
     limit: LimitParam = 100,
 ) -> Response:
     """The room's log after ``after_seq``: the stored event bytes, not re-encoded."""
-    events, has_more = await rt.chat.events(me, RoomId(room_id), after_seq=after_seq, limit=limit)
+    events, has_more = await rt.chat.events(
+        me, RoomId(str(room_id)), after_seq=after_seq, limit=limit
+    )
     body = (
         b'{"events":['
         + b",".join(e.raw for e in events)
@@ -339,54 +354,62 @@ async def list_events(
 
 
 @router.patch(
-    "/rooms/{room_id}/messages/{message_id}",
+    "/rooms/{room_id:uuid}/messages/{message_id:uuid}",
     response_model=s.MessageOut,
     tags=["messages"],
     dependencies=EDIT,
 )
 async def edit(
-    room_id: str, message_id: str, body: s.MessagePatch, rt: RT, me: Me
+    room_id: UUID, message_id: UUID, body: s.MessagePatch, rt: RT, me: Me
 ) -> dict[str, Any]:
     message = await rt.chat.edit(
-        me, RoomId(room_id), MessageId(message_id), body.body, body.version
+        me, RoomId(str(room_id)), MessageId(str(message_id)), body.body, body.version
     )
     return message.public()
 
 
 @router.delete(
-    "/rooms/{room_id}/messages/{message_id}",
+    "/rooms/{room_id:uuid}/messages/{message_id:uuid}",
     response_model=s.MessageOut,
     tags=["messages"],
     dependencies=EDIT,
 )
-async def delete(room_id: str, message_id: str, rt: RT, me: Me) -> dict[str, Any]:
-    return (await rt.chat.delete(me, RoomId(room_id), MessageId(message_id))).public()
+async def delete(room_id: UUID, message_id: UUID, rt: RT, me: Me) -> dict[str, Any]:
+    return (await rt.chat.delete(me, RoomId(str(room_id)), MessageId(str(message_id)))).public()
 
 
 @router.put(
-    "/rooms/{room_id}/messages/{message_id}/reactions/{emoji}",
+    "/rooms/{room_id:uuid}/messages/{message_id:uuid}/reactions/{emoji}",
     response_model=s.MessageOut,
     tags=["messages"],
     dependencies=EDIT,
 )
-async def add_reaction(room_id: str, message_id: str, emoji: str, rt: RT, me: Me) -> dict[str, Any]:
-    message = await rt.chat.react(me, RoomId(room_id), MessageId(message_id), emoji, on=True)
+async def add_reaction(
+    room_id: UUID, message_id: UUID, emoji: Emoji, rt: RT, me: Me
+) -> dict[str, Any]:
+    message = await rt.chat.react(
+        me, RoomId(str(room_id)), MessageId(str(message_id)), emoji, on=True
+    )
     return message.public()
 
 
 @router.delete(
-    "/rooms/{room_id}/messages/{message_id}/reactions/{emoji}",
+    "/rooms/{room_id:uuid}/messages/{message_id:uuid}/reactions/{emoji}",
     response_model=s.MessageOut,
     tags=["messages"],
     dependencies=EDIT,
 )
 async def remove_reaction(
-    room_id: str, message_id: str, emoji: str, rt: RT, me: Me
+    room_id: UUID, message_id: UUID, emoji: Emoji, rt: RT, me: Me
 ) -> dict[str, Any]:
-    message = await rt.chat.react(me, RoomId(room_id), MessageId(message_id), emoji, on=False)
+    message = await rt.chat.react(
+        me, RoomId(str(room_id)), MessageId(str(message_id)), emoji, on=False
+    )
     return message.public()
 
 
-@router.put("/rooms/{room_id}/read", response_model=s.ReadOut, tags=["messages"], dependencies=READ)
-async def read(room_id: str, body: s.ReadIn, rt: RT, me: Me) -> dict[str, int]:
-    return {"read_seq": await rt.chat.mark_read(me, RoomId(room_id), body.seq)}
+@router.put(
+    "/rooms/{room_id:uuid}/read", response_model=s.ReadOut, tags=["messages"], dependencies=READ
+)
+async def read(room_id: UUID, body: s.ReadIn, rt: RT, me: Me) -> dict[str, int]:
+    return {"read_seq": await rt.chat.mark_read(me, RoomId(str(room_id)), body.seq)}

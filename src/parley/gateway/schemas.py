@@ -1,15 +1,45 @@
 """Request and response models of the REST API (pydantic v2, at the edge only).
 
-Requests forbid unknown fields, so a typo is an error rather than silently ignored.
+Requests forbid unknown fields, so a typo is an error rather than silently ignored,
+and types are strict: ``true`` or ``"1"`` is no integer. The domain's rules that
+pydantic does not check (``parley.domain.validation``: no control characters, a
+name that is not blank) are in the document as ``pattern``s, so a client, or a
+fuzzer, can tell a valid request from the schema alone; the domain enforces them,
+with its own clearer messages.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+
+from parley.domain import validation as v
 
 StrictModel = ConfigDict(extra="forbid", str_max_length=65536, strict=True)
+
+
+def _integral(value: Any) -> Any:
+    """JSON Schema's ``integer`` takes ``2.0`` (a number with no fraction); strict
+    pydantic would not. Booleans and strings stay refused."""
+    if type(value) is float and value.is_integer():
+        return int(value)
+    return value
+
+
+Integral = BeforeValidator(_integral)
+"""After the bounds (``Annotated[int, Field(...), Integral]``): placed before them,
+pydantic would put ``ge``/``le`` in the document instead of ``minimum``/``maximum``."""
+
+
+def documented(pattern: str) -> dict[str, Any]:
+    """``pattern`` for the document only (the domain checks it)."""
+    return {"json_schema_extra": {"pattern": pattern}}
+
+
+Name = Annotated[str, Field(min_length=1, max_length=v.MAX_ROOM_NAME, **documented(v.NAME_PATTERN))]
+Topic = Annotated[str, Field(max_length=v.MAX_TOPIC, **documented(v.TOPIC_PATTERN))]
+Body = Annotated[str, Field(min_length=1, max_length=65536, **documented(v.BODY_PATTERN))]
 
 
 class Strict(BaseModel):
@@ -19,7 +49,10 @@ class Strict(BaseModel):
 class RegisterIn(Strict):
     username: Annotated[str, Field(min_length=3, max_length=32, pattern=r"^[a-z0-9_.\-]+$")]
     password: Annotated[str, Field(min_length=8, max_length=256)]
-    display_name: Annotated[str | None, Field(min_length=1, max_length=64)] = None
+    display_name: Annotated[
+        str | None,
+        Field(min_length=1, max_length=v.MAX_DISPLAY_NAME, **documented(v.NAME_PATTERN)),
+    ] = None
 
 
 class RevokeIn(Strict):
@@ -53,14 +86,14 @@ class TokenOut(BaseModel):
 
 
 class RoomIn(Strict):
-    name: Annotated[str, Field(min_length=1, max_length=80)]
+    name: Name
     visibility: Literal["public", "private"] = "public"
-    topic: Annotated[str, Field(max_length=500)] = ""
+    topic: Topic = ""
 
 
 class RoomPatch(Strict):
-    name: Annotated[str | None, Field(min_length=1, max_length=80)] = None
-    topic: Annotated[str | None, Field(max_length=500)] = None
+    name: Name | None = None
+    topic: Topic | None = None
 
 
 class RoomOut(BaseModel):
@@ -106,13 +139,15 @@ class DmIn(Strict):
 
 
 class MessageIn(Strict):
-    body: Annotated[str, Field(min_length=1, max_length=65536)]
-    client_msg_id: Annotated[str | None, Field(min_length=1, max_length=64)] = None
+    body: Body
+    client_msg_id: Annotated[
+        str | None, Field(min_length=1, max_length=64, **documented(v.CLIENT_MSG_ID_PATTERN))
+    ] = None
 
 
 class MessagePatch(Strict):
-    body: Annotated[str, Field(min_length=1, max_length=65536)]
-    version: Annotated[int, Field(ge=1, le=2**31)]
+    body: Body
+    version: Annotated[int, Field(ge=1, le=2**31), Integral]
 
 
 class MessageOut(BaseModel):
@@ -140,7 +175,7 @@ class EventsOut(BaseModel):
 
 
 class ReadIn(Strict):
-    seq: Annotated[int, Field(ge=0, le=2**53)]
+    seq: Annotated[int, Field(ge=0, le=2**53), Integral]
 
 
 class ReadOut(BaseModel):

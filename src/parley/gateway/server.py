@@ -55,6 +55,7 @@ _REFUSED = codec.dumps(
 _TIMED_OUT = codec.dumps(
     {"error": {"code": "request_timeout", "message": "the request took too long to arrive"}}
 )
+_MALFORMED = codec.dumps({"error": {"code": "bad_request", "message": "malformed HTTP request"}})
 
 
 def _raw_response(status: bytes, body: bytes, extra: bytes = b"") -> bytes:
@@ -108,14 +109,16 @@ class _CountedWebSocket(WebSocketsSansIOProtocol):
 class QuietClientErrors(logging.Filter):
     """uvicorn's log lines about what a client got wrong, which any client can
     repeat at will: a text frame of invalid UTF-8 (an ERROR with a traceback per
-    frame) and an upgrade to anything but WebSocket (a WARNING per request). Each
-    becomes one INFO line without traceback, at most once a minute."""
+    frame), an upgrade to anything but WebSocket and a malformed request (a WARNING
+    per request). Each becomes one INFO line without traceback, at most once a
+    minute."""
 
     QUIETED: Final = {
         "Invalid UTF-8 sequence received from client.": (
             "a client sent invalid UTF-8 in a WebSocket text frame: closed 1007"
         ),
         "Unsupported upgrade request.": "a client asked to upgrade to an unsupported protocol",
+        "Invalid HTTP request received.": "a client sent a malformed HTTP request: answered 400",
     }
 
     def __init__(self) -> None:
@@ -200,6 +203,13 @@ class HttpProtocol(HttpToolsProtocol):
             return
         if self.cycle is None or self.cycle.response_complete:
             self.transport.write(_raw_response(b"408 Request Timeout", _TIMED_OUT))
+        self.transport.close()
+
+    def send_400_response(self, msg: str) -> None:
+        """A request the parser refused (a NUL in a header, a broken request line):
+        400 in the API's error shape, not uvicorn's plain text."""
+        self._disarm()
+        self.transport.write(_raw_response(b"400 Bad Request", _MALFORMED))
         self.transport.close()
 
     def on_message_begin(self) -> None:

@@ -125,7 +125,9 @@ class ChatService:
         if room.kind is RoomKind.DM:
             raise Forbidden("direct rooms have exactly two members")
         if user_id == actor:
-            raise InvalidInput("use leave to leave a room", code="cannot_remove_self")
+            # Forbidden, not InvalidInput: the request is well formed; who sends it is
+            # what makes it refused (a schema cannot say "not yourself").
+            raise Forbidden("use leave to leave a room", code="cannot_remove_self")
         target = await self._membership(room_id, user_id)
         target_role = target.role if target else None
         permissions.check_manage(membership, target_role)
@@ -137,7 +139,7 @@ class ChatService:
 
     async def open_dm(self, actor: UserId, other: UserId) -> tuple[Room, bool]:
         if other == actor:
-            raise InvalidInput("a direct room needs another user", code="dm_with_self")
+            raise Forbidden("a direct room needs another user", code="dm_with_self")
         if await self.store.get_user(other) is None:
             raise NotFound("user not found")
         room, _, created = await self.store.get_or_create_dm(actor, other)
@@ -173,7 +175,13 @@ class ChatService:
     ) -> tuple[list[Message], bool]:
         await self._member_room(actor, room_id)
         if before_seq is not None and after_seq is not None:
-            raise InvalidInput("give before_seq or after_seq, not both")
+            # Both: the window between them, oldest first (a schema cannot forbid
+            # two optional query parameters together, so they mean something).
+            page, more = await self.store.list_messages(
+                room_id, before_seq=None, after_seq=after_seq, limit=_page(limit)
+            )
+            inside = [m for m in page if m.seq < before_seq]
+            return inside, more and len(inside) == len(page)
         return await self.store.list_messages(
             room_id, before_seq=before_seq, after_seq=after_seq, limit=_page(limit)
         )
