@@ -80,6 +80,10 @@ EXTRA: dict[tuple[str, str], dict[int, str]] = {
         400: "invalid_input (not an emoji)"
     },
     ("get", "/metrics"): {403: "forbidden (not from an allowed address, no token)"},
+    ("post", "/api/v1/users/me/password"): {
+        400: "invalid_password (the new one)",
+        403: "wrong_password (the current one)",
+    },
 }
 
 SUCCESS: dict[tuple[str, str], tuple[int, int, str]] = {
