@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import socket
-import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -35,23 +34,8 @@ def require_service(name: str) -> None:
 def postgres_url() -> Iterator[str]:
     """A fresh PostgreSQL database for this test session, dropped afterwards."""
     require_service("postgres")
-    import asyncio
+    from parley.testing.postgres import fresh_database
 
-    import asyncpg  # type: ignore[import-untyped]
-
-    name = f"parley_test_{uuid.uuid4().hex[:12]}"
     admin = os.environ.get("PARLEY_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
-
-    async def run(sql: str) -> None:
-        conn = await asyncpg.connect(admin)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    asyncio.run(run(f'CREATE DATABASE "{name}"'))
-    base = admin.rsplit("/", 1)[0]
-    try:
-        yield f"{base}/{name}"
-    finally:
-        asyncio.run(run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    with fresh_database(admin, "parley_test") as url:
+        yield url

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
+from parley.testing import postgres
 from parley.testing.cluster import find_nginx
 from parley.testing.proxy import TcpProxy
 from tests.conftest import SERVICES, require_service
@@ -110,20 +111,6 @@ def broker_port(broker: str) -> int:
 def fresh_database() -> Iterator[str]:
     """A PostgreSQL database of its own, dropped afterwards."""
     require_service("postgres")
-    import asyncpg  # type: ignore[import-untyped]
-
-    name = f"parley_cluster_{uuid.uuid4().hex[:12]}"
     admin = os.environ.get("PARLEY_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
-
-    async def run(sql: str) -> None:
-        conn = await asyncpg.connect(admin)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    asyncio.run(run(f'CREATE DATABASE "{name}"'))
-    try:
-        yield f"{admin.rsplit('/', 1)[0]}/{name}"
-    finally:
-        asyncio.run(run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    with postgres.fresh_database(admin, "parley_cluster") as url:
+        yield url

@@ -1107,6 +1107,23 @@ def _bounds(label: str, quantiles: dict[str, float] | None, *which: str) -> str:
     return f"  {label} " + " ".join(f"{q} ≤ {quantiles[f'{q}_le_ms']:g} ms" for q in which)
 
 
+def run_baseline(
+    args: argparse.Namespace, server_cpu: set[int], gen_cpus: list[int]
+) -> list[dict[str, Any]]:
+    """The same load against the aiohttp ceiling, if it can start: its run, or none."""
+    try:
+        baseline = start_baseline(server_cpu)
+    except (RuntimeError, OSError) as exc:
+        print(f"baseline skipped: {exc} (install parley[bench])", file=sys.stderr)
+        return []
+    try:
+        run = run_load(baseline, plan_baseline(args), args, baseline=True, gen_cpus=gen_cpus)
+    finally:
+        baseline.stop()
+    print(_summary(run))
+    return [run]
+
+
 def _summary(run: dict[str, Any]) -> str:
     lat = run["latency_ms"]
     cpu = run["server_cpu_us_per_delivery"]
@@ -1204,18 +1221,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         runs[-1]["store_floor"] = store_floor(server, runs[-1], server_cpu)
         print(_summary(runs[-1]))
     if not args.no_baseline and args.scenario != "reconnect-storm":
-        try:
-            baseline = start_baseline(server_cpu)
-        except (RuntimeError, OSError) as exc:
-            print(f"baseline skipped: {exc} (install parley[bench])", file=sys.stderr)
-        else:
-            try:
-                runs.append(
-                    run_load(baseline, plan_baseline(args), args, baseline=True, gen_cpus=gen_cpus)
-                )
-                print(_summary(runs[-1]))
-            finally:
-                baseline.stop()
+        runs.extend(run_baseline(args, server_cpu, gen_cpus))
     report: dict[str, Any] = {
         "scenario": args.scenario,
         "options": {k: v for k, v in vars(args).items() if k not in ("func", "out")},

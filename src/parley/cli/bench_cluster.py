@@ -53,14 +53,14 @@ from parley.cli.bench import (
     _recv,
     _register,
     _summary,
-    plan_baseline,
     plan_parley,
+    run_baseline,
     run_load,
-    start_baseline,
     write_plot,
 )
 from parley.client import ParleyClient
 from parley.testing.cluster import FAST_ARGON2, LocalCluster, Node
+from parley.testing.postgres import fresh_database
 
 NODE_ENV = FAST_ARGON2 | {"PARLEY_RATE_LIMITS": "off", "PARLEY_OUTBOUND_QUEUE": "4096"}
 """What ``bench.start_parley`` gives its one node, for every node."""
@@ -102,24 +102,8 @@ def database(url: str | None, fresh: bool) -> Iterator[str | None]:
     if not fresh or not url:
         yield url
         return
-    import asyncpg
-
-    name = f"parley_bench_{uuid.uuid4().hex[:12]}"
-    admin = url.replace("postgresql+asyncpg://", "postgresql://")
-
-    async def run(sql: str) -> None:
-        conn = await asyncpg.connect(admin)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    asyncio.run(run(f'CREATE DATABASE "{name}"'))
-    parts = urlsplit(url)
-    try:
-        yield urlunsplit(parts._replace(path=f"/{name}"))
-    finally:
-        asyncio.run(run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    with fresh_database(url, "parley_bench") as fresh_url:
+        yield fresh_url
 
 
 def pin_process(pid: int, cpus: set[int]) -> None:
@@ -370,18 +354,7 @@ def run(args: argparse.Namespace) -> int:
             print(_cluster_line(runs[-1]))
     if not args.no_baseline:
         server_cpu, gen_cpus = _cpus(args)
-        try:
-            baseline = start_baseline(server_cpu)
-        except (RuntimeError, OSError) as exc:
-            print(f"baseline skipped: {exc} (install parley[bench])", file=sys.stderr)
-        else:
-            try:
-                runs.append(
-                    run_load(baseline, plan_baseline(args), args, baseline=True, gen_cpus=gen_cpus)
-                )
-                print(_summary(runs[-1]))
-            finally:
-                baseline.stop()
+        runs.extend(run_baseline(args, server_cpu, gen_cpus))
     report: dict[str, Any] = {
         "scenario": args.scenario,
         "options": _options(args),
