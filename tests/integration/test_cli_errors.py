@@ -15,11 +15,14 @@ from pathlib import Path
 import pytest
 
 PARLEY = [sys.executable, "-m", "parley.cli.main"]
+USERS_DO_NOT_SET = ("PARLEY_", "PYTHONASYNCIODEBUG")
+"""Left out of the command's environment: the test's settings, and CI's asyncio debug
+mode, whose slow-callback warnings would be lines of stderr a user never sees."""
 
 
 def run(tmp_path: Path, *args: str, stdin: str = "") -> tuple[int, str]:
     """Exit status and stderr, which must be a single line."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PARLEY_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(USERS_DO_NOT_SET)}
     env |= {"XDG_CONFIG_HOME": str(tmp_path / "config"), "PARLEY_DATA_DIR": str(tmp_path / "d")}
     done = subprocess.run(
         [*PARLEY, *args], input=stdin, capture_output=True, text=True, env=env, timeout=60

@@ -28,7 +28,10 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
 
 
 def env(config_home: Path) -> dict[str, str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("PARLEY_")}
+    # Not CI's asyncio debug mode either: its slow-callback warnings would be lines
+    # of stderr a user never sees, and the one-line errors are checked.
+    skip = ("PARLEY_", "PYTHONASYNCIODEBUG")
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(skip)}
     return clean | {"XDG_CONFIG_HOME": str(config_home)}
 
 
