@@ -142,6 +142,7 @@ class Hub:
         self.users: dict[str, set[Connection]] = {}
         self.connections: set[Connection] = set()
         self.closing = False
+        self._drained = False
         self._origin = node_id.encode()
         self._prefix_events = envelope.prefix(envelope.EVENTS, self._origin)
         self._prefix_typing = envelope.prefix(envelope.TYPING, self._origin)
@@ -184,7 +185,16 @@ class Hub:
         ``draining``), let the operations already accepted finish (their acks are
         queued: never silence), then close every connection with 1012 (service
         restart) after what is queued for it, and wait for them to go, ``grace``
-        seconds in all. Clients reconnect to another node at once and resume."""
+        seconds in all. Clients reconnect to another node at once and resume.
+
+        Only the first call waits: later ones (the runtime's close after the
+        server's drain) abort what is left at once, so that a stop stays within
+        ``PARLEY_DRAIN_SECONDS`` even when a connection never goes."""
+        if self._drained:
+            for conn in list(self.connections):
+                conn.abort()
+            return
+        self._drained = True
         self.closing = True
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace
