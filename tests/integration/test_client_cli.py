@@ -165,7 +165,8 @@ async def test_the_readme_walkthrough(node: ServerThread, tmp_path: Path) -> Non
 
         dm = await alice.ok("dm", bob_name)
         dm_id = dm.split(": ")[1].split()[0]
-        assert "not available yet" in await alice.fails("dm", bob_name, "nobody")
+        assert "no user named" in await alice.fails("dm", bob_name, f"nobody{tag}")
+        assert "each user once" in await alice.fails("dm", bob_name, bob_name)
         assert "no user named" in await alice.fails("dm", f"nobody{tag}")
 
         tail = await asyncio.create_subprocess_exec(
