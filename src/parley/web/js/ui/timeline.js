@@ -507,7 +507,7 @@ export class Timeline {
     const me = this.store.me.id;
     for (let i = r.messages.length - 1; i >= 0; i--) {
       const m = r.messages[i];
-      if (m.sender_id === me && !m.deleted) {
+      if (m.sender_id === me && !m.deleted && !m.thread_root_id) {
         this.startEdit(r, m.id);
         return true;
       }
