@@ -16,6 +16,7 @@ import pytest
 from parley.client import ApiError, ParleyClient
 from parley.testing.postgres import fresh_database
 from parley.testing.server import ServerThread
+from tests.component.test_sse import stream
 from tests.realtime_support import closing, events_until, room, uid, user
 
 MASTER_KEY = "ab" * 32
@@ -110,6 +111,18 @@ async def test_live_and_resumed_clients_see_replies(node: ServerThread) -> None:
             seen = await events_until(resumed, lambda e: e["seq"] == later["seq"])
             assert [e["message"]["id"] for e in seen] == [reply["id"], later["id"]]
             assert seen[-1]["root_thread"]["reply_count"] == 2
+
+
+async def test_sse_carries_replies_with_the_roots_summary(node: ServerThread) -> None:
+    alice, bob = await user(node.url, "alice"), await user(node.url, "bob")
+    async with closing(alice, bob):
+        room_id = await room(alice, bob)
+        root = await alice.post_message(room_id, "root")
+        async with stream(alice) as events:
+            assert (await events.next()).event == "ready"
+            reply = await bob.post_message(room_id, "via sse", thread_root_id=root["id"])
+            got = (await events.next()).data["event"]
+            assert got["message"] == reply and got["root_thread"]["reply_count"] == 1
 
 
 async def test_bad_thread_roots_change_nothing(node: ServerThread) -> None:
