@@ -219,6 +219,10 @@ async def test_tail_lines_name_people_and_changes() -> None:
 
         message = {"id": "m1", "seq": 7, "body": "hi"}
         assert await line("message.created", message=message) == "[03:04:05] alice: hi"
+        reply = {"id": "m2", "seq": 8, "body": "yes", "thread_root_id": "m1"}
+        assert await line("message.created", message=reply) == (
+            "[03:04:05] alice (thread of #7): yes"
+        )
         assert await line("reaction.added", message_id="m1", user_id="B", emoji="🎉") == (
             "[03:04:05] alice reacted 🎉 to #7"
         )

@@ -391,7 +391,9 @@ class _Tail:
             self.seqs[str(message.get("id"))] = int(message.get("seq", 0))
             seq = message.get("seq")
             if kind == "message.created":
-                return f"{when} {actor}: {message.get('body', '')}"
+                root = message.get("thread_root_id")
+                where = f" (thread of {self.message_ref(root)})" if root else ""
+                return f"{when} {actor}{where}: {message.get('body', '')}"
             if kind == "message.edited":
                 return f"{when} {actor} edited #{seq}: {message.get('body', '')}"
             if kind == "message.deleted":
