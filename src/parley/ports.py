@@ -33,12 +33,15 @@ from parley.domain.models import (
 
 @dataclass(frozen=True, slots=True)
 class SendRequest:
-    """One message to store; ``client_msg_id`` makes a retry idempotent."""
+    """One message to store; ``client_msg_id`` makes a retry idempotent;
+    ``thread_root_id`` makes it a reply (to that message's thread, if it is a reply
+    itself)."""
 
     room_id: RoomId
     sender_id: UserId
     body: str
     client_msg_id: str | None
+    thread_root_id: MessageId | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +139,13 @@ class Store(abc.ABC):
         """The one direct room of a pair, created on first call (``True`` if created)."""
 
     @abc.abstractmethod
+    async def get_or_create_group_dm(
+        self, creator: UserId, others: Sequence[UserId]
+    ) -> tuple[Room, list[Event], bool]:
+        """The one group direct room of ``creator`` and ``others`` (as a set), created
+        on first call (``True`` if created); a creator who left it joins it again."""
+
+    @abc.abstractmethod
     async def get_room(self, room_id: RoomId) -> Room | None: ...
 
     @abc.abstractmethod
@@ -227,6 +237,14 @@ class Store(abc.ABC):
     async def list_events(
         self, room_id: RoomId, *, after_seq: int, limit: int
     ) -> tuple[list[Event], bool]: ...
+
+    @abc.abstractmethod
+    async def list_thread(
+        self, room_id: RoomId, message_id: MessageId, *, after_seq: int, limit: int
+    ) -> tuple[Message, list[Message], bool] | None:
+        """The thread ``message_id`` belongs to (its own, or its root's if it is a
+        reply): the root, its replies after ``after_seq`` ascending, and whether more
+        exist. ``None`` for an unknown message."""
 
     @abc.abstractmethod
     async def set_read(self, room_id: RoomId, user_id: UserId, seq: int) -> int:

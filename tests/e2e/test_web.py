@@ -738,12 +738,13 @@ def test_presence_system_lines_toasts_and_icons(
     expect(lines).to_have_count(6)
     assert "hello garden" in alice.bodies()[0]
 
-    # Action icons are SVG, with no character that needs an emoji font.
+    # Action icons are SVG, with no character that needs an emoji font: react,
+    # reply in thread, edit, delete.
     message = alice.message("hello garden")
     message.hover()
     actions = message.locator(".msg-actions button")
-    expect(actions).to_have_count(3)
-    for i in range(3):
+    expect(actions).to_have_count(4)
+    for i in range(4):
         expect(actions.nth(i).locator("svg")).to_have_count(1)
         assert actions.nth(i).inner_text().strip() == ""
 

@@ -165,7 +165,8 @@ async def test_the_readme_walkthrough(node: ServerThread, tmp_path: Path) -> Non
 
         dm = await alice.ok("dm", bob_name)
         dm_id = dm.split(": ")[1].split()[0]
-        assert "not available yet" in await alice.fails("dm", bob_name, "nobody")
+        assert "no user named" in await alice.fails("dm", bob_name, f"nobody{tag}")
+        assert "each user once" in await alice.fails("dm", bob_name, bob_name)
         assert "no user named" in await alice.fails("dm", f"nobody{tag}")
 
         tail = await asyncio.create_subprocess_exec(
@@ -218,6 +219,10 @@ async def test_tail_lines_name_people_and_changes() -> None:
 
         message = {"id": "m1", "seq": 7, "body": "hi"}
         assert await line("message.created", message=message) == "[03:04:05] alice: hi"
+        reply = {"id": "m2", "seq": 8, "body": "yes", "thread_root_id": "m1"}
+        assert await line("message.created", message=reply) == (
+            "[03:04:05] alice (thread of #7): yes"
+        )
         assert await line("reaction.added", message_id="m1", user_id="B", emoji="🎉") == (
             "[03:04:05] alice reacted 🎉 to #7"
         )

@@ -198,16 +198,17 @@ async def _user(client: ParleyClient, username: str) -> dict[str, Any]:
 
 
 async def _dm_names(client: ParleyClient, rooms: list[dict[str, Any]]) -> None:
-    """Name each direct room ``@other`` (they have no name of their own)."""
+    """Name each direct room ``@other`` (a group one ``@a, @b``: they have no name
+    of their own)."""
     me = (await client.me())["id"]
     for room in rooms:
-        if room.get("kind") == "dm":
+        if room.get("kind") in ("dm", "group_dm"):
             others = [
-                m["user"]["username"]
+                "@" + m["user"]["username"]
                 for m in await client.members(room["id"])
                 if m["user"]["id"] != me
             ]
-            room["name"] = "@" + (others[0] if others else "(nobody)")
+            room["name"] = ", ".join(others) if others else "@(nobody)"
 
 
 def cmd_rooms(args: argparse.Namespace) -> int:
@@ -222,7 +223,7 @@ def cmd_rooms(args: argparse.Namespace) -> int:
             print("you are in no room yet: `parley rooms create NAME`, or `parley dm USERNAME`")
         for room in rooms:
             unread = f"  ({room['unread']} unread)" if room.get("unread") else ""
-            kind = "dm" if room["kind"] == "dm" else room["visibility"]
+            kind = {"dm": "dm", "group_dm": "group"}.get(room["kind"], room["visibility"])
             print(f"{room['id']}  {kind:<7}  {room['name']}{unread}")
         return 0
 
@@ -313,19 +314,16 @@ def cmd_rooms_members(args: argparse.Namespace) -> int:
 
 
 def cmd_dm(args: argparse.Namespace) -> int:
-    if len(args.usernames) > 1:
-        print(
-            "parley: group direct messages are not available yet: "
-            "create a private room and invite them (`parley rooms create NAME --private`)",
-            file=sys.stderr,
-        )
-        return 2
-
     async def main() -> int:
         async with _client(args) as client:
-            user = await _user(client, args.usernames[0])
-            room = await client.open_dm(user["id"])
-        name = user["username"]
+            users = [await _user(client, name) for name in args.usernames]
+            if len(users) > 1:
+                room = await client.open_group_dm([u["id"] for u in users])
+                names = ", ".join(u["username"] for u in users)
+                print(f"group direct room with {names}: {room['id']} (`parley send ID TEXT`)")
+                return 0
+            room = await client.open_dm(users[0]["id"])
+        name = users[0]["username"]
         print(f"direct room with {name}: {room['id']} (`parley send @{name} TEXT`)")
         return 0
 
@@ -393,7 +391,9 @@ class _Tail:
             self.seqs[str(message.get("id"))] = int(message.get("seq", 0))
             seq = message.get("seq")
             if kind == "message.created":
-                return f"{when} {actor}: {message.get('body', '')}"
+                root = message.get("thread_root_id")
+                where = f" (thread of {self.message_ref(root)})" if root else ""
+                return f"{when} {actor}{where}: {message.get('body', '')}"
             if kind == "message.edited":
                 return f"{when} {actor} edited #{seq}: {message.get('body', '')}"
             if kind == "message.deleted":
@@ -488,7 +488,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     members.add_argument("room", help=room_help)
     members.add_argument("--json", action="store_true", help="print the API's JSON")
 
-    dm = add(subparsers, "dm", "open the direct room with a user", cmd_dm)
+    dm = add(subparsers, "dm", "open the direct room with a user (or 2 to 9: a group)", cmd_dm)
     dm.add_argument("usernames", nargs="+", metavar="USERNAME")
     send = add(subparsers, "send", "send a message to a room", cmd_send)
     send.add_argument("room", help=room_help)

@@ -263,15 +263,23 @@ class Live:
         body: str,
         *,
         client_msg_id: str | None = None,
+        thread_root_id: str | None = None,
     ) -> dict[str, Any]:
-        """Send a message; the stored ``Message`` once the server acknowledged it.
+        """Send a message (a reply in a thread with ``thread_root_id``); the stored
+        ``Message`` once the server acknowledged it.
         Retried with the same ``client_msg_id`` across reconnects (stored once)
         until acknowledged, and after ``rate_limited`` or ``draining`` (the node is
         restarting: the send goes again on the next connection, to another node);
         bound the wait with ``asyncio.timeout``. Other errors are raised."""
         msg_id = client_msg_id or secrets.token_hex(12)
         while True:
-            frame = f.Send(room_id=room_id, body=body, client_msg_id=msg_id, id=self._next_id())
+            frame = f.Send(
+                room_id=room_id,
+                body=body,
+                client_msg_id=msg_id,
+                id=self._next_id(),
+                thread_root_id=thread_root_id,
+            )
             try:
                 answer = await self._call(frame)
             except ConnectionLost:

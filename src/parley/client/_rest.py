@@ -215,13 +215,29 @@ class ParleyClient:
         )
         return result
 
+    async def open_group_dm(self, user_ids: list[str]) -> dict[str, Any]:
+        """The group direct room of the caller and 2 to 9 others (``kind:
+        group_dm``): made on first call, the same room for the same set after."""
+        result: dict[str, Any] = await self.request(
+            "POST", "/api/v1/dms", json={"user_ids": list(user_ids)}
+        )
+        return result
+
     async def post_message(
-        self, room_id: str, body: str, client_msg_id: str | None = None
+        self,
+        room_id: str,
+        body: str,
+        client_msg_id: str | None = None,
+        *,
+        thread_root_id: str | None = None,
     ) -> dict[str, Any]:
-        """Send over REST (``Live.send`` is the real-time way)."""
+        """Send over REST (``Live.send`` is the real-time way); a reply in a thread
+        with ``thread_root_id``."""
         payload: dict[str, Any] = {"body": body}
         if client_msg_id is not None:
             payload["client_msg_id"] = client_msg_id
+        if thread_root_id is not None:
+            payload["thread_root_id"] = thread_root_id
         result: dict[str, Any] = await self.request(
             "POST", f"/api/v1/rooms/{room_id}/messages", json=payload
         )
@@ -242,6 +258,17 @@ class ParleyClient:
             params["after_seq"] = after_seq
         result = await self.request("GET", f"/api/v1/rooms/{room_id}/messages", params=params)
         return result["messages"], bool(result["has_more"])
+
+    async def thread(
+        self, room_id: str, message_id: str, *, after_seq: int = 0, limit: int = 50
+    ) -> tuple[dict[str, Any], list[dict[str, Any]], bool]:
+        """A thread: its root, its replies after ``after_seq`` (ascending), and
+        whether more exist. A reply's id gives its root's thread."""
+        params = {"after_seq": after_seq, "limit": limit}
+        result = await self.request(
+            "GET", f"/api/v1/rooms/{room_id}/messages/{message_id}/thread", params=params
+        )
+        return result["root"], result["messages"], bool(result["has_more"])
 
     async def events(
         self, room_id: str, *, after_seq: int = 0, limit: int = 200

@@ -70,8 +70,16 @@ class Visibility(enum.StrEnum):
 
 
 class RoomKind(enum.StrEnum):
+    """``dm``: two people; ``group_dm``: three to ten, one room per set of people."""
+
     ROOM = "room"
     DM = "dm"
+    GROUP_DM = "group_dm"
+
+    @property
+    def direct(self) -> bool:
+        """A direct room (1:1 or group): no name, no roles, no invitations."""
+        return self is not RoomKind.ROOM
 
 
 class EventType(enum.StrEnum):
@@ -158,6 +166,25 @@ class RoomSummary:
 
 
 @dataclass(frozen=True, slots=True)
+class ThreadSummary:
+    """A thread root's summary of its live replies: how many, when the last was
+    sent, and who took part (the root's sender first, then each replier in the
+    order they first replied)."""
+
+    reply_count: int
+    last_reply_at: str | None
+    participants: tuple[str, ...]
+
+    def public(self) -> dict[str, Any]:
+        """The API's ``thread`` object."""
+        return {
+            "reply_count": self.reply_count,
+            "last_reply_at": self.last_reply_at,
+            "participants": list(self.participants),
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class Message:
     id: MessageId
     room_id: RoomId
@@ -170,6 +197,8 @@ class Message:
     version: int = 1
     deleted: bool = False
     reactions: dict[str, list[str]] = field(default_factory=dict)
+    thread_root_id: MessageId | None = None
+    thread: ThreadSummary | None = None
 
     def public(self) -> dict[str, Any]:
         """The API's ``Message`` object; a deleted one is a tombstone with no body."""
@@ -185,6 +214,8 @@ class Message:
             "version": self.version,
             "deleted": self.deleted,
             "reactions": self.reactions,
+            "thread_root_id": self.thread_root_id,
+            "thread": self.thread.public() if self.thread is not None else None,
         }
 
 

@@ -40,7 +40,7 @@ def check_join(room: Room, membership: Membership | None) -> None:
         raise Forbidden("you are banned from this room", code="banned")
     if membership is not None and membership.is_member:
         return
-    if room.kind is RoomKind.DM:
+    if room.kind.direct:
         raise NotFound("room not found")
     if room.visibility is Visibility.PRIVATE:
         raise Forbidden("this room is private: ask an admin to add you")

@@ -119,3 +119,33 @@ def check_emoji(emoji: str) -> str:
         raise InvalidInput(f"emoji: 1 to {MAX_EMOJI_CHARS} characters, no spaces")
     _no_controls(emoji, "emoji", allow_newlines=False)
     return emoji
+
+
+UUID_PATTERN = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+_UUID_RE = re.compile(UUID_PATTERN)
+MIN_GROUP_OTHERS = 2
+MAX_GROUP_OTHERS = 9
+
+
+def check_id(value: str, field: str) -> str:
+    """An id as the API writes them (a UUID, lower case): anything else names
+    nothing, and is refused before it reaches the store."""
+    if not _UUID_RE.match(value):
+        raise InvalidInput(f"{field}: not an id")
+    return value.lower()
+
+
+def check_group_others(user_ids: list[str], actor: str) -> list[str]:
+    """The other people of a group direct room: 2 to 9 distinct ids, the caller not
+    among them (the caller is always in it)."""
+    if not MIN_GROUP_OTHERS <= len(user_ids) <= MAX_GROUP_OTHERS:
+        raise InvalidInput(
+            f"user_ids: {MIN_GROUP_OTHERS} to {MAX_GROUP_OTHERS} other users "
+            "(a group direct room holds 3 to 10 people)"
+        )
+    ids = [check_id(u, "user_ids") for u in user_ids]
+    if len(set(ids)) != len(ids):
+        raise InvalidInput("user_ids: each user once")
+    if actor in ids:
+        raise InvalidInput("user_ids: the other users, not yourself")
+    return ids

@@ -65,14 +65,21 @@ EXTRA: dict[tuple[str, str], dict[int, str]] = {
         429: "rate_limited",
     },
     ("post", "/api/v1/auth/revoke"): {429: "rate_limited"},
-    ("post", "/api/v1/rooms/{room_id}/messages"): {413: "too_large"},
+    ("post", "/api/v1/rooms/{room_id}/messages"): {
+        413: "too_large",
+        404: "not_found (the room, or thread_root_id: unknown, deleted or another room's)",
+    },
     ("patch", "/api/v1/rooms/{room_id}/messages/{message_id}"): {
         409: "version_conflict (with current_version), conflict (a deleted message)"
     },
-    ("post", "/api/v1/dms"): {403: "dm_with_self", 404: "not_found (no such user)"},
+    ("post", "/api/v1/dms"): {
+        400: "invalid_input (user_ids: not 2 to 9 distinct others, or the caller among them)",
+        403: "dm_with_self",
+        404: "not_found (no such user)",
+    },
     ("delete", "/api/v1/rooms/{room_id}/members/{user_id}"): {403: "cannot_remove_self"},
     ("get", "/api/v1/events/stream"): {401: "unauthorized, invalid_token, token_expired"},
-    ("post", "/api/v1/rooms/{room_id}/leave"): {403: "forbidden (a direct room)"},
+    ("post", "/api/v1/rooms/{room_id}/leave"): {403: "forbidden (a 1:1 direct room)"},
     ("put", "/api/v1/rooms/{room_id}/messages/{message_id}/reactions/{emoji}"): {
         400: "invalid_input (not an emoji)"
     },

@@ -280,9 +280,14 @@ async def remove_member(
 
 
 @router.post("/dms", response_model=s.RoomOut, tags=["rooms"], dependencies=ROOMS)
-async def open_dm(body: s.DmIn, rt: RT, me: Me, response: Response) -> dict[str, Any]:
-    """The one direct room of the caller and ``user_id``: 201 when made, 200 after."""
-    room, created = await rt.chat.open_dm(me, UserId(body.user_id))
+async def open_dm(body: s.DmIn | s.GroupDmIn, rt: RT, me: Me, response: Response) -> dict[str, Any]:
+    """The one direct room of the caller and ``user_id`` (``kind: dm``), or of the
+    caller and ``user_ids``, 2 to 9 others, as a set (``kind: group_dm``): 201 when
+    made, 200 after."""
+    if isinstance(body, s.GroupDmIn):
+        room, created = await rt.chat.open_group_dm(me, body.user_ids)
+    else:
+        room, created = await rt.chat.open_dm(me, UserId(body.user_id))
     response.status_code = 201 if created else 200
     return room.public()
 
@@ -299,8 +304,12 @@ async def send(
     room_id: UUID, body: s.MessageIn, rt: RT, me: Me, response: Response
 ) -> dict[str, Any]:
     """Store a message: 201 when new, 200 with the first one for a repeated
-    ``client_msg_id`` (a retry stores nothing twice)."""
-    result = await rt.chat.send(me, RoomId(str(room_id)), body.body, body.client_msg_id)
+    ``client_msg_id`` (a retry stores nothing twice). ``thread_root_id``: a reply in
+    that message's thread (its root's, if it is a reply); 404 unless it is a live
+    message of this room."""
+    result = await rt.chat.send(
+        me, RoomId(str(room_id)), body.body, body.client_msg_id, body.thread_root_id
+    )
     if not result.created:
         response.status_code = 200
     return result.message.public()
@@ -324,6 +333,33 @@ async def list_messages(
         me, RoomId(str(room_id)), before_seq=before_seq, after_seq=after_seq, limit=limit
     )
     return {"messages": [m.public() for m in messages], "has_more": has_more}
+
+
+@router.get(
+    "/rooms/{room_id:uuid}/messages/{message_id:uuid}/thread",
+    response_model=s.ThreadPageOut,
+    tags=["messages"],
+    dependencies=READ,
+)
+async def thread(
+    room_id: UUID,
+    message_id: UUID,
+    rt: RT,
+    me: Me,
+    after_seq: Annotated[int, Query(ge=0, le=2**53)] = 0,
+    limit: LimitParam = 50,
+) -> dict[str, Any]:
+    """A thread: its root and its replies after ``after_seq``, ascending by seq
+    (deleted ones as tombstones). A message with no replies is a root with none; a
+    reply's id gives its root's thread."""
+    root, replies, has_more = await rt.chat.thread(
+        me, RoomId(str(room_id)), MessageId(str(message_id)), after_seq=after_seq, limit=limit
+    )
+    return {
+        "root": root.public(),
+        "messages": [m.public() for m in replies],
+        "has_more": has_more,
+    }
 
 
 @router.get(

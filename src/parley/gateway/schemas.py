@@ -101,7 +101,7 @@ class RoomOut(BaseModel):
     name: str
     visibility: Literal["public", "private"]
     topic: str
-    kind: Literal["room", "dm"]
+    kind: Literal["room", "dm", "group_dm"]
     created_at: str
     last_seq: int
 
@@ -135,7 +135,22 @@ class MembersOut(BaseModel):
 
 
 class DmIn(Strict):
+    """The 1:1 direct room with ``user_id``."""
+
     user_id: Annotated[str, Field(min_length=1, max_length=64)]
+
+
+class GroupDmIn(Strict):
+    """The group direct room of the caller and 2 to 9 others, as a set."""
+
+    user_ids: Annotated[
+        list[Annotated[str, Field(**documented(v.UUID_PATTERN))]],
+        Field(
+            min_length=v.MIN_GROUP_OTHERS,
+            max_length=v.MAX_GROUP_OTHERS,
+            json_schema_extra={"uniqueItems": True},
+        ),
+    ]
 
 
 class MessageIn(Strict):
@@ -143,11 +158,20 @@ class MessageIn(Strict):
     client_msg_id: Annotated[
         str | None, Field(min_length=1, max_length=64, **documented(v.CLIENT_MSG_ID_PATTERN))
     ] = None
+    thread_root_id: Annotated[str | None, Field(max_length=36, **documented(v.UUID_PATTERN))] = None
 
 
 class MessagePatch(Strict):
     body: Body
     version: Annotated[int, Field(ge=1, le=2**31), Integral]
+
+
+class ThreadOut(BaseModel):
+    """A root's summary of its live replies (``null`` on a message with none)."""
+
+    reply_count: int
+    last_reply_at: str | None
+    participants: list[str]
 
 
 class MessageOut(BaseModel):
@@ -162,9 +186,17 @@ class MessageOut(BaseModel):
     version: int
     deleted: bool
     reactions: dict[str, list[str]]
+    thread_root_id: str | None
+    thread: ThreadOut | None
 
 
 class MessagesOut(BaseModel):
+    messages: list[MessageOut]
+    has_more: bool
+
+
+class ThreadPageOut(BaseModel):
+    root: MessageOut
     messages: list[MessageOut]
     has_more: bool
 

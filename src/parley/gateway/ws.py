@@ -486,7 +486,11 @@ class _Pump:
             if self.limiter is not None:
                 await self.limiter.check("send", conn.user_id)
             result = await rt.chat.send(
-                conn.user_id, RoomId(frame.room_id), frame.body, frame.client_msg_id
+                conn.user_id,
+                RoomId(frame.room_id),
+                frame.body,
+                frame.client_msg_id,
+                frame.thread_root_id,
             )
         except RateLimited as exc:
             stats.send_errors += 1

@@ -42,12 +42,14 @@ class Auth(msgspec.Struct, tag_field="type", tag="auth", frozen=True):
 
 
 class Send(msgspec.Struct, tag_field="type", tag="send", frozen=True):
-    """Store a message; answered by ``ack`` once it is durable."""
+    """Store a message (a reply in a thread with ``thread_root_id``); answered by
+    ``ack`` once it is durable."""
 
     room_id: RoomIdField
     body: str
     id: FrameId = None
     client_msg_id: Annotated[str, msgspec.Meta(max_length=64)] | None = None
+    thread_root_id: Annotated[str, msgspec.Meta(max_length=64)] | None = None
 
 
 class Resume(msgspec.Struct, tag_field="type", tag="resume", frozen=True):

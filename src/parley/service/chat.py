@@ -65,7 +65,7 @@ class ChatService:
         self, actor: UserId, room_id: RoomId, *, name: str | None, topic: str | None
     ) -> Room:
         room, membership = await self._member_room(actor, room_id)
-        if room.kind is RoomKind.DM:
+        if room.kind.direct:
             raise Forbidden("direct rooms have no settings to change")
         permissions.check_manage(membership, None)
         updated, _ = await self.store.update_room(
@@ -99,6 +99,8 @@ class ChatService:
     async def leave(self, actor: UserId, room_id: RoomId) -> None:
         room, _ = await self._member_room(actor, room_id)
         if room.kind is RoomKind.DM:
+            # A group direct room can be left: the others talk on, and opening the
+            # same set again brings the one who left back (``open_group_dm``).
             raise Forbidden("direct rooms cannot be left")
         await self.store.remove_member(room_id, actor, actor, ban=False)
 
@@ -110,8 +112,8 @@ class ChatService:
         self, actor: UserId, room_id: RoomId, user_id: UserId, role: Role = Role.MEMBER
     ) -> None:
         room, membership = await self._member_room(actor, room_id)
-        if room.kind is RoomKind.DM:
-            raise Forbidden("direct rooms have exactly two members")
+        if room.kind.direct:
+            raise Forbidden("a direct room's people are fixed: open a direct room with them")
         permissions.check_manage(membership, None)
         permissions.check_grant(membership, role)
         if await self.store.get_user(user_id) is None:
@@ -122,8 +124,8 @@ class ChatService:
         self, actor: UserId, room_id: RoomId, user_id: UserId, *, ban: bool
     ) -> None:
         room, membership = await self._member_room(actor, room_id)
-        if room.kind is RoomKind.DM:
-            raise Forbidden("direct rooms have exactly two members")
+        if room.kind.direct:
+            raise Forbidden("a direct room's people are fixed: nobody can be removed")
         if user_id == actor:
             # Forbidden, not InvalidInput: the request is well formed; who sends it is
             # what makes it refused (a schema cannot say "not yourself").
@@ -145,16 +147,37 @@ class ChatService:
         room, _, created = await self.store.get_or_create_dm(actor, other)
         return room, created
 
+    async def open_group_dm(self, actor: UserId, others: list[str]) -> tuple[Room, bool]:
+        """The one group direct room of the caller and 2 to 9 others (as a set):
+        made on first call, the same room after (the caller joins it again if they
+        had left). An unknown user is ``NotFound``, as for a 1:1 room."""
+        people = [UserId(u) for u in validation.check_group_others(others, actor)]
+        if len(await self.store.get_users(people)) != len(people):
+            raise NotFound("user not found")
+        room, _, created = await self.store.get_or_create_group_dm(actor, people)
+        return room, created
+
     # messages
     async def send(
-        self, actor: UserId, room_id: RoomId, body: str, client_msg_id: str | None
+        self,
+        actor: UserId,
+        room_id: RoomId,
+        body: str,
+        client_msg_id: str | None,
+        thread_root_id: str | None = None,
     ) -> SendResult:
-        """Store a message. Membership is checked inside the commit."""
+        """Store a message (a reply, with ``thread_root_id``). Membership and the
+        thread's root are checked inside the commit."""
         request = SendRequest(
             room_id=room_id,
             sender_id=actor,
             body=validation.check_body(body, self.max_body_bytes),
             client_msg_id=validation.check_client_msg_id(client_msg_id),
+            thread_root_id=(
+                MessageId(validation.check_id(thread_root_id, "thread_root_id"))
+                if thread_root_id is not None
+                else None
+            ),
         )
         try:
             result = await self.store.send_message(request)
@@ -185,6 +208,28 @@ class ChatService:
         return await self.store.list_messages(
             room_id, before_seq=before_seq, after_seq=after_seq, limit=_page(limit)
         )
+
+    async def thread(
+        self,
+        actor: UserId,
+        room_id: RoomId,
+        message_id: MessageId,
+        *,
+        after_seq: int = 0,
+        limit: int = 50,
+    ) -> tuple[Message, list[Message], bool]:
+        """The thread a message belongs to: the root and a page of its replies. A
+        message with no reply is a root with an empty page; a reply gives its
+        root's thread."""
+        await self._member_room(actor, room_id)
+        if after_seq < 0:
+            raise InvalidInput("after_seq must be >= 0")
+        found = await self.store.list_thread(
+            room_id, message_id, after_seq=after_seq, limit=_page(limit)
+        )
+        if found is None:
+            raise NotFound("message not found")
+        return found
 
     async def events(
         self, actor: UserId, room_id: RoomId, *, after_seq: int = 0, limit: int = 100

@@ -17,9 +17,11 @@ from parley.domain.models import (
     Role,
     Room,
     RoomKind,
+    ThreadSummary,
     User,
     Visibility,
 )
+from parley.protocol.codec import loads
 from parley.store.crypto import open_body, open_event
 from parley.store.schema import events, members, messages, rooms, users
 
@@ -53,6 +55,10 @@ _MESSAGE_COLUMNS = (
     messages.c.version,
     messages.c.deleted,
     messages.c.key_id,
+    messages.c.thread_root_id,
+    messages.c.reply_count,
+    messages.c.last_reply_at,
+    messages.c.thread_participants,
 )
 _MEMBER_COLUMNS = (
     members.c.room_id,
@@ -101,7 +107,18 @@ def _message(row: Sequence[Any], conn: Connection) -> Message:
         edited_at=row[7],
         version=row[8],
         deleted=bool(row[9]),
+        thread_root_id=row[11],
+        thread=_thread(row[12], row[13], row[14]),
     )
+
+
+def _thread(
+    count: int, last_reply_at: str | None, participants: str | None
+) -> ThreadSummary | None:
+    """A root's summary from its columns; ``None`` when it has no live reply."""
+    if not count:
+        return None
+    return ThreadSummary(count, last_reply_at, tuple(loads(participants or "[]")))
 
 
 def _membership(row: Sequence[Any]) -> Membership:

@@ -74,7 +74,8 @@ rooms = Table(
     Column("last_seq", Integer, nullable=False),
     # When last_seq last moved: orders a user's room list by activity.
     Column("last_event_at", TIMESTAMP, nullable=False),
-    # "min_user_id:max_user_id" for a direct room, so a pair has at most one.
+    # "min_user_id:max_user_id" for a direct room, so a pair has at most one; for a
+    # group direct room "g:" and a hash of its people's sorted ids, one per set.
     Column("dm_key", String(80), nullable=True, unique=True),
     Index(None, "visibility", "kind"),
 )
@@ -109,8 +110,23 @@ messages = Table(
     # The data key that sealed ``body`` (base64 of nonce and ciphertext); NULL: plain
     # text, from before encryption at rest, or a tombstone's empty body.
     Column("key_id", Integer, nullable=True),
+    # A reply's thread root (NULL at top level); on a root, the summary of its live
+    # replies, kept by the transactions that store and delete them
+    # (``parley.store.threads``): ``thread_participants`` is a JSON list of user ids.
+    Column("thread_root_id", ID, nullable=True),
+    Column("reply_count", Integer, nullable=False, server_default=text("0")),
+    Column("last_reply_at", TIMESTAMP, nullable=True),
+    Column("thread_participants", Text, nullable=True),
     # Doubles as the (room_id, seq) index every page and unread count walks.
     UniqueConstraint("room_id", "seq"),
+    # A thread's page; partial, so top-level sends do not pay for it.
+    Index(
+        None,
+        "thread_root_id",
+        "seq",
+        sqlite_where=text("thread_root_id IS NOT NULL"),
+        postgresql_where=text("thread_root_id IS NOT NULL"),
+    ),
     # Idempotent sends; rows with a NULL client_msg_id never collide.
     UniqueConstraint("room_id", "sender_id", "client_msg_id"),
 )

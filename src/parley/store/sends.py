@@ -1,6 +1,7 @@
 """The send path: a run of consecutive ``send_message`` calls in one transaction, as a
 handful of statements whatever its size (one membership and repeat lookup, one
-counter ``UPDATE`` per room, one ``executemany`` per table); and ``_new_message``,
+counter ``UPDATE`` per room, one ``executemany`` per table; replies add one lookup of
+their roots and one ``executemany`` of the roots' summaries); and ``_new_message``,
 which makes a send's message, row and event for the writer and the store floor alike.
 """
 
@@ -19,6 +20,7 @@ from parley.domain.models import (
     Message,
     MessageId,
     SendResult,
+    ThreadSummary,
     new_message_id,
     utc_now,
 )
@@ -36,6 +38,7 @@ from parley.store.statements import (
     _Raw,
     _take_seqs,
 )
+from parley.store.threads import _find_roots, _Root, _store_summaries
 
 # A run of sends is checked in one lookup: for each (room, sender, client_msg_id) key,
 # is the sender a member, and is a message with that client id stored already. The keys
@@ -127,6 +130,11 @@ def _apply_sends(conn: Connection, ops: Sequence[_Op]) -> None:
         assert message.client_msg_id is not None
         stored[(message.room_id, message.sender_id, message.client_msg_id)] = message
 
+    roots = _find_roots(
+        conn,
+        {op.send.thread_root_id for op in ops if op.send and op.send.thread_root_id is not None},
+    )
+    root_of: dict[int, _Root] = {}
     fresh: list[_Op] = []
     first_of: dict[tuple[str, str, str], _Op] = {}
     repeats: list[tuple[_Op, _Op]] = []
@@ -147,7 +155,14 @@ def _apply_sends(conn: Connection, ops: Sequence[_Op]) -> None:
             if key in first_of:
                 repeats.append((op, first_of[key]))
                 continue
-            first_of[key] = op
+        if request.thread_root_id is not None:
+            root = roots.get((request.room_id, request.thread_root_id))
+            if root is None:
+                op.error = NotFound("thread root not found")
+                continue
+            root_of[id(op)] = root
+        if request.client_msg_id is not None:
+            first_of[(request.room_id, request.sender_id, request.client_msg_id)] = op
         fresh.append(op)
     if not fresh:
         for op, first in repeats:
@@ -167,7 +182,12 @@ def _apply_sends(conn: Connection, ops: Sequence[_Op]) -> None:
         assert request is not None
         seq = next_seq[request.room_id]
         next_seq[request.room_id] = seq + 1
-        message, row, created = _new_message(request, seq, now)
+        root = root_of.get(id(op))
+        if root is None:
+            message, row, created = _new_message(request, seq, now)
+        else:
+            summary = root.add_reply(request.sender_id, now)
+            message, row, created = _new_message(request, seq, now, root.id, summary)
         message_rows.append(row)
         new_events.append(created)
         op.result = SendResult(message, created, created=True)
@@ -177,12 +197,22 @@ def _apply_sends(conn: Connection, ops: Sequence[_Op]) -> None:
             row["key_id"], row["body"] = seal_body(ring, row["room_id"], row["id"], row["body"])
     _RAW_INSERT_MESSAGES.executemany(conn, message_rows)
     _insert_events(conn, new_events, [row["id"] for row in message_rows])
+    if root_of:
+        _store_summaries(conn, {id(root): root for root in root_of.values()}.values())
     for op, first in repeats:
         op.result = SendResult(first.result.message, None, created=False)
 
 
-def _new_message(request: SendRequest, seq: int, now: str) -> tuple[Message, dict[str, Any], Event]:
-    """A fresh message with its ``seq``: the message, its row and its event."""
+def _new_message(
+    request: SendRequest,
+    seq: int,
+    now: str,
+    root_id: str | None = None,
+    root_thread: ThreadSummary | None = None,
+) -> tuple[Message, dict[str, Any], Event]:
+    """A fresh message with its ``seq``: the message, its row and its event. A reply
+    names its thread's root (``root_id``), and its event carries the root's summary
+    after it (``root_thread``), so live clients and a replay see the count move."""
     message = Message(
         id=MessageId(new_message_id()),
         room_id=request.room_id,
@@ -191,6 +221,7 @@ def _new_message(request: SendRequest, seq: int, now: str) -> tuple[Message, dic
         body=request.body,
         client_msg_id=request.client_msg_id,
         created_at=now,
+        thread_root_id=MessageId(root_id) if root_id is not None else None,
     )
     row = {
         "id": message.id,
@@ -203,13 +234,12 @@ def _new_message(request: SendRequest, seq: int, now: str) -> tuple[Message, dic
         "version": 1,
         "deleted": False,
         "key_id": None,
+        "thread_root_id": root_id,
     }
+    fields: dict[str, Any] = {"message": message.public()}
+    if root_thread is not None:
+        fields["root_thread"] = root_thread.public()
     created = _new_event(
-        request.room_id,
-        seq,
-        EventType.MESSAGE_CREATED,
-        now,
-        request.sender_id,
-        message=message.public(),
+        request.room_id, seq, EventType.MESSAGE_CREATED, now, request.sender_id, **fields
     )
     return message, row, created

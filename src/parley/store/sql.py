@@ -39,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import hashlib
 import logging
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import replace
@@ -150,6 +151,7 @@ from parley.store.statements import (
     _fold_reactions,
     _take_seqs,
 )
+from parley.store.threads import _read_thread, _recount
 from parley.store.writer import GroupCommitWriter, StoreStats
 
 __all__ = [
@@ -171,6 +173,12 @@ _PING_TIMEOUT = 5.0
 
 def _dm_key(a: str, b: str) -> str:
     return ":".join(sorted((a, b)))
+
+
+def _group_dm_key(people: Iterable[str]) -> str:
+    """One key per set of people, order-insensitive, short enough for the column
+    whatever the set's size."""
+    return "g:" + hashlib.sha256(":".join(sorted(set(people))).encode()).hexdigest()
 
 
 def _load_message(conn: Connection, room_id: str, message_id: str) -> Message:
@@ -245,7 +253,7 @@ def _insert_room(
 ) -> tuple[Room, list[Event]]:
     """``room.created`` (seq 1), then ``member.joined`` for the owner and each other
     member. The counter row is inserted at its final value: nobody else can see the
-    room before this commits. In a DM both people are plain members."""
+    room before this commits. In a direct room everyone is a plain member."""
     _require_users(conn, [owner_id, *others])
     now = utc_now()
     room_id = new_id()
@@ -265,7 +273,7 @@ def _insert_room(
             "dm_key": dm_key,
         },
     )
-    owner_role = Role.MEMBER if kind is RoomKind.DM else Role.OWNER
+    owner_role = Role.MEMBER if kind.direct else Role.OWNER
     new = [
         _new_event(
             room_id,
@@ -794,6 +802,56 @@ class SqlStore(Store):
 
         return await self._writer.write(run, dm_key=key)
 
+    async def get_or_create_group_dm(
+        self, creator: UserId, others: Sequence[UserId]
+    ) -> tuple[Room, list[Event], bool]:
+        """As ``get_or_create_dm``, keyed by the set of people. A creator who left
+        the room joins it again (``member.joined``); others who left stay out."""
+        key = _group_dm_key([creator, *others])
+        people = [u for u in dict.fromkeys(others) if u != creator]
+
+        def find(conn: Connection) -> tuple[Room, bool] | None:
+            row = conn.execute(_ROOM_OF_PAIR, {"key": key}).first()
+            if row is None:
+                return None
+            found = _room(row)
+            member = _find_membership(conn, found.id, creator)
+            return found, member is not None and member.is_member
+
+        existing = await self._read(find)
+        if existing is not None and existing[1]:
+            return existing[0], [], False
+
+        def run(conn: Connection) -> tuple[Room, list[Event], bool]:
+            found = find(conn)
+            if found is None:
+                try:
+                    with conn.begin_nested():
+                        room, new = _insert_room(
+                            conn,
+                            "",
+                            Visibility.PRIVATE,
+                            "",
+                            RoomKind.GROUP_DM,
+                            creator,
+                            people,
+                            key,
+                        )
+                        return room, new, True
+                except IntegrityError:
+                    found = find(conn)
+                    if found is None:
+                        raise
+            room, is_member = found
+            if is_member:
+                return room, [], False
+            row = _find_membership(conn, room.id, creator)
+            new = _add_member(conn, room.id, creator, Role.MEMBER, creator, row)
+            return replace(room, last_seq=new[-1].seq), new, False
+
+        rooms = (existing[0].id,) if existing is not None else ()
+        return await self._writer.write(run, *rooms, dm_key=key)
+
     async def join_room(self, room_id: RoomId, user_id: UserId) -> list[Event]:
         """Join as a member; re-checks a ban under the lock (``Forbidden``). A new
         member starts with nothing unread: its cursor is its own join event."""
@@ -1024,7 +1082,8 @@ class SqlStore(Store):
         """The body is erased from the database, not only hidden: from the message's
         row and from every stored event that carried it (``parley.store.erase``);
         ``version`` moves on so that an edit racing the delete gets
-        ``VersionConflict``."""
+        ``VersionConflict``. Deleting a reply recounts its root's summary, which the
+        ``message.deleted`` event carries as ``root_thread``."""
 
         def run(conn: Connection) -> tuple[Message, list[Event]]:
             current = _load_message(conn, room_id, message_id)
@@ -1048,16 +1107,11 @@ class SqlStore(Store):
             [tombstone] = _fold_reactions(
                 conn, [replace(current, body="", deleted=True, version=current.version + 1)]
             )
-            new = [
-                _new_event(
-                    room_id,
-                    seq,
-                    EventType.MESSAGE_DELETED,
-                    now,
-                    actor_id,
-                    message=tombstone.public(),
-                )
-            ]
+            fields: dict[str, Any] = {"message": tombstone.public()}
+            if current.thread_root_id is not None:
+                summary = _recount(conn, room_id, current.thread_root_id)
+                fields["root_thread"] = summary.public() if summary is not None else None
+            new = [_new_event(room_id, seq, EventType.MESSAGE_DELETED, now, actor_id, **fields)]
             _rewrite_text_events(conn, room_id, message_id, "", deleted=True)
             _insert_events(conn, new, [message_id])
             return tombstone, new
@@ -1153,6 +1207,20 @@ class SqlStore(Store):
             return [_event(row, conn) for row in rows[:limit]], len(rows) > limit
 
         return await self._read_history(room_id, run, full=lambda result: result[1], snapshot=False)
+
+    async def list_thread(
+        self, room_id: RoomId, message_id: MessageId, *, after_seq: int, limit: int
+    ) -> tuple[Message, list[Message], bool] | None:
+        return await self._read(
+            functools.partial(
+                _read_thread,
+                room_id=room_id,
+                message_id=message_id,
+                after_seq=after_seq,
+                limit=limit,
+            ),
+            snapshot=True,
+        )
 
     async def set_read(self, room_id: RoomId, user_id: UserId, seq: int) -> int:
         """Through the writer, so read cursors are group-committed like sends."""

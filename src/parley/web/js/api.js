@@ -310,6 +310,17 @@ export class Api {
     return this.request('POST', '/dms', { json: { user_id: userId } });
   }
 
+  /** The group direct room of the caller and `userIds` (2 to 9 others), as a set. */
+  openGroupDm(userIds) {
+    return this.request('POST', '/dms', { json: { user_ids: userIds } });
+  }
+
+  /** A thread: `{root, messages, has_more}`, replies ascending after `afterSeq`. */
+  thread(roomId, messageId, { afterSeq = 0, limit = 100 } = {}) {
+    const q = new URLSearchParams({ after_seq: String(afterSeq), limit: String(limit) });
+    return this.get(`/rooms/${encodeURIComponent(roomId)}/messages/${encodeURIComponent(messageId)}/thread?${q}`);
+  }
+
   // -- messages and events -------------------------------------------------
 
   messages(roomId, { beforeSeq, afterSeq, limit = 50 } = {}) {
@@ -331,10 +342,10 @@ export class Api {
     return this.get(`/rooms/${encodeURIComponent(roomId)}/events?${q}`);
   }
 
-  sendMessage(roomId, body, clientMsgId) {
-    return this.request('POST', `/rooms/${encodeURIComponent(roomId)}/messages`, {
-      json: { body, client_msg_id: clientMsgId },
-    });
+  sendMessage(roomId, body, clientMsgId, threadRootId = null) {
+    const json = { body, client_msg_id: clientMsgId };
+    if (threadRootId) json.thread_root_id = threadRootId;
+    return this.request('POST', `/rooms/${encodeURIComponent(roomId)}/messages`, { json });
   }
 
   editMessage(roomId, messageId, body, version) {

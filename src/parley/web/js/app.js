@@ -9,10 +9,12 @@ import { Store } from './store.js';
 import { setupAuth } from './ui/auth.js';
 import { Composer } from './ui/composer.js';
 import { browseDialog, confirmDialog, formDialog } from './ui/dialogs.js';
+import { groupDmDialog } from './ui/groupdm.js';
 import { Header } from './ui/header.js';
 import { Members } from './ui/members.js';
 import { openMenu } from './ui/menu.js';
 import { Sidebar } from './ui/sidebar.js';
+import { ThreadPane } from './ui/thread.js';
 import { Timeline } from './ui/timeline.js';
 import { h, sleep } from './util.js';
 
@@ -106,7 +108,14 @@ class App {
       onMembersToggle: () => this.toggleMembers(),
       onRoomMenu: (anchor) => this.roomMenu(anchor),
     });
-    this.timeline = new Timeline({ store, client, toast: (t, k) => this.toast(t, k), focusComposer });
+    this.thread = new ThreadPane({ store, client, toast: (t, k) => this.toast(t, k) });
+    this.timeline = new Timeline({
+      store,
+      client,
+      toast: (t, k) => this.toast(t, k),
+      focusComposer,
+      onOpenThread: (r, m) => this.thread.open(r, m),
+    });
     this.composer = new Composer({
       store,
       client,
@@ -124,6 +133,7 @@ class App {
     $('create-room').addEventListener('click', () => this.createRoom());
     $('browse-rooms').addEventListener('click', () => this.browse());
     $('new-dm').addEventListener('click', () => this.newDm());
+    $('new-group-dm').addEventListener('click', () => groupDmDialog({ client, onOpen: (r) => this.go(r.id) }));
     $('members-close').addEventListener('click', () => this.toggleMembers(false));
     $('menu-toggle').addEventListener('click', () => this.toggleNav());
     $('scrim').addEventListener('click', () => this.toggleNav(false));
@@ -153,6 +163,7 @@ class App {
       this.members.render();
       this.header.render();
     }
+    if (this.thread.wants(dirty)) this.thread.render();
     if (dirty.has('conn')) this.renderBanner();
   }
 
@@ -364,9 +375,10 @@ class App {
 
   async leave(r) {
     const ok = await confirmDialog({
-      title: `Leave #${this.store.roomName(r)}?`,
-      message:
-        r.room.visibility === 'private'
+      title: r.isGroup ? `Leave the conversation with ${this.store.roomName(r)}?` : `Leave #${this.store.roomName(r)}?`,
+      message: r.isGroup
+        ? 'The others can go on without you. Starting a group message with the same people brings you back.'
+        : r.room.visibility === 'private'
           ? 'This is a private room: you will need to be added again to come back.'
           : 'You can join again from the room directory.',
       confirmLabel: 'Leave',
@@ -391,7 +403,9 @@ class App {
       items.push({ label: 'Add people', onSelect: () => this.addPeople(r) });
       items.push({ label: 'Room settings', onSelect: () => this.roomSettings(r) });
     }
-    if (!r.isDm) items.push({ label: 'Leave room', danger: true, onSelect: () => this.leave(r) });
+    if (!r.isDm || r.isGroup) {
+      items.push({ label: r.isGroup ? 'Leave conversation' : 'Leave room', danger: true, onSelect: () => this.leave(r) });
+    }
     openMenu(anchor, items, { label: 'Room options' });
   }
 

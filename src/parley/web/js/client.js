@@ -367,7 +367,11 @@ export class Client {
 
   /** Fill in what GET /rooms lacks: a DM's other member, the last activity. */
   enrich(r) {
-    if (r.isDm && !r.dmUserId) {
+    if (r.isGroup && !r.groupUserIds) {
+      this.queue(() => this.loadMembers(r)).catch(() => {});
+    } else if (r.isGroup) {
+      r.groupUserIds.forEach((id) => this.ensureUser(id));
+    } else if (r.isDm && !r.dmUserId) {
       this.queue(() => this.loadMembers(r)).catch(() => {});
     } else if (r.isDm) {
       this.ensureUser(r.dmUserId);
@@ -396,6 +400,7 @@ export class Client {
       r.members.set(user.id, role);
       if (r.isDm && user.id !== this.store.me.id) r.dmUserId = user.id;
     }
+    if (r.isGroup) r.groupUserIds = [...r.members.keys()].filter((id) => id !== this.store.me.id);
     if (r.isDm) this.subscribePresence([r.dmUserId].filter(Boolean));
     this.store.touch(`members:${r.id}`, 'rooms', 'current');
     return r.members;
@@ -478,6 +483,59 @@ export class Client {
     if (!r.lastActivity) r.lastActivity = room.created_at;
     this.subscribePresence([user.id]);
     return r;
+  }
+
+  /** Open (or find) the group direct room with several users given by username. */
+  async openGroupDm(usernames) {
+    const names = [...new Set(usernames.map((u) => u.trim().replace(/^@/, '').toLowerCase()).filter(Boolean))];
+    const users = [];
+    for (const name of names) {
+      const user = await this.api.findUser(name);
+      if (!user) throw new Error(`There is no user named “${name}”.`);
+      if (user.id === this.store.me.id) continue;
+      this.store.setUser(user);
+      users.push(user);
+    }
+    if (users.length < 2 || users.length > 9) throw new Error('A group message is for 2 to 9 other people.');
+    const room = await this.api.openGroupDm(users.map((u) => u.id));
+    const r = this.store.putRoom(room, { seen: room.last_seq });
+    r.groupUserIds = users.map((u) => u.id);
+    if (!r.lastActivity) r.lastActivity = room.created_at;
+    this.subscribePresence(r.groupUserIds);
+    return r;
+  }
+
+  // -- threads -------------------------------------------------------------------
+
+  /** Load a thread (its root and every reply, a page at a time) into the room's state. */
+  async loadThread(r, rootId) {
+    let answer = await this.api.thread(r.id, rootId);
+    const thread = { root: answer.root, replies: new Map(), loaded: false };
+    r.threads.set(answer.root.id, thread);
+    for (;;) {
+      for (const m of answer.messages) {
+        thread.replies.set(m.id, m);
+        this.ensureUser(m.sender_id);
+      }
+      if (!answer.has_more || !answer.messages.length) break;
+      const after = answer.messages[answer.messages.length - 1].seq;
+      answer = await this.api.thread(r.id, rootId, { afterSeq: after });
+    }
+    thread.loaded = true;
+    this.ensureUser(thread.root.sender_id);
+    this.store.touch(`thread:${thread.root.id}`);
+    return thread;
+  }
+
+  /** Reply in a thread (over REST: the answer is the stored reply). */
+  async reply(r, rootId, body) {
+    if (!body.trim()) throw new Error('Type a reply first.');
+    const size = utf8Length(body);
+    if (size > MAX_BODY_BYTES) throw new Error(`This reply is ${size.toLocaleString()} bytes; the limit is ${MAX_BODY_BYTES.toLocaleString()}.`);
+    const message = await this.api.sendMessage(r.id, body, uid(), rootId);
+    this.store.confirm(message);
+    if (r.noteThreadMessage(message)) this.store.touch(`thread:${rootId}`);
+    return message;
   }
 
   async addMember(r, username) {

@@ -32,6 +32,9 @@ export class RoomState {
     this.lastActivity = null; // ISO time of the newest message or event seen
     this.preview = null; // {sender_id, text}
     this.dmUserId = null; // the other member of a direct room
+    this.groupUserIds = null; // the other members of a group direct room, once known
+    /** Threads opened in this room: root id -> {root, replies: Map id -> Message, loaded, hasMore}. */
+    this.threads = new Map();
     this.markerSeq = null; // "new messages" line: read_seq when the room was opened
     /** Membership and room changes seen live, shown as system lines (ascending seq). */
     this.notices = [];
@@ -39,8 +42,40 @@ export class RoomState {
     this.named = { name: room.name || '', topic: room.topic || '' };
   }
 
+  /** A direct room, 1:1 or group: no name of its own, no roles, no invitations. */
   get isDm() {
-    return this.room.kind === 'dm';
+    return this.room.kind === 'dm' || this.room.kind === 'group_dm';
+  }
+
+  get isGroup() {
+    return this.room.kind === 'group_dm';
+  }
+
+  /** Keep an open thread's copy of a reply (or its root) current. */
+  noteThreadMessage(message) {
+    const rootId = message.thread_root_id;
+    const thread = this.threads.get(rootId || message.id);
+    if (!thread) return false;
+    if (!rootId) thread.root = { ...thread.root, ...message };
+    else {
+      const old = thread.replies.get(message.id);
+      if (old && (message.version ?? 0) < (old.version ?? 0)) return false;
+      thread.replies.set(message.id, message);
+    }
+    return true;
+  }
+
+  /** A root's summary as a reply's event left it (`root_thread`). */
+  setThreadSummary(rootId, summary) {
+    const root = this.byId.get(rootId);
+    if (root) {
+      const updated = { ...root, thread: summary };
+      this.byId.set(rootId, updated);
+      const i = this.indexOf(root.seq);
+      if (i >= 0) this.messages[i] = updated;
+    }
+    const thread = this.threads.get(rootId);
+    if (thread) thread.root = { ...thread.root, thread: summary };
   }
 
   /** Insert or update a message; older versions never replace newer ones. */
@@ -201,6 +236,10 @@ export class Store {
 
   roomName(state) {
     if (!state) return '';
+    if (state.isGroup) {
+      const others = state.groupUserIds || [];
+      return others.length ? others.map((id) => this.displayName(id)).join(', ') : 'Group message';
+    }
     if (state.isDm) {
       return state.dmUserId ? this.displayName(state.dmUserId) : 'Direct message';
     }
@@ -240,6 +279,9 @@ export class Store {
         }
         if (ev.user_id === this.me?.id && ev.role) r.role = ev.role;
         if (r.isDm && ev.user_id !== this.me?.id) r.dmUserId = ev.user_id;
+        if (r.isGroup && r.groupUserIds && ev.user_id !== this.me?.id && !r.groupUserIds.includes(ev.user_id)) {
+          r.groupUserIds = [...r.groupUserIds, ev.user_id];
+        }
         break;
       case 'member.left':
         if (r.members) {
@@ -247,6 +289,7 @@ export class Store {
           this.touch(`members:${r.id}`);
         }
         r.typing.delete(ev.user_id);
+        if (r.groupUserIds) r.groupUserIds = r.groupUserIds.filter((id) => id !== ev.user_id);
         break;
       case 'message.created': {
         const m = ev.message;
@@ -258,12 +301,14 @@ export class Store {
         r.typing.delete(m.sender_id);
         r.preview = { sender_id: m.sender_id, text: m.body };
         effects.created = m;
+        this.applyThread(r, m, ev);
         break;
       }
       case 'message.edited':
       case 'message.deleted':
         if (ev.message) {
           r.upsert(ev.message);
+          this.applyThread(r, ev.message, ev);
           if (ev.type === 'message.deleted' && r.preview && r.lastMessage()?.id !== ev.message.id) {
             const last = r.lastMessage();
             r.preview = last ? { sender_id: last.sender_id, text: last.body } : r.preview;
@@ -293,6 +338,16 @@ export class Store {
     r.room.last_seq = Math.max(r.room.last_seq || 0, ev.seq);
     if (ev.type === 'message.created' && ev.created_at) r.lastActivity = ev.created_at;
     return effects;
+  }
+
+  /** A message event's share in threads: the reply in an open thread, the root's summary. */
+  applyThread(r, message, ev) {
+    const rootId = message.thread_root_id;
+    if (r.noteThreadMessage(message)) this.touch(`thread:${rootId || message.id}`);
+    if (rootId && 'root_thread' in ev) {
+      r.setThreadSummary(rootId, ev.root_thread);
+      this.touch(`thread:${rootId}`);
+    }
   }
 
   // -- the outbox (messages not yet acknowledged) ----------------------------
@@ -364,7 +419,9 @@ export class Store {
  * get none (their two joins are how the conversation starts).
  */
 export function noticeOf(r, ev) {
-  if (r.isDm || r.notices.some((n) => n.seq === ev.seq)) return null;
+  // A group direct room shows who left (anyone may); its joins are how it starts.
+  const shown = !r.isDm || (r.isGroup && ev.type === 'member.left');
+  if (!shown || r.notices.some((n) => n.seq === ev.seq)) return null;
   const base = { seq: ev.seq, created_at: ev.created_at, type: ev.type, actor_id: ev.actor_id || null };
   if (ev.type === 'member.joined') {
     return { ...base, user_id: ev.user_id, invited_by: ev.invited_by || null };

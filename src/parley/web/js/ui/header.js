@@ -29,7 +29,10 @@ export class Header {
       return;
     }
     const name = store.roomName(r);
-    if (r.isDm) {
+    if (r.isGroup) {
+      this.title.append(h('span', { class: 'title-hash', 'aria-hidden': 'true' }, icon('users')), h('span', null, name));
+      this.topic.textContent = `Group message · ${(r.groupUserIds?.length ?? 0) + 1} people`;
+    } else if (r.isDm) {
       this.title.append(presenceDot(store, r.dmUserId), h('span', null, name));
       const user = store.users.get(r.dmUserId);
       const status = store.presence.get(r.dmUserId)?.status;

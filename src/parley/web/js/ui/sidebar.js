@@ -85,7 +85,9 @@ export class Sidebar {
     const active = r.id === store.currentRoomId;
     const name = store.roomName(r);
     const unread = active ? 0 : r.unread;
-    const mark = r.isDm
+    const mark = r.isGroup
+      ? h('span', { class: 'dm-icon group', 'aria-hidden': 'true' }, icon('users'))
+      : r.isDm
       ? h('span', { class: 'dm-icon' }, avatar(store, r.dmUserId || r.id, 'xs'), presenceDot(store, r.dmUserId))
       : h('span', { class: 'room-icon', 'aria-hidden': 'true' }, r.room.visibility === 'private' ? icon('lock') : '#');
     const failed = [...r.pending.values()].some((p) => p.state === 'failed');

@@ -14,6 +14,7 @@ import { confirmDialog } from './dialogs.js';
 import { icon } from './icons.js';
 import { openMenu } from './menu.js';
 import { avatar } from './sidebar.js';
+import { threadSummary } from './thread.js';
 
 const GROUP_WINDOW_MS = 5 * 60 * 1000;
 const NEAR_TOP_PX = 400;
@@ -21,8 +22,9 @@ const AT_BOTTOM_PX = 48;
 export const QUICK_EMOJI = ['👍', '❤️', '😂', '🎉', '😮', '😢', '🙏', '👀'];
 
 export class Timeline {
-  constructor({ store, client, toast, focusComposer }) {
+  constructor({ store, client, toast, focusComposer, onOpenThread = () => {} }) {
     this.store = store;
+    this.onOpenThread = onOpenThread;
     this.client = client;
     this.toast = toast;
     this.focusComposer = focusComposer;
@@ -107,7 +109,8 @@ export class Timeline {
     const pending = [...r.pending.values()]
       .sort((a, b) => a.queuedAt - b.queuedAt || a.created_at.localeCompare(b.created_at))
       .map((p) => ({ ...p, id: null, seq: null, sender_id: me, pending: true, reactions: {} }));
-    const all = r.loaded ? [...withNotices(r), ...pending] : pending;
+    // Replies live in their thread's pane; their root shows the thread's summary.
+    const all = r.loaded ? [...withNotices(r).filter((m) => !m.thread_root_id), ...pending] : pending;
     const items = [];
     let prev = null;
     let lastDay = null;
@@ -149,6 +152,7 @@ export class Timeline {
         grouped,
         this.store.displayName(m.sender_id),
         m.reactions,
+        m.thread ? [m.thread.reply_count, m.thread.last_reply_at, m.thread.participants] : null,
         editing ? [editing.version, Boolean(editing.conflict), editing.saving, editing.error] : null,
         r.role,
       ]);
@@ -230,6 +234,10 @@ export class Timeline {
       const reactions = this.reactions(r, m);
       if (reactions) main.append(reactions);
     }
+    if (!m.pending) {
+      const summary = threadSummary(this.store, m, (root) => this.onOpenThread(r, root));
+      if (summary) main.append(summary);
+    }
     li.append(gutter, main);
     if (!m.pending && !m.deleted && !editing) li.append(this.actions(r, m, mine));
   }
@@ -294,6 +302,7 @@ export class Timeline {
       'div',
       { class: 'msg-actions', role: 'toolbar', 'aria-label': 'Message actions' },
       react,
+      h('button', { type: 'button', class: 'icon-btn', title: 'Reply in thread', 'aria-label': 'Reply in thread', onclick: () => this.onOpenThread(r, m) }, icon('reply')),
       mine
         ? h('button', { type: 'button', class: 'icon-btn', title: 'Edit', 'aria-label': 'Edit message', onclick: () => this.startEdit(r, m.id) }, icon('edit'))
         : null,
@@ -498,7 +507,7 @@ export class Timeline {
     const me = this.store.me.id;
     for (let i = r.messages.length - 1; i >= 0; i--) {
       const m = r.messages[i];
-      if (m.sender_id === me && !m.deleted) {
+      if (m.sender_id === me && !m.deleted && !m.thread_root_id) {
         this.startEdit(r, m.id);
         return true;
       }
