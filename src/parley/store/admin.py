@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import bindparam, distinct, insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.engine import Connection
 
 from parley.domain.admin import AuditAction, AuditEntry, AuditRecord, Invite
@@ -46,7 +46,8 @@ _AUDIT_COLUMNS = (
 _USER = select(*_USER_COLUMNS).where(users.c.id == bindparam("user"))
 _UPDATE_USER = update(users).where(users.c.id == bindparam("user"))
 _USER_FAMILIES = (
-    select(distinct(_t.c.family_id))
+    select(_t.c.family_id)
+    .distinct()
     .where(_t.c.user_id == bindparam("user"), _t.c.expires_at > bindparam("now"))
     .order_by(_t.c.family_id)
 )
