@@ -31,6 +31,7 @@ _a = audit_log
 _t = refresh_tokens
 _ACTIONS = {a.value: a for a in AuditAction}
 
+_MAX_ID = 2**31 - 1
 _INSERT_AUDIT = insert(_a)
 _AUDIT_COLUMNS = (
     _a.c.id,
@@ -101,6 +102,9 @@ def list_audit(
 ) -> tuple[list[AuditEntry], bool]:
     """Entries in ascending id: the first ``limit`` after ``after``, or the last
     ``limit`` before ``before``; and whether more lie in that direction."""
+    # Ids are 32-bit in PostgreSQL: a cursor past the largest means "the end".
+    after = None if after is None else min(after, _MAX_ID)
+    before = None if before is None else min(before, _MAX_ID)
     query = select(*_AUDIT_COLUMNS)
     if actions:
         query = query.where(_a.c.action.in_(list(actions)))
