@@ -246,7 +246,7 @@ def test_bad_admin_input_gets_the_error_shape(admin: Account) -> None:
     assert_error(admin.put(f"{ADMIN}/registration", json={"mode": "maybe"}), 422)
     assert_error(admin.post(f"{ADMIN}/invites", json={"max_uses": 0}), 422)
     assert_error(admin.post(f"{ADMIN}/invites", json={"expires_in": "soon"}), 422)
-    assert_error(admin.get(f"{ADMIN}/audit", params={"action": "nothing"}), 400, "invalid_input")
+    assert_error(admin.get(f"{ADMIN}/audit", params={"action": "nothing"}), 422)
     assert_error(admin.get(f"{ADMIN}/audit", params={"limit": 0}), 422)
     assert_error(admin.get(f"{ADMIN}/users", params={"prefix": "a%"}), 422)
     short = admin.post(f"{ADMIN}/users/{admin.id}/password", json={"new_password": "short"})

@@ -10,7 +10,7 @@ from uuid import UUID
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, Field
 
-from parley.domain.admin import RegistrationMode
+from parley.domain.admin import AuditAction, RegistrationMode
 from parley.domain.models import MessageId, RoomId, UserId
 from parley.gateway import schemas as s
 from parley.gateway.rest import RT, Me, client_ip, limited
@@ -211,7 +211,7 @@ async def audit(
     after: Annotated[int | None, Query(ge=0, le=2**53)] = None,
     before: Annotated[int | None, Query(ge=1, le=2**53)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    action: Annotated[list[str] | None, Query(max_length=20)] = None,
+    action: Annotated[list[AuditAction] | None, Query(max_length=20)] = None,
 ) -> dict[str, Any]:
     """Entries in ascending ``id``: the first ``limit`` after ``after`` (from the
     start without it), or, with ``before``, the newest ``limit`` below it."""
