@@ -21,7 +21,7 @@ from parley.gateway.app import create_app
 from parley.settings import Settings
 from parley.testing.server import ServerThread
 from tests.component.conftest import Account, Api, assert_error
-from tests.realtime_support import frames_until_closed, recv, ws_connect
+from tests.realtime_support import TIMEOUT, frames_until_closed, recv, ws_connect
 
 ADMIN = "/api/v1/admin"
 
@@ -126,6 +126,28 @@ async def test_deactivation_ends_a_live_websocket_at_once_and_blocks_login(
     assert api.anon.post("/api/v1/auth/token", data=login).status_code == 200
     assert audit(admin, AuditAction.DEACTIVATED, target_user_id=target.id, actor_id=admin.id)
     assert audit(admin, AuditAction.REACTIVATED, target_user_id=target.id)
+
+
+async def test_deactivation_ends_a_live_sse_stream_at_once(
+    api: Api, admin: Account, server: ServerThread
+) -> None:
+    target = api.user("sse")
+    lines: list[str] = []
+    url = f"{server.url}/api/v1/events/stream"
+    async with (
+        httpx.AsyncClient(timeout=TIMEOUT) as http,
+        http.stream("GET", url, params={"access_token": target.access_token}) as response,
+    ):
+        assert response.status_code == 200
+        async with asyncio.timeout(TIMEOUT):
+            async for line in response.aiter_lines():
+                lines.append(line)
+                if line.startswith("data: ") and '"ready"' in line:
+                    deactivate = f"{ADMIN}/users/{target.id}/deactivate"
+                    r = await asyncio.to_thread(admin.post, deactivate)
+                    assert r.status_code == 200, r.text
+    data = [json.loads(line[6:]) for line in lines if line.startswith("data: ")]
+    assert data[-1]["type"] == "error" and data[-1]["code"] == "session_ended"
 
 
 def test_admins_cannot_lock_themselves_out(admin: Account) -> None:

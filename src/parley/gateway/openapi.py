@@ -75,6 +75,7 @@ EXTRA: dict[tuple[str, str], dict[int, str]] = {
     ("post", "/api/v1/admin/users/{user_id}/deactivate"): {403: "cannot_change_self"},
     ("post", "/api/v1/admin/users/{user_id}/password"): {400: "invalid_password"},
     ("post", "/api/v1/auth/revoke"): {429: "rate_limited"},
+    ("get", "/api/v1/auth/registration"): {429: "rate_limited"},
     ("post", "/api/v1/rooms/{room_id}/messages"): {413: "too_large"},
     ("patch", "/api/v1/rooms/{room_id}/messages/{message_id}"): {
         409: "version_conflict (with current_version), conflict (a deleted message)"
