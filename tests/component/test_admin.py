@@ -10,6 +10,7 @@ import json
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -21,6 +22,7 @@ from parley.gateway.app import create_app
 from parley.settings import Settings
 from parley.testing.server import ServerThread
 from tests.component.conftest import Account, Api, assert_error
+from tests.conftest import require_service
 from tests.realtime_support import TIMEOUT, frames_until_closed, recv, ws_connect
 
 ADMIN = "/api/v1/admin"
@@ -327,3 +329,25 @@ def test_the_cli_administers_and_prints_the_audit_log(
     assert capsys.readouterr().err.strip() == "error: no user 'no-such-user'"
     assert cli(server, "registration") == 0
     assert capsys.readouterr().out.strip() == "registration: open"
+
+
+async def test_a_cli_deactivation_reaches_the_nodes_on_the_bus(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``parley admin users deactivate`` publishes the ended sessions on the bus, as
+    the API does: a node's open WebSocket of that user closes at once."""
+    require_service("redis")
+    bus_url = f"redis://127.0.0.1:6379/0?prefix=t{uuid.uuid4().hex[:8]}"
+    with ServerThread(tmp_path / "data", rate_limits="off", bus_url=bus_url) as node:
+        api = Api(node)
+        try:
+            target = api.user("bus")
+            ws = await ws_connect(node.url, target.access_token)
+            assert (await recv(ws))["type"] == "ready"
+            monkeypatch.setenv("PARLEY_BUS_URL", bus_url)
+            assert await asyncio.to_thread(cli, node, "users", "deactivate", target.username) == 0
+            frames, code = await frames_until_closed(ws)
+            assert code == 1008 and frames[-1]["code"] == "session_ended"
+            assert_error(target.get("/api/v1/rooms"), 401, "invalid_token")
+        finally:
+            api.close()

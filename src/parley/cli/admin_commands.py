@@ -2,10 +2,11 @@
 database directly, as the operator (no server needs to run, no admin account is
 needed: whoever can read the database is the operator).
 
-What the API does at once on every node, these do through the database: a
-deactivation or password reset here revokes the account's refresh tokens, and its
-live connections end when their access tokens expire (``PARLEY_ACCESS_TOKEN_TTL``,
-15 minutes by default); the admin API ends them at once.
+A deactivation or password reset here revokes the account's refresh tokens in the
+database, then tells the running nodes on the bus (``PARLEY_BUS_URL``), as the API
+does, so that the account's live connections end at once. With the in-memory bus (one
+embedded node) no other process can be told: those connections end when their access
+tokens expire (``PARLEY_ACCESS_TOKEN_TTL``); the admin API ends them at once.
 """
 
 from __future__ import annotations
@@ -13,13 +14,17 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
+import secrets
 import sys
 from collections.abc import Callable
 from typing import Any
 
 from parley.auth.passwords import Passwords
+from parley.bus import connect_bus
 from parley.domain.admin import AuditAction, AuditEntry, RegistrationMode
 from parley.domain.models import User
+from parley.errors import ParleyError
+from parley.gateway.hub import SESSIONS_CHANNEL, sessions_message
 from parley.service.admin import AdminService
 from parley.settings import Settings
 from parley.store import SqlStore
@@ -85,7 +90,7 @@ async def run(args: argparse.Namespace, settings: Settings, store: SqlStore) -> 
     admin = service(settings, store)
     command = args.admin_command
     if command == "users":
-        return await _users(args, admin)
+        return await _users(args, settings, admin)
     if command == "registration":
         if args.mode is not None:
             await admin.set_registration(None, RegistrationMode(args.mode))
@@ -98,7 +103,7 @@ async def run(args: argparse.Namespace, settings: Settings, store: SqlStore) -> 
     return None
 
 
-async def _users(args: argparse.Namespace, admin: AdminService) -> int:
+async def _users(args: argparse.Namespace, settings: Settings, admin: AdminService) -> int:
     if args.users_command == "list":
         if not 1 <= args.limit <= 1000:
             raise UsageError("--limit: 1 to 1000")
@@ -111,7 +116,8 @@ async def _users(args: argparse.Namespace, admin: AdminService) -> int:
     user = await admin.find_user(args.username)
     action = args.users_command
     if action in ("deactivate", "reactivate"):
-        user, _ = await admin.set_active(None, user.id, action == "reactivate")
+        user, ended = await admin.set_active(None, user.id, action == "reactivate")
+        await tell_nodes(settings, user.id, ended)
     elif action in ("promote", "demote"):
         user = await admin.set_admin(None, user.id, action == "promote")
     else:
@@ -120,10 +126,34 @@ async def _users(args: argparse.Namespace, admin: AdminService) -> int:
         else:
             password = getpass.getpass("new password: ")
         ended = await admin.reset_password(None, user.id, password)
+        await tell_nodes(settings, user.id, ended)
         print(f"{user.username}: password set; {len(ended)} sessions ended")
         return 0
     print(_user_line(user))
     return 0
+
+
+async def tell_nodes(settings: Settings, user_id: str, sids: list[str]) -> None:
+    """Publish the ended sessions on the bus, as ``Hub.end_sessions`` does, so that
+    running nodes close those connections now; a warning if no broker took it."""
+    if not sids or settings.bus_url.startswith("memory:"):
+        return
+    origin = f"admin-{secrets.token_hex(4)}"
+    bus = connect_bus(settings.bus_url, node_id=origin)
+    try:
+        await bus.start(_ignore)  # waits for the first connection attempt
+        await bus.publish(SESSIONS_CHANNEL, sessions_message(origin.encode(), user_id, sids))
+    except ParleyError as exc:
+        print(
+            f"warning: {exc.message}: open connections end when their access tokens expire",
+            file=sys.stderr,
+        )
+    finally:
+        await bus.close()
+
+
+async def _ignore(channel: str, data: bytes) -> None:
+    return None
 
 
 def _user_line(user: User) -> str:
