@@ -13,6 +13,7 @@ import abc
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
+from parley.domain.admin import AuditEntry, AuditRecord, Invite
 from parley.domain.models import (
     Credentials,
     Event,
@@ -82,9 +83,17 @@ class Store(abc.ABC):
     # users
     @abc.abstractmethod
     async def create_user(
-        self, username: str, password_hash: str, display_name: str, *, is_admin: bool = False
+        self,
+        username: str,
+        password_hash: str,
+        display_name: str,
+        *,
+        is_admin: bool = False,
+        invite_hash: str | None = None,
     ) -> User:
-        """Raise ``UsernameTaken`` for a name already in use."""
+        """Raise ``UsernameTaken`` for a name already in use. With ``invite_hash``,
+        count a use of that invite in the same transaction (``Forbidden`` with code
+        ``invalid_invite`` for an unknown, expired or used-up one)."""
 
     @abc.abstractmethod
     async def get_user(self, user_id: UserId) -> User | None: ...
@@ -102,10 +111,14 @@ class Store(abc.ABC):
     ) -> None: ...
 
     @abc.abstractmethod
-    async def use_refresh_token(self, token_hash: str, now: str) -> RefreshGrant:
+    async def use_refresh_token(
+        self, token_hash: str, now: str, *, ip: str | None = None
+    ) -> RefreshGrant:
         """Consume a refresh token atomically. A token used before revokes its whole
-        family (reuse detection) and raises ``Unauthorized(code="invalid_grant")``, as
-        does an unknown, expired or revoked one."""
+        family (reuse detection, audited with ``ip``) and raises
+        ``Unauthorized(code="invalid_grant")``, as does an unknown, expired or revoked
+        one; a revoked token of a deactivated or deleted account raises
+        ``Forbidden(code="account_deactivated")``."""
 
     @abc.abstractmethod
     async def revoke_refresh_family(self, token_hash: str) -> RefreshGrant | None:
@@ -119,6 +132,70 @@ class Store(abc.ABC):
         """Replace the user's password hash and, in the same transaction, revoke
         every refresh family of theirs but ``keep_family`` (the caller's session);
         returns the families revoked."""
+
+    # server administration: each change commits with its audit entry
+    @abc.abstractmethod
+    async def record_audit(self, record: AuditRecord) -> int:
+        """Record an audit entry on its own (for actions the store does not make);
+        its id."""
+
+    @abc.abstractmethod
+    async def list_audit(
+        self,
+        *,
+        after: int | None = None,
+        before: int | None = None,
+        limit: int = 100,
+        actions: Sequence[str] = (),
+    ) -> tuple[list[AuditEntry], bool]:
+        """Entries in ascending id: the first ``limit`` after ``after``, or with
+        ``before`` the last ``limit`` before it; and whether more lie that way."""
+
+    @abc.abstractmethod
+    async def list_users(
+        self, *, prefix: str = "", after: str | None = None, limit: int = 100
+    ) -> tuple[list[User], bool]:
+        """Accounts (deactivated too, deleted not) by username, after ``after``."""
+
+    @abc.abstractmethod
+    async def set_user_active(
+        self, user_id: UserId, active: bool, record: AuditRecord
+    ) -> tuple[User, list[str]]:
+        """Deactivate (revoking every refresh family) or reactivate; the user and the
+        families whose live sessions must end. No change, no audit entry."""
+
+    @abc.abstractmethod
+    async def set_user_admin(self, user_id: UserId, is_admin: bool, record: AuditRecord) -> User:
+        """Make or unmake a server admin. No change, no audit entry."""
+
+    @abc.abstractmethod
+    async def reset_password(
+        self, user_id: UserId, password_hash: str, record: AuditRecord
+    ) -> list[str]:
+        """Set a password and revoke every refresh family; the families ended."""
+
+    @abc.abstractmethod
+    async def set_display_name(self, user_id: UserId, display_name: str) -> User: ...
+
+    @abc.abstractmethod
+    async def delete_account(self, user_id: UserId, record: AuditRecord) -> list[str]:
+        """Anonymise the account (messages kept, username freed, no password opens
+        it) and revoke every refresh family; the families ended."""
+
+    @abc.abstractmethod
+    async def get_setting(self, name: str) -> str | None:
+        """A server setting admins changed at run time, or None."""
+
+    @abc.abstractmethod
+    async def put_setting(self, name: str, value: str, record: AuditRecord) -> None: ...
+
+    @abc.abstractmethod
+    async def create_invite(self, invite: Invite, code_hash: str, record: AuditRecord) -> None:
+        """Store an invite to register, by the hash of its code."""
+
+    @abc.abstractmethod
+    async def list_invites(self, limit: int = 200) -> list[Invite]:
+        """The newest invites first."""
 
     # rooms and membership
     @abc.abstractmethod

@@ -46,6 +46,11 @@ class Settings(BaseSettings):
     allowed_origins: str | None = Field(
         None, description="Comma-separated WebSocket/CORS origins; default: own origin."
     )
+    registration: Literal["open", "closed", "invite"] = Field(
+        "open",
+        description="Who may sign up: open, closed, or invite (a code an admin made); "
+        "an admin's choice at run time (stored in the database) takes precedence.",
+    )
     rate_limits: Literal["on", "off"] = Field(
         "on", description="off: every rate limit off (benchmarks and test rigs only)."
     )

@@ -23,10 +23,11 @@ def refresh(api: Api, token: str):  # type: ignore[no-untyped-def]
 def test_register_login_me(api: Api) -> None:
     alice = api.user("alice")
     me = alice.get("/api/v1/users/me").json()
-    assert me == {"id": alice.id, "username": alice.username, "display_name": alice.username}
-    assert alice.get(f"/api/v1/users/{alice.id}").json() == me
+    user = {"id": alice.id, "username": alice.username, "display_name": alice.username}
+    assert me == {**user, "is_admin": False}  # only /users/me says is_admin
+    assert alice.get(f"/api/v1/users/{alice.id}").json() == user
     found = alice.get("/api/v1/users", params={"username": alice.username}).json()
-    assert found == {"users": [me]}
+    assert found == {"users": [user]}
 
 
 def test_register_display_name_and_taken(api: Api) -> None:

@@ -39,7 +39,7 @@ def check(
 
 def test_no_fastapi_validation_shape_anywhere(document: dict[str, Any]) -> None:
     assert "HTTPValidationError" not in str(document)
-    assert "detail" not in str(document["components"]["schemas"])
+    assert "'detail'" not in str(document["components"]["schemas"])  # FastAPI's own key
     for path, operations in document["paths"].items():
         for method, operation in operations.items():
             for status, answer in operation["responses"].items():

@@ -33,6 +33,7 @@ from typing import Any
 import httpx
 import pytest
 
+from parley.cli.main import main as parley
 from parley.testing.server import ServerThread
 from tests.realtime_support import TIMEOUT, recv, send_frame, ws_connect
 
@@ -65,7 +66,7 @@ def problems() -> Iterator[list[logging.LogRecord]]:
 
 
 def register(http: httpx.Client, prefix: str) -> tuple[str, str]:
-    """A new user: its id and an access token."""
+    """A new user: its id and an access token (its username is ``prefix`` + 10)."""
     username = f"{prefix}{uuid.uuid4().hex[:10]}"
     r = http.post("/api/v1/auth/register", json={"username": username, "password": PASSWORD})
     assert r.status_code == 201, r.text
@@ -155,7 +156,7 @@ def assert_clean(report: dict[str, Any]) -> None:
     # name nobody: a direct room with them is 404 (no link fills a group's list).
     mismatch = {"validation_mismatch": ["POST /api/v1/auth/token"]}
     missing = {"missing_test_data": ["POST /api/v1/dms"]}
-    assert warnings in ({}, mismatch, missing, mismatch | missing), warnings
+    assert warnings in ({}, mismatch, missing, mismatch | missing), report["warnings"]
 
 
 async def probe(url: str, token: str, room_id: str) -> None:
@@ -183,8 +184,12 @@ async def probe(url: str, token: str, room_id: str) -> None:
 def test_schemathesis_all_checks(tmp_path: Path, problems: list[logging.LogRecord]) -> None:
     with ServerThread(tmp_path / "data", rate_limits="off") as server:
         http = httpx.Client(base_url=server.url, timeout=30)
-        _, token = register(http, "st")
+        _, token = register(http, "stadmin")
         other, other_token = register(http, "so")
+        # A server admin, so that the admin operations are fuzzed past their 403.
+        listed = http.get("/api/v1/users/me", headers={"Authorization": f"Bearer {token}"})
+        promote = ["users", "promote", listed.json()["username"]]
+        assert parley(["admin", "--data-dir", str(tmp_path / "data"), *promote]) == 0
         auth = {"Authorization": f"Bearer {token}"}
         room = http.post("/api/v1/rooms", json={"name": "fuzzed"}, headers=auth).json()["id"]
         r = http.post(f"/api/v1/rooms/{room}/members", json={"user_id": other}, headers=auth)
@@ -199,15 +204,19 @@ def test_schemathesis_all_checks(tmp_path: Path, problems: list[logging.LogRecor
             headers={"Authorization": f"Bearer {other_token}"},
         ).json()["id"]
         http.close()
+        message_path = "/rooms/{room_id}/messages/{message_id}"
         toml_text = config(
             auth,
             {"path.room_id": room, "path.message_id": message, "path.user_id": other},
             [
                 {"include-path-regex": "/(join|leave)$", "parameters": {"path.room_id": revolving}},
-                {
-                    "include-name": "DELETE /api/v1/rooms/{room_id}/messages/{message_id}",
-                    "parameters": {"path.message_id": doomed},
-                },
+                *(
+                    {
+                        "include-name": f"DELETE {prefix}{message_path}",
+                        "parameters": {"path.message_id": doomed},
+                    }
+                    for prefix in ("/api/v1", "/api/v1/admin")
+                ),
                 # The stream's first event is ``ready``; the next may be a heartbeat away.
                 {"include-path": "/api/v1/events/stream", "max-stream-events": 1},
             ],

@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 from sqlalchemy import event as sa_event
 from sqlalchemy import make_url
 
+from parley.domain.admin import AuditAction, AuditEntry, AuditRecord, Invite
 from parley.domain.models import (
     Event,
     EventType,
@@ -1568,3 +1569,153 @@ async def test_the_wrong_master_key_is_refused_at_start(store: SqlStore, store_u
     wrong = SqlStore(store_url, keys=KeyRing(bytes(32)))
     with pytest.raises(Undecryptable, match="wrong master key"):
         await wrong.start()
+
+
+# server administration: each change commits with its audit entry
+
+
+def audit_record(action: AuditAction, user: User | None = None, **details: Any) -> AuditRecord:
+    return AuditRecord(action, target_user_id=user.id if user else None, details=details)
+
+
+async def audited(store: Store, user: User) -> list[AuditEntry]:
+    """This user's audit entries (the PostgreSQL database is shared by many tests)."""
+    entries, _ = await store.list_audit(limit=500, before=2**53)
+    return [e for e in entries if e.record.target_user_id == user.id]
+
+
+async def test_deactivation_revokes_every_family_and_refresh_says_why(store: SqlStore) -> None:
+    user = await new_user(store)
+    families = sorted(str(uuid.uuid4()) for _ in range(2))
+    for n, family in enumerate(families):
+        await store.add_refresh_token(f"f{n}-{user.id}", user.id, family, FUTURE)
+    await store.use_refresh_token(f"f0-{user.id}", NOW)  # a used token of a live family
+    changed, ended = await store.set_user_active(
+        user.id, False, audit_record(AuditAction.DEACTIVATED, user)
+    )
+    assert changed.deactivated_at is not None
+    assert sorted(ended) == families
+    with pytest.raises(Forbidden) as caught:
+        await store.use_refresh_token(f"f1-{user.id}", NOW)
+    assert caught.value.code == "account_deactivated"
+    again, ended_again = await store.set_user_active(
+        user.id, False, audit_record(AuditAction.DEACTIVATED, user)
+    )
+    assert ended_again == [] and again.deactivated_at == changed.deactivated_at
+    back, _ = await store.set_user_active(
+        user.id, True, audit_record(AuditAction.REACTIVATED, user)
+    )
+    assert back.deactivated_at is None
+    actions = [e.record.action for e in await audited(store, user)]
+    assert actions == [AuditAction.DEACTIVATED, AuditAction.REACTIVATED]  # no change, no entry
+
+
+async def test_a_failed_change_records_no_audit_entry(store: SqlStore) -> None:
+    ghost = UserId(str(uuid.uuid4()))
+    with pytest.raises(NotFound):
+        await store.set_user_active(
+            ghost, False, AuditRecord(AuditAction.DEACTIVATED, target_user_id=ghost)
+        )
+    entries, _ = await store.list_audit(limit=500, before=2**53)
+    assert ghost not in [e.record.target_user_id for e in entries]
+
+
+async def test_refresh_token_reuse_is_audited_with_the_ip(store: SqlStore) -> None:
+    user = await new_user(store)
+    family = str(uuid.uuid4())
+    await store.add_refresh_token(f"r-{user.id}", user.id, family, FUTURE)
+    await store.use_refresh_token(f"r-{user.id}", NOW)
+    with pytest.raises(Unauthorized):
+        await store.use_refresh_token(f"r-{user.id}", NOW, ip="192.0.2.7")
+    [entry] = await audited(store, user)
+    assert entry.record.action is AuditAction.REFRESH_REUSE
+    assert entry.record.ip == "192.0.2.7"
+    assert entry.record.details == {"family_id": family}
+
+
+async def test_admin_flag_password_reset_and_display_name(store: SqlStore) -> None:
+    user = await new_user(store)
+    promoted = await store.set_user_admin(user.id, True, audit_record(AuditAction.PROMOTED, user))
+    assert promoted.is_admin and (await store.get_user(user.id)) == promoted
+    family = str(uuid.uuid4())
+    await store.add_refresh_token(f"p-{user.id}", user.id, family, FUTURE)
+    ended = await store.reset_password(
+        user.id, "new-hash", audit_record(AuditAction.PASSWORD_RESET, user)
+    )
+    assert ended == [family]
+    credentials = await store.get_credentials(user.username)
+    assert credentials is not None and credentials.password_hash == "new-hash"
+    renamed = await store.set_display_name(user.id, "New Name")
+    assert renamed.display_name == "New Name" and renamed.is_admin
+    actions = [e.record.action for e in await audited(store, user)]
+    assert actions == [AuditAction.PROMOTED, AuditAction.PASSWORD_RESET]
+
+
+async def test_a_deleted_account_frees_its_username_and_keeps_its_messages(
+    store: SqlStore,
+) -> None:
+    user = await new_user(store)
+    room = await new_room(store, user)
+    sent = (await store.send_message(send(room, user, "kept"))).message
+    await store.delete_account(user.id, audit_record(AuditAction.ACCOUNT_DELETED, user))
+    assert await store.get_credentials(user.username) is None
+    gone = await store.get_user(user.id)
+    assert gone is not None and gone.deleted and gone.display_name == "Deleted user"
+    assert (await store.get_message(room.id, sent.id)) == sent
+    again = await store.create_user(user.username, "hash", "Again")
+    assert again.id != user.id
+    listed, _ = await store.list_users(prefix=user.username)
+    assert [u.id for u in listed] == [again.id]
+
+
+async def test_list_users_pages_by_username_with_a_prefix(store: SqlStore) -> None:
+    prefix = f"p{uuid.uuid4().hex[:8]}"
+    made = [await store.create_user(f"{prefix}{i}", "hash", "P") for i in range(5)]
+    await store.set_user_active(made[1].id, False, audit_record(AuditAction.DEACTIVATED))
+    first, more = await store.list_users(prefix=prefix, limit=3)
+    assert [u.username for u in first] == [f"{prefix}{i}" for i in range(3)] and more
+    assert first[1].deactivated_at is not None
+    rest, more = await store.list_users(prefix=prefix, after=first[-1].username, limit=3)
+    assert [u.username for u in rest] == [f"{prefix}3", f"{prefix}4"] and not more
+    odd, _ = await store.list_users(prefix=f"{prefix[:-1]}%")
+    assert odd == []  # LIKE's wildcards are plain characters in a prefix
+
+
+async def test_settings_and_invites(store: SqlStore) -> None:
+    name = f"s{uuid.uuid4().hex[:8]}"
+    assert await store.get_setting(name) is None
+    await store.put_setting(name, "closed", audit_record(AuditAction.REGISTRATION_CHANGED))
+    await store.put_setting(name, "invite", audit_record(AuditAction.REGISTRATION_CHANGED))
+    assert await store.get_setting(name) == "invite"
+    invite = Invite(str(uuid.uuid4()), None, NOW, None, 2, 0)
+    code = f"code-{invite.id}"
+    await store.create_invite(invite, code, audit_record(AuditAction.INVITE_CREATED))
+    first = await store.create_user(f"i{uuid.uuid4().hex[:8]}", "h", "I", invite_hash=code)
+    with pytest.raises(UsernameTaken):  # a failed registration uses nothing up
+        await store.create_user(first.username, "h", "I", invite_hash=code)
+    await store.create_user(f"i{uuid.uuid4().hex[:8]}", "h", "I", invite_hash=code)
+    with pytest.raises(Forbidden) as caught:
+        await store.create_user(f"i{uuid.uuid4().hex[:8]}", "h", "I", invite_hash=code)
+    assert caught.value.code == "invalid_invite"
+    listed = {i.id: i for i in await store.list_invites()}
+    assert listed[invite.id].uses == 2
+    expired = Invite(str(uuid.uuid4()), None, PAST, PAST, None, 0)
+    await store.create_invite(expired, f"x-{expired.id}", audit_record(AuditAction.INVITE_CREATED))
+    with pytest.raises(Forbidden):
+        await store.create_user(f"i{uuid.uuid4().hex[:8]}", "h", "I", invite_hash=f"x-{expired.id}")
+
+
+async def test_audit_pages_both_ways_and_filters_by_action(store: SqlStore) -> None:
+    user = await new_user(store)
+    ids = [
+        await store.record_audit(audit_record(action, user, n=n))
+        for n, action in enumerate([AuditAction.LOGIN, AuditAction.KICK, AuditAction.LOGIN])
+    ]
+    assert ids == sorted(ids)
+    page, more = await store.list_audit(after=ids[0] - 1, limit=2)
+    assert [e.id for e in page] == ids[:2] and more
+    page, _ = await store.list_audit(before=ids[2], limit=1)
+    assert [e.id for e in page] == [ids[1]]
+    logins, _ = await store.list_audit(after=ids[0] - 1, actions=["auth.login"])
+    mine = [e for e in logins if e.record.target_user_id == user.id]
+    assert [e.record.details for e in mine] == [{"n": 0}, {"n": 2}]

@@ -188,10 +188,11 @@ class Tokens:
         )
         return TokenPair(self.access_token(user_id, family), refresh, self._access_ttl)
 
-    async def refresh(self, refresh_token: str) -> TokenPair:
-        """Rotate: consume this refresh token and issue a new pair in its family."""
+    async def refresh(self, refresh_token: str, *, ip: str | None = None) -> TokenPair:
+        """Rotate: consume this refresh token and issue a new pair in its family
+        (``ip``: who presented it, for the audit log should it be a reuse)."""
         grant = await self._store.use_refresh_token(
-            hash_refresh_token(refresh_token), format_ts(datetime.now(UTC))
+            hash_refresh_token(refresh_token), format_ts(datetime.now(UTC)), ip=ip
         )
         return await self.issue(grant.user_id, grant.family_id)
 

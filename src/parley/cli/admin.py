@@ -8,6 +8,8 @@ import sys
 
 from parley import errors
 from parley.auth.passwords import Passwords
+from parley.cli import admin_commands
+from parley.domain.admin import AuditAction, AuditRecord
 from parley.domain.models import RoomId
 from parley.gateway.runtime import open_key_ring
 from parley.settings import Settings
@@ -28,6 +30,9 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
         print(f"error: {exc.message}", file=sys.stderr)
         return 1
     try:
+        handled = await admin_commands.run(args, settings, store)
+        if handled is not None:
+            return handled
         if args.admin_command == "keys":
             return await _keys(args, settings, store)
         if args.admin_command == "create-user":
@@ -40,6 +45,12 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
                 sys.stdout.buffer.write(event.raw + b"\n")
             sys.stdout.flush()
             return 0
+    except admin_commands.UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except errors.ParleyError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 1
     finally:
         await store.close()
     return 2
@@ -49,6 +60,7 @@ async def _keys(args: argparse.Namespace, settings: Settings, store: SqlStore) -
     """``keys rotate [--reseal]`` and ``keys status``."""
     if args.keys_command == "rotate":
         key_id = await store.rotate_key()
+        await store.record_audit(AuditRecord(AuditAction.KEY_ROTATED, details={"key_id": key_id}))
         print(f"key {key_id} now seals new writes")
         if args.reseal:
             print(f"re-sealed {await store.reencrypt()} rows under key {key_id}")

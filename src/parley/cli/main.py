@@ -174,6 +174,9 @@ def make_parser(command: str | None = None) -> argparse.ArgumentParser:
         "--reseal", action="store_true", help="re-seal older rows now, in this process"
     )
     keys_sub.add_parser("status", help="rows holding text under each key")
+    from parley.cli import admin_commands
+
+    admin_commands.register(admin_sub, admin_command)
     admin.set_defaults(func=cmd_admin)
 
     from parley.cli import client

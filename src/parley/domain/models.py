@@ -103,10 +103,25 @@ class User:
     display_name: str
     created_at: str
     is_admin: bool = False
+    deactivated_at: str | None = None
+    """When a server admin deactivated the account (None: active)."""
+    deleted: bool = False
+    """The user deleted the account: the row is anonymised, kept for their messages."""
 
     def public(self) -> dict[str, Any]:
         """The API's ``User`` object."""
         return {"id": self.id, "username": self.username, "display_name": self.display_name}
+
+    def admin_view(self) -> dict[str, Any]:
+        """The ``AdminUser`` object: what server admins see of an account."""
+        return {
+            **self.public(),
+            "created_at": self.created_at,
+            "is_admin": self.is_admin,
+            "deactivated": self.deactivated_at is not None,
+            "deactivated_at": self.deactivated_at,
+            "deleted": self.deleted,
+        }
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,7 +16,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
 
 import parley
-from parley.gateway import docs, errors, openapi, rest
+from parley.gateway import admin, docs, errors, openapi, rest
 from parley.gateway.metrics import router as metrics_router
 from parley.gateway.middleware import (
     ApiPaths,
@@ -118,6 +118,7 @@ def create_app(settings: Settings) -> ParleyApp:
     )
     errors.install(app)
     app.include_router(rest.router)
+    app.include_router(admin.router)
     app.include_router(ws_router)
     app.include_router(sse_router)
     app.include_router(metrics_router)
@@ -149,7 +150,7 @@ def create_app(settings: Settings) -> ParleyApp:
     openapi.install(app)
     if WEB_DIR.is_dir():
         web = StaticFiles(directory=WEB_DIR, html=True)
-        api_routes = [*rest.router.routes, *sse_router.routes]
+        api_routes = [*rest.router.routes, *admin.router.routes, *sse_router.routes]
         app.mount("/", ApiPaths(web, api_routes), name="web")
     if settings.public_url:
         app.host_check = HostCheck(settings.public_url)

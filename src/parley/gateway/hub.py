@@ -104,6 +104,13 @@ LAG_PROBE: Final = 0.05
 SESSIONS_CHANNEL: Final = "sessions"
 """Logouts and password changes: every node subscribes (they are rare)."""
 
+
+def sessions_message(origin: bytes, user_id: str, sids: Sequence[str]) -> bytes:
+    """What ``SESSIONS_CHANNEL`` carries: these sessions of ``user_id`` ended (also
+    sent by ``parley admin`` after a deactivation, to reach every node)."""
+    return envelope.pack(envelope.SESSIONS, origin, "\n".join([user_id, *sids]).encode())
+
+
 HEADS_PER_QUERY: Final = 500
 """Rooms whose heads one store read checks."""
 TARGET_WAIT: Final = 10.0
@@ -396,8 +403,7 @@ class Hub:
         if not sids:
             return
         self._end_local(user_id, sids)
-        body = "\n".join([user_id, *sids]).encode()
-        self.outbox.put(SESSIONS_CHANNEL, envelope.pack(envelope.SESSIONS, self._origin, body))
+        self.outbox.put(SESSIONS_CHANNEL, sessions_message(self._origin, user_id, sids))
 
     def _end_local(self, user_id: str, sids: Sequence[str]) -> None:
         if self.sessions_ended is not None:

@@ -36,6 +36,8 @@ ERROR_SCHEMA: dict[str, Any] = {
     },
 }
 
+ADMIN_PREFIX = "/api/v1/admin/"
+
 CODES: dict[int, tuple[str, str]] = {
     400: ("Bad request", "bad_request (malformed HTTP)"),
     401: ("No valid access token", "unauthorized, invalid_token, token_expired"),
@@ -57,14 +59,23 @@ CODES: dict[int, tuple[str, str]] = {
 EXTRA: dict[tuple[str, str], dict[int, str]] = {
     ("post", "/api/v1/auth/register"): {
         400: "invalid_username, invalid_password",
+        403: "registration_closed, invite_required, invalid_invite",
         409: "username_taken",
         429: "rate_limited",
     },
     ("post", "/api/v1/auth/token"): {
         400: "invalid_grant, invalid_request, unsupported_grant_type",
+        403: "account_deactivated (the right password of a deactivated account, or its "
+        "refresh token)",
         429: "rate_limited",
     },
+    ("patch", "/api/v1/users/me"): {400: "invalid_input (display_name)"},
+    ("delete", "/api/v1/users/me"): {403: "wrong_password"},
+    ("patch", "/api/v1/admin/users/{user_id}"): {403: "cannot_change_self"},
+    ("post", "/api/v1/admin/users/{user_id}/deactivate"): {403: "cannot_change_self"},
+    ("post", "/api/v1/admin/users/{user_id}/password"): {400: "invalid_password"},
     ("post", "/api/v1/auth/revoke"): {429: "rate_limited"},
+    ("get", "/api/v1/auth/registration"): {429: "rate_limited"},
     ("post", "/api/v1/rooms/{room_id}/messages"): {
         413: "too_large",
         404: "not_found (the room, or thread_root_id: unknown, deleted or another room's)",
@@ -143,6 +154,8 @@ def statuses(method: str, path: str, operation: dict[str, Any]) -> dict[int, str
         found[404] = "not_found"
     if "{user_id}" in path or "{message_id}" in path:
         found[404] = "not_found"
+    if path.startswith(ADMIN_PREFIX):
+        found[403] = "forbidden (not a server admin)"
     found[408] = "request_timeout"
     found[421] = "misdirected_request"
     found[503] = CODES[503][1]

@@ -93,9 +93,20 @@ def summary_out(summary: RoomSummary) -> dict[str, Any]:
 # auth
 @router.post("/auth/register", status_code=201, response_model=s.UserEnvelope, tags=["auth"])
 async def register(body: s.RegisterIn, rt: RT, rl: RL, request: Request) -> dict[str, Any]:
+    """Create an account, as the registration mode allows: ``closed`` is 403
+    ``registration_closed``; ``invite`` needs ``invite``, a code an admin made."""
     await rl.check("register", client_ip(request))
-    user = await rt.accounts.register(body.username, body.password, body.display_name)
+    user = await rt.accounts.register(
+        body.username, body.password, body.display_name, invite=body.invite
+    )
     return {"user": user.public()}
+
+
+@router.get("/auth/registration", response_model=s.RegistrationModeOut, tags=["auth"])
+async def registration(rt: RT, rl: RL, request: Request) -> dict[str, str]:
+    """The registration mode, for a sign-up form to show (no token needed)."""
+    await rl.check("read", client_ip(request))
+    return {"mode": (await rt.admin.registration()).value}
 
 
 @router.post("/auth/token", response_model=s.TokenOut, tags=["auth"])
@@ -123,12 +134,12 @@ async def token(
             ip = client_ip(request)
             await rl.check("login", ip)
             await rl.check("login_user", f"{ip}:{username}")
-            pair = await rt.accounts.login(username, password)
+            pair = await rt.accounts.login(username, password, ip)
         elif grant_type == "refresh_token":
             if not refresh_token:
                 raise InvalidInput("refresh_token is required", code="invalid_request")
             await rl.check("refresh", client_ip(request))
-            pair = await rt.accounts.refresh(refresh_token)
+            pair = await rt.accounts.refresh(refresh_token, client_ip(request))
         else:
             raise InvalidInput("unsupported grant_type", code="unsupported_grant_type")
     except Unauthorized as exc:
@@ -162,12 +173,33 @@ async def change_password(
     return {"ok": True}
 
 
-@router.get("/users/me", response_model=s.UserOut, tags=["users"], dependencies=READ)
+@router.get("/users/me", response_model=s.MeOut, tags=["users"], dependencies=READ)
 async def me(rt: RT, user_id: Me) -> dict[str, Any]:
+    """The caller's ``User``, with ``is_admin``: whether they are a server admin."""
     user = await rt.store.get_user(user_id)
-    if user is None:
+    if user is None or user.deleted:
         raise Unauthorized("this account no longer exists", code="invalid_token")
-    return user.public()
+    return {**user.public(), "is_admin": user.is_admin}
+
+
+@router.patch("/users/me", response_model=s.MeOut, tags=["users"], dependencies=EDIT)
+async def update_me(body: s.MePatch, rt: RT, user_id: Me) -> dict[str, Any]:
+    """Change the caller's display name."""
+    user = await rt.accounts.set_display_name(user_id, body.display_name)
+    return {**user.public(), "is_admin": user.is_admin}
+
+
+@router.delete("/users/me", response_model=s.Ok, tags=["users"])
+async def delete_me(
+    body: s.DeleteMeIn, rt: RT, rl: RL, request: Request, user_id: Me
+) -> dict[str, bool]:
+    """Delete the caller's account, confirmed by its password (403
+    ``wrong_password``): every session ends; messages stay, from ``Deleted user``;
+    the username is free again."""
+    await rl.check("login_user", f"{client_ip(request)}:{user_id}")
+    ended = await rt.accounts.delete_account(user_id, body.password, client_ip(request))
+    rt.hub.end_sessions(user_id, ended)
+    return {"ok": True}
 
 
 @router.get("/users", response_model=s.UsersOut, tags=["users"], dependencies=READ)

@@ -11,10 +11,12 @@ from parley.auth.passwords import Passwords
 from parley.auth.tokens import Tokens, load_or_create_key
 from parley.bus import connect_bus
 from parley.cache import connect_cache, connect_presence
+from parley.domain.admin import RegistrationMode
 from parley.gateway.hub import Hub
 from parley.ports import Bus, Cache, Store
 from parley.presence import CoMembers, PresenceConfig, PresenceService, SystemClock
 from parley.service.accounts import Accounts
+from parley.service.admin import AdminService
 from parley.service.chat import ChatService
 from parley.settings import Settings
 from parley.store import SqlStore, migrate
@@ -63,6 +65,7 @@ class Runtime:
     presence: PresenceService
     tokens: Tokens
     accounts: Accounts
+    admin: AdminService
     chat: ChatService
 
     @classmethod
@@ -119,6 +122,7 @@ class Runtime:
         passwords = Passwords(
             time_cost=settings.argon2_time_cost, memory_kib=settings.argon2_memory_kib
         )
+        admin = AdminService(store, passwords, registration=RegistrationMode(settings.registration))
         return cls(
             settings=settings,
             node_id=node_id,
@@ -128,7 +132,8 @@ class Runtime:
             hub=hub,
             presence=presence,
             tokens=tokens,
-            accounts=Accounts(store, passwords, tokens),
+            accounts=Accounts(store, passwords, tokens, admin),
+            admin=admin,
             chat=ChatService(store, max_body_bytes=settings.max_body_bytes),
         )
 

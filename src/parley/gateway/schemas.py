@@ -53,6 +53,7 @@ class RegisterIn(Strict):
         str | None,
         Field(min_length=1, max_length=v.MAX_DISPLAY_NAME, **documented(v.NAME_PATTERN)),
     ] = None
+    invite: Annotated[str | None, Field(min_length=1, max_length=128)] = None
 
 
 class RevokeIn(Strict):
@@ -68,6 +69,24 @@ class UserOut(BaseModel):
     id: str
     username: str
     display_name: str
+
+
+class MeOut(UserOut):
+    is_admin: bool
+
+
+class MePatch(Strict):
+    display_name: Annotated[
+        str, Field(min_length=1, max_length=v.MAX_DISPLAY_NAME, **documented(v.NAME_PATTERN))
+    ]
+
+
+class DeleteMeIn(Strict):
+    password: Annotated[str, Field(min_length=1, max_length=256)]
+
+
+class RegistrationModeOut(BaseModel):
+    mode: Literal["open", "closed", "invite"]
 
 
 class UserEnvelope(BaseModel):

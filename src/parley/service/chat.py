@@ -12,6 +12,7 @@ so a kicked user cannot slip a message in after the kick.
 from __future__ import annotations
 
 from parley.domain import permissions, validation
+from parley.domain.admin import AuditAction, AuditRecord
 from parley.domain.models import (
     Event,
     Membership,
@@ -29,6 +30,7 @@ from parley.domain.models import (
 )
 from parley.errors import Forbidden, InvalidInput, NotFound
 from parley.ports import SendRequest, Store
+from parley.service.admin import removal
 
 MAX_PAGE = 200
 
@@ -118,7 +120,17 @@ class ChatService:
         permissions.check_grant(membership, role)
         if await self.store.get_user(user_id) is None:
             raise NotFound("user not found")
-        await self.store.invite(room_id, user_id, role, actor)
+        events = await self.store.invite(room_id, user_id, role, actor)
+        if events and role is not Role.MEMBER:
+            await self.store.record_audit(
+                AuditRecord(
+                    AuditAction.ROLE_GRANTED,
+                    actor_id=actor,
+                    target_user_id=user_id,
+                    target_room_id=room_id,
+                    details={"role": role.value},
+                )
+            )
 
     async def remove_member(
         self, actor: UserId, room_id: RoomId, user_id: UserId, *, ban: bool
@@ -137,7 +149,11 @@ class ChatService:
             raise NotFound("not a member of this room")
         if ban and await self.store.get_user(user_id) is None:
             raise NotFound("user not found")
-        await self.store.remove_member(room_id, user_id, actor, ban=ban)
+        if await self.store.remove_member(room_id, user_id, actor, ban=ban) or ban:
+            action = AuditAction.BAN if ban else AuditAction.KICK
+            await self.store.record_audit(
+                AuditRecord(action, actor_id=actor, target_user_id=user_id, target_room_id=room_id)
+            )
 
     async def open_dm(self, actor: UserId, other: UserId) -> tuple[Room, bool]:
         if other == actor:
@@ -254,9 +270,13 @@ class ChatService:
         if not permissions.can_delete_message(membership, existing.sender_id):
             raise Forbidden("only the sender, admins and owners can delete a message")
         any_sender = existing.sender_id != actor
-        message, _ = await self.store.delete_message(
+        message, events = await self.store.delete_message(
             room_id, message_id, actor, any_sender=any_sender
         )
+        if any_sender and events:
+            await self.store.record_audit(
+                removal(actor, existing, f"room_{membership.role or Role.MEMBER}")
+            )
         return message
 
     async def react(

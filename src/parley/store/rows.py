@@ -33,7 +33,11 @@ _USER_COLUMNS = (
     users.c.display_name,
     users.c.created_at,
     users.c.is_admin,
+    users.c.deactivated_at,
+    users.c.deleted_at,
 )
+_USER_WIDTH = len(_USER_COLUMNS)
+"""Where a select's own columns begin after a user's."""
 _ROOM_COLUMNS = (
     rooms.c.id,
     rooms.c.name,
@@ -77,7 +81,13 @@ _EVENT_TYPES = {t.value: t for t in EventType}
 
 def _user(row: Sequence[Any]) -> User:
     return User(
-        id=row[0], username=row[1], display_name=row[2], created_at=row[3], is_admin=bool(row[4])
+        id=row[0],
+        username=row[1],
+        display_name=row[2],
+        created_at=row[3],
+        is_admin=bool(row[4]),
+        deactivated_at=row[5],
+        deleted=row[6] is not None,
     )
 
 

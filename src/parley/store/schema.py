@@ -49,6 +49,11 @@ users = Table(
     Column("password_hash", Text, nullable=False),
     Column("is_admin", Boolean, nullable=False, server_default=false()),
     Column("created_at", TIMESTAMP, nullable=False),
+    # Set while a server admin has the account deactivated: no login, no refresh.
+    Column("deactivated_at", TIMESTAMP, nullable=True),
+    # Set when the user deleted their account: the row stays (their messages keep a
+    # sender), anonymised, its username freed (``parley.store.admin``).
+    Column("deleted_at", TIMESTAMP, nullable=True),
 )
 
 refresh_tokens = Table(
@@ -168,4 +173,43 @@ keys = Table(
     Column("id", Integer, primary_key=True, autoincrement=False),
     Column("wrapped", LargeBinary, nullable=False),
     Column("created_at", TIMESTAMP, nullable=False),
+)
+
+server_settings = Table(
+    "server_settings",
+    metadata,
+    # Settings admins change at run time, here so that every node agrees (the
+    # registration mode); an absent row means the node's own default.
+    Column("name", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+    Column("updated_at", TIMESTAMP, nullable=False),
+)
+
+invites = Table(
+    "invites",
+    metadata,
+    Column("id", ID, primary_key=True),
+    # SHA-256 of the code, like refresh tokens: the code itself is shown once.
+    Column("code_hash", String(128), nullable=False, unique=True),
+    Column("created_by", ID, nullable=True),
+    Column("created_at", TIMESTAMP, nullable=False),
+    Column("expires_at", TIMESTAMP, nullable=True),
+    Column("max_uses", Integer, nullable=True),
+    Column("uses", Integer, nullable=False, server_default=text("0")),
+)
+
+audit_log = Table(
+    "audit_log",
+    metadata,
+    # Ascending ids are the audit log's cursor; no foreign keys: an entry outlives
+    # what it names.
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("at", TIMESTAMP, nullable=False),
+    Column("actor_id", ID, nullable=True),
+    Column("action", String(32), nullable=False, index=True),
+    Column("target_user_id", ID, nullable=True),
+    Column("target_room_id", ID, nullable=True),
+    Column("target_message_id", ID, nullable=True),
+    Column("ip", String(64), nullable=True),
+    Column("details", Text, nullable=False),
 )

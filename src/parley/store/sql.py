@@ -48,6 +48,7 @@ from typing import Any, TypeVar, cast
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
+from parley.domain.admin import AuditEntry, AuditRecord, Invite
 from parley.domain.models import (
     Credentials,
     Event,
@@ -79,6 +80,7 @@ from parley.errors import (
     VersionConflict,
 )
 from parley.ports import CommitHook, RefreshGrant, SendRequest, Store
+from parley.store import admin
 from parley.store.crypto import (
     KeyRing,
     _ring,
@@ -99,7 +101,16 @@ from parley.store.erase import _ERASED, _rewrite_text_events
 from parley.store.journal import _insert_events, _new_event
 from parley.store.ops import _Op
 from parley.store.replicas import ReplicaStats, _Replicas, room_head
-from parley.store.rows import _ROLES, _event, _membership, _message, _room, _storable, _user
+from parley.store.rows import (
+    _ROLES,
+    _USER_WIDTH,
+    _event,
+    _membership,
+    _message,
+    _room,
+    _storable,
+    _user,
+)
 from parley.store.runners import _PostgresRunner, _Runner, _SqliteRunner
 from parley.store.statements import (
     _CONSUME_TOKEN,
@@ -627,7 +638,13 @@ class SqlStore(Store):
     # users
 
     async def create_user(
-        self, username: str, password_hash: str, display_name: str, *, is_admin: bool = False
+        self,
+        username: str,
+        password_hash: str,
+        display_name: str,
+        *,
+        is_admin: bool = False,
+        invite_hash: str | None = None,
     ) -> User:
         user = User(
             id=UserId(new_id()),
@@ -646,6 +663,8 @@ class SqlStore(Store):
         }
 
         def run(conn: Connection) -> User:
+            if invite_hash is not None:
+                admin.use_invite(conn, invite_hash, user.created_at)
             try:
                 with conn.begin_nested():
                     conn.execute(_INSERT_USER, row)
@@ -675,7 +694,7 @@ class SqlStore(Store):
     async def get_credentials(self, username: str) -> Credentials | None:
         def run(conn: Connection) -> Credentials | None:
             row = conn.execute(_CREDENTIALS, {"username": username}).first()
-            return Credentials(_user(row), row[5]) if row is not None else None
+            return Credentials(_user(row), row[_USER_WIDTH]) if row is not None else None
 
         return await self._read(run)
 
@@ -698,24 +717,29 @@ class SqlStore(Store):
 
         await self._writer.write(run)
 
-    async def use_refresh_token(self, token_hash: str, now: str) -> RefreshGrant:
+    async def use_refresh_token(
+        self, token_hash: str, now: str, *, ip: str | None = None
+    ) -> RefreshGrant:
         """One conditional ``UPDATE`` consumes the token, so two concurrent refreshes
         with the same token cannot both succeed; the loser finds it used, which is
-        reuse: the family is revoked. The refusal is returned rather than raised so
-        that the revocation commits; it is raised here, after the commit."""
+        reuse: the family is revoked, and the audit log records it. The refusal is
+        returned rather than raised so that the revocation commits; it is raised
+        here, after the commit."""
 
-        def run(conn: Connection) -> RefreshGrant | Unauthorized:
+        def run(conn: Connection) -> RefreshGrant | ParleyError:
             row = conn.execute(_CONSUME_TOKEN, {"token": token_hash, "now": now}).first()
             if row is not None:
                 return RefreshGrant(UserId(row.user_id), row.family_id)
             known = conn.execute(_TOKEN, {"token": token_hash}).first()
             if known is None or known.used_at is None:
-                return Unauthorized("invalid refresh token", code="invalid_grant")
+                closed = admin.token_account_closed(conn, token_hash) if known else None
+                return closed or Unauthorized("invalid refresh token", code="invalid_grant")
             conn.execute(_REVOKE_FAMILY, {"family": known.family_id})
+            admin.record_reuse(conn, token_hash, ip)
             return Unauthorized("refresh token reused: its family is revoked", code="invalid_grant")
 
         outcome = await self._writer.write(run)
-        if isinstance(outcome, Unauthorized):
+        if isinstance(outcome, ParleyError):
             raise outcome
         return outcome
 
@@ -741,6 +765,82 @@ class SqlStore(Store):
             return sorted({row.family_id for row in rows})
 
         return await self._writer.write(run)
+
+    # server administration (``parley.store.admin``): each change and its audit entry
+    # commit together
+
+    async def record_audit(self, record: AuditRecord) -> int:
+        return await self._writer.write(functools.partial(admin.insert_audit, record=record))
+
+    async def list_audit(
+        self,
+        *,
+        after: int | None = None,
+        before: int | None = None,
+        limit: int = 100,
+        actions: Sequence[str] = (),
+    ) -> tuple[list[AuditEntry], bool]:
+        return await self._read(
+            functools.partial(
+                admin.list_audit, after=after, before=before, limit=limit, actions=actions
+            )
+        )
+
+    async def list_users(
+        self, *, prefix: str = "", after: str | None = None, limit: int = 100
+    ) -> tuple[list[User], bool]:
+        return await self._read(
+            functools.partial(admin.list_users, prefix=prefix, after=after, limit=limit)
+        )
+
+    async def set_user_active(
+        self, user_id: UserId, active: bool, record: AuditRecord
+    ) -> tuple[User, list[str]]:
+        return await self._writer.write(
+            functools.partial(admin.set_active, user_id=user_id, active=active, record=record)
+        )
+
+    async def set_user_admin(self, user_id: UserId, is_admin: bool, record: AuditRecord) -> User:
+        return await self._writer.write(
+            functools.partial(admin.set_admin, user_id=user_id, is_admin=is_admin, record=record)
+        )
+
+    async def reset_password(
+        self, user_id: UserId, password_hash: str, record: AuditRecord
+    ) -> list[str]:
+        return await self._writer.write(
+            functools.partial(
+                admin.reset_password, user_id=user_id, password_hash=password_hash, record=record
+            )
+        )
+
+    async def set_display_name(self, user_id: UserId, display_name: str) -> User:
+        return await self._writer.write(
+            functools.partial(admin.set_display_name, user_id=user_id, display_name=display_name)
+        )
+
+    async def delete_account(self, user_id: UserId, record: AuditRecord) -> list[str]:
+        return await self._writer.write(
+            functools.partial(admin.delete_account, user_id=user_id, record=record)
+        )
+
+    async def get_setting(self, name: str) -> str | None:
+        return await self._read(functools.partial(admin.get_setting, name=name))
+
+    async def put_setting(self, name: str, value: str, record: AuditRecord) -> None:
+        await self._writer.write(
+            functools.partial(admin.put_setting, name=name, value=value, record=record)
+        )
+
+    async def create_invite(self, invite: Invite, code_hash: str, record: AuditRecord) -> None:
+        await self._writer.write(
+            functools.partial(
+                admin.create_invite, invite=invite, code_hash=code_hash, record=record
+            )
+        )
+
+    async def list_invites(self, limit: int = 200) -> list[Invite]:
+        return await self._read(functools.partial(admin.list_invites, limit=limit))
 
     # rooms and membership: writes
 
@@ -995,7 +1095,7 @@ class SqlStore(Store):
 
         def run(conn: Connection) -> list[tuple[User, Role]]:
             rows = conn.execute(_MEMBERS, {"room": room_id}).all()
-            return [(_user(row), _ROLES[row[5]]) for row in rows]
+            return [(_user(row), _ROLES[row[_USER_WIDTH]]) for row in rows]
 
         return await self._read(run)
 

@@ -77,7 +77,7 @@ export class Api {
   /**
    * @param {object} options
    * @param {string} options.base  API prefix, e.g. "/api/v1"
-   * @param {() => void} options.onAuthLost  called once when the session ends
+   * @param {(reason?: string) => void} options.onAuthLost  called once when the session ends (with why, when known)
    */
   constructor({ base = '/api/v1', onAuthLost = () => {} } = {}) {
     this.base = base.replace(/\/$/, '');
@@ -167,17 +167,17 @@ export class Api {
       return;
     }
     const error = await errorFrom(response);
-    if (response.status === 400 || response.status === 401) {
-      this.lose();
+    if (response.status === 400 || response.status === 401 || error.code === 'account_deactivated') {
+      this.lose(error.code === 'account_deactivated' ? 'An admin deactivated this account.' : undefined);
       throw new AuthLost();
     }
     throw error; // 429, 5xx: keep the session, try again later
   }
 
-  lose() {
+  lose(reason) {
     const had = Boolean(this.tokens);
     this.setTokens(null);
-    if (had) this.onAuthLost();
+    if (had) this.onAuthLost(reason);
   }
 
   // -- requests ------------------------------------------------------------
@@ -230,9 +230,10 @@ export class Api {
     this.setTokens(tokensFrom(await response.json()));
   }
 
-  register(username, password, displayName) {
+  register(username, password, displayName, invite) {
     const json = { username, password };
     if (displayName) json.display_name = displayName;
+    if (invite) json.invite = invite;
     return this.request('POST', '/auth/register', { json, auth: false });
   }
 
@@ -243,6 +244,11 @@ export class Api {
     if (token) {
       await this.request('POST', '/auth/revoke', { json: { token }, auth: false }).catch(() => {});
     }
+  }
+
+  /** The registration mode: "open", "closed" or "invite". */
+  async registrationMode() {
+    return (await this.request('GET', '/auth/registration', { auth: false })).mode;
   }
 
   // -- users ---------------------------------------------------------------

@@ -6,6 +6,7 @@ import { Api } from './api.js';
 import { Client } from './client.js';
 import { plainText } from './markdown.js';
 import { Store } from './store.js';
+import { accountItems } from './ui/account.js';
 import { setupAuth } from './ui/auth.js';
 import { Composer } from './ui/composer.js';
 import { browseDialog, confirmDialog, formDialog } from './ui/dialogs.js';
@@ -28,7 +29,7 @@ const $ = (id) => document.getElementById(id);
 class App {
   constructor() {
     const base = document.querySelector('meta[name="parley-api"]')?.content || '/api/v1';
-    this.api = new Api({ base, onAuthLost: () => this.signedOut('Your session has ended. Please sign in again.') });
+    this.api = new Api({ base, onAuthLost: (reason) => this.signedOut(reason || 'Your session has ended. Please sign in again.') });
     this.auth = setupAuth({ api: this.api, onSignedIn: () => this.start() });
     this.started = false;
     this.bannerTimer = null;
@@ -414,6 +415,20 @@ class App {
     openMenu(
       anchor,
       [
+        ...accountItems({
+          api: this.api,
+          me,
+          toast: (t, k) => this.toast(t, k),
+          onRenamed: (user) => {
+            Object.assign(me, user);
+            this.store.touch('users');
+          },
+          onDeleted: () => {
+            this.client?.stop();
+            this.api.setTokens(null);
+            this.signedOut('Your account was deleted.');
+          },
+        }),
         { label: 'Log out', hint: `@${me.username}`, onSelect: () => this.logout() },
       ],
       { label: 'Account' },

@@ -7,6 +7,10 @@ const MESSAGES = {
   username_taken: 'That username is taken. Try another one.',
   invalid_username: 'Usernames are 3–32 lowercase letters, digits, “_”, “.” or “-”.',
   invalid_password: 'Passwords are 8 to 256 characters.',
+  registration_closed: 'This server is not taking new accounts.',
+  invite_required: 'This server needs an invite code to sign up.',
+  invalid_invite: 'That invite code is unknown, expired or used up.',
+  account_deactivated: 'An admin deactivated this account.',
   network: 'Cannot reach the server. Check your connection and try again.',
 };
 
@@ -23,6 +27,8 @@ export function setupAuth({ api, onSignedIn }) {
   const display = document.getElementById('auth-display');
   const password = document.getElementById('auth-password');
   const registerOnly = form.querySelector('.field-register');
+  const inviteField = form.querySelector('.field-invite');
+  const invite = document.getElementById('auth-invite');
   const hint = document.getElementById('auth-hint');
   const error = document.getElementById('auth-error');
   const submit = document.getElementById('auth-submit');
@@ -42,6 +48,16 @@ export function setupAuth({ api, onSignedIn }) {
     submit.textContent = login ? 'Sign in' : 'Create account';
     error.textContent = '';
     if (focus) (login ? tabLogin : tabRegister).focus();
+    if (!login) {
+      // The invite field only where the server asks for one.
+      api.registrationMode().then(
+        (registration) => {
+          inviteField.hidden = registration !== 'invite';
+          if (registration === 'closed') error.textContent = MESSAGES.registration_closed;
+        },
+        () => {},
+      );
+    }
   };
   tabLogin.addEventListener('click', () => setMode('login'));
   tabRegister.addEventListener('click', () => setMode('register'));
@@ -73,7 +89,9 @@ export function setupAuth({ api, onSignedIn }) {
     submit.disabled = true;
     submit.setAttribute('aria-busy', 'true');
     try {
-      if (mode === 'register') await api.register(name, pass, display.value.trim() || undefined);
+      if (mode === 'register') {
+        await api.register(name, pass, display.value.trim() || undefined, invite.value.trim() || undefined);
+      }
       await api.login(name, pass);
       password.value = '';
       await onSignedIn();

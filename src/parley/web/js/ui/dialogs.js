@@ -246,3 +246,5 @@ export async function browseDialog({ client, onOpen, onError }) {
   filter.addEventListener('input', render);
   render();
 }
+
+export { show as showDialog };
