@@ -440,6 +440,8 @@ class Live:
             try:
                 await ws.send(codec.dumps(frame).decode())
             except ConnectionClosed as exc:
+                if future.done():  # failed by the connection's end while sending
+                    future.exception()  # retrieved: this raise says the same
                 raise ConnectionLost(str(exc)) from exc
             return await future
         finally:
