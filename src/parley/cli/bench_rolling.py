@@ -4,13 +4,14 @@ steady state, measured in the same run.
 Each run starts its own cluster (``--nodes`` nodes on a fresh PostgreSQL database
 when ``--fresh-database``, the broker, Redis, nginx in front) and ``--senders`` SDK
 clients in one room, each sending one message after another through nginx and
-waiting for its ack. Acknowledged sends are timed for ``--seconds`` (the steady
-state: the run's own baseline), then during ``LocalCluster.rolling_restart`` (each
-node in turn: SIGTERM, it drains and closes its sockets with 1012, exits, starts
-again, is ready, then the next), then for ``--seconds`` after. Every acknowledged
-message must be stored, and none twice. ``--runs`` runs give medians; the JSON has
-each run's acks per second over time and the nodes' restart windows, which the PNG
-draws.
+waiting for its ack. Acknowledged sends are timed for ``--seconds`` (steady state),
+then during a rolling restart as ``LocalCluster.rolling_restart`` does it, timed
+per node (each node in turn: SIGTERM, it drains and closes its sockets with 1012,
+exits, starts again, is ready, then the next), then for ``--seconds`` after. The
+steady rate, the run's own baseline, is both windows' together (the load of a
+shared machine drifts). Every acknowledged message must be stored, and none twice.
+``--runs`` runs give medians; the JSON has each run's acks per second over time
+and the nodes' restart windows, which the PNG draws.
 """
 
 from __future__ import annotations
@@ -185,14 +186,17 @@ def summarize(
     """One run's figures: rates per phase, the longest silence, lost and repeated."""
     t0, r0, r1, t3 = (marks[k] for k in ("steady_from", "restart_from", "restart_to", "after_to"))
     acks = seen.acks
-    steady = rate(acks, t0, r0)
-    during = rate(acks, r0, r1)
+    before, during, after = rate(acks, t0, r0), rate(acks, r0, r1), rate(acks, r1, t3)
+    # Both windows, so that a machine whose load drifts during the run (a shared one)
+    # is compared with what it did on either side of the restart.
+    steady = (before * (r0 - t0) + after * (t3 - r1)) / ((r0 - t0) + (t3 - r1))
     stored: list[str] = extra["stored"]
     latencies = sorted(seen.latencies)
     return {
         "steady_acks_per_s": steady,
         "restart_acks_per_s": during,
-        "after_acks_per_s": rate(acks, r1, t3),
+        "before_acks_per_s": before,
+        "after_acks_per_s": after,
         "ratio_restart_to_steady": during / steady if steady else None,
         "restart_max_gap_s": max_gap(acks, r0, r1),
         "steady_max_gap_s": max_gap(acks, t0, r0),
@@ -226,6 +230,7 @@ def summarize(
 MEDIANS = (
     "steady_acks_per_s",
     "restart_acks_per_s",
+    "before_acks_per_s",
     "after_acks_per_s",
     "ratio_restart_to_steady",
     "restart_max_gap_s",
@@ -266,7 +271,9 @@ def write_plot(path: Path, runs: list[dict[str, Any]]) -> bool:
         width = run["acks_per_s_series"]["bin_s"]
         values = run["acks_per_s_series"]["values"]
         axes.plot([i * width for i in range(len(values))], values, lw=0.9, label="acks/s")
-        axes.axhline(run["steady_acks_per_s"], ls="--", c="grey", lw=0.8, label="steady")
+        axes.axhline(
+            run["steady_acks_per_s"], ls="--", c="grey", lw=0.8, label="steady (before+after)"
+        )
         for node in run["nodes"]:
             start, end = node["window_s"]
             colour = colours[(node["node"] - 1) % len(colours)]
@@ -343,7 +350,8 @@ def _line(n: int, run: dict[str, Any]) -> str:
         f" {run['restart_acks_per_s']:.0f} acks/s"
         + (f" ({ratio:.0%})" if ratio is not None else "")
         + f" over {run['restart_s']:.1f} s, longest silence {run['restart_max_gap_s']:.2f} s,"
-        f" after {run['after_acks_per_s']:.0f}; acked {run['acked']}, lost {run['lost']},"
+        f" before {run['before_acks_per_s']:.0f}, after {run['after_acks_per_s']:.0f};"
+        f" acked {run['acked']}, lost {run['lost']},"
         f" duplicated {run['duplicated']}, stuck {run['stuck_senders']};"
         f" exits {[x['exit_code'] for x in run['nodes']]},"
         f" stops {[round(x['stop_s'], 2) for x in run['nodes']]} s"
