@@ -117,10 +117,10 @@ async def test_lagging_replica_never_shows_a_gap_or_a_stale_page(
     ]
     pair.wait_caught_up()
     head = sent[-1].message.seq
-    served, sent = stats.served, stats.sent
+    served, reads = stats.served, stats.sent
     await same_pages(routed, primary, room_id, head)
     assert stats.served > served, "a replica that caught up served nothing"
-    assert stats.sent - sent == stats.served - served, "every read went to the replica"
+    assert stats.sent - reads == stats.served - served, "every read went to the replica"
 
     pair.standby.sql("SELECT pg_wal_replay_pause()")
     for i in range(20, 30):

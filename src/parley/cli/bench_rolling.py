@@ -45,6 +45,7 @@ STOP_TIMEOUT = 30.0
 """Seconds the senders get to finish their last send once told to stop; a sender
 still waiting then is reported as ``stuck`` (a send that never ends)."""
 BIN = 0.25
+WS_GAUGE = 'parley_connections{transport="ws"}'
 """Seconds per bin of the acks-per-second series."""
 
 
@@ -106,6 +107,21 @@ async def _setup(url: str, senders: int) -> tuple[str, ParleyClient, list[Parley
     return room, fresh[0], fresh[1:]
 
 
+async def ws_connections(cluster: LocalCluster) -> list[int | None]:
+    """Each node's open WebSockets (its ``/metrics``): where nginx put the senders."""
+    out: list[int | None] = []
+    async with httpx.AsyncClient(timeout=5) as http:
+        for node in cluster.nodes:
+            try:
+                text = (await http.get(f"{node.url}/metrics")).text
+            except httpx.HTTPError:
+                out.append(None)
+                continue
+            line = next((x for x in text.splitlines() if x.startswith(WS_GAUGE)), None)
+            out.append(None if line is None else int(float(line.split()[-1])))
+    return out
+
+
 async def _measure(
     cluster: LocalCluster, senders: int, steady: float
 ) -> tuple[Timeline, dict[str, float], list[Window], dict[str, Any]]:
@@ -131,6 +147,7 @@ async def _measure(
     marks = {"steady_from": time.monotonic()}
     await asyncio.sleep(steady)
     marks["restart_from"] = time.monotonic()
+    spread = {"before": await ws_connections(cluster)}
 
     def roll() -> list[Window]:
         out = []
@@ -146,6 +163,7 @@ async def _measure(
     marks["restart_to"] = time.monotonic()
     await asyncio.sleep(steady)
     marks["after_to"] = time.monotonic()
+    spread["after"] = await ws_connections(cluster)
     stop.set()
     done, pending = await asyncio.wait(tasks, timeout=STOP_TIMEOUT)
     for task in pending:
@@ -156,7 +174,12 @@ async def _measure(
     stored = await _stored(cluster.url, token, room)
     for client in (owner, *clients):
         await client.aclose()
-    extra = {"stuck_senders": len(pending), "sender_errors": errors, "stored": stored}
+    extra = {
+        "stuck_senders": len(pending),
+        "sender_errors": errors,
+        "stored": stored,
+        "ws_connections": spread,
+    }
     return seen, marks, windows, extra
 
 
@@ -223,6 +246,7 @@ def summarize(
         "duplicated": len(stored) - len(set(stored)),
         "stuck_senders": extra["stuck_senders"],
         "sender_errors": extra["sender_errors"],
+        "ws_connections_per_node": extra["ws_connections"],
         "acks_per_s_series": {"bin_s": BIN, "values": series(acks, t0, t3)},
     }
 
@@ -354,5 +378,7 @@ def _line(n: int, run: dict[str, Any]) -> str:
         f" acked {run['acked']}, lost {run['lost']},"
         f" duplicated {run['duplicated']}, stuck {run['stuck_senders']};"
         f" exits {[x['exit_code'] for x in run['nodes']]},"
-        f" stops {[round(x['stop_s'], 2) for x in run['nodes']]} s"
+        f" stops {[round(x['stop_s'], 2) for x in run['nodes']]} s;"
+        f" WebSockets per node before {run['ws_connections_per_node']['before']},"
+        f" after {run['ws_connections_per_node']['after']}"
     )
