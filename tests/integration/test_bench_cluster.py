@@ -66,3 +66,22 @@ def test_failover_brings_the_killed_nodes_clients_back(tmp_path: Path) -> None:
     assert (report["lost"], report["duplicated"]) == (0, 0)
     assert report["stored_messages"] == report["stored_expected"] == 15
     assert report["stored_duplicates"] == 0
+
+
+def test_rolling_restart_measures_acks_through_every_node_restart(tmp_path: Path) -> None:
+    require_nginx()
+    report = bench(
+        tmp_path, "rolling-restart", "--nodes", "2", "--senders", "2", "--seconds", "1.5",
+        "--runs", "1",
+    )  # fmt: skip
+    [run] = report["runs"]
+    assert [n["node"] for n in run["nodes"]] == [1, 2]
+    assert all(n["exit_code"] == 0 for n in run["nodes"])
+    assert run["steady_acks_per_s"] > 0 and run["after_acks_per_s"] > 0
+    assert 0 < run["restart_max_gap_s"] <= run["restart_s"]
+    assert (run["lost"], run["duplicated"], run["stuck_senders"]) == (0, 0, 0)
+    assert run["stored"] >= run["acked"] > 0
+    summary = report["summary"]
+    assert summary["steady_acks_per_s"]["median"] == run["steady_acks_per_s"]
+    assert summary["exit_codes"] == [0]
+    assert list((tmp_path / "results").glob("*.png")), "no plot"

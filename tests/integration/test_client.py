@@ -272,3 +272,48 @@ async def test_a_cursor_beyond_the_head_is_reset_and_the_room_goes_on(node: Serv
             await alice.post_message(room_id, "still heard")
             [event] = await take_events(live, 1)
             assert event["seq"] == head + 1 and body_of(event) == "still heard"
+
+
+async def test_a_sender_that_never_reads_its_events_gets_every_ack(node: ServerThread) -> None:
+    """Sends whose own events overflow the queue are still acknowledged (the reader
+    once waited on the full queue, and every later send waited for an ack forever);
+    the events that did not fit are read from the log later, once each, in order."""
+    alice, bob = await user(node.url, "alice"), await user(node.url, "bob")
+    async with closing(alice, bob):
+        room_id = await room(alice, bob)
+        async with alice.live(queue_size=4) as live:
+            async with asyncio.timeout(TIMEOUT):
+                for i in range(30):
+                    await live.send(room_id, f"m{i}")
+                    if i % 10 == 0:
+                        await bob.post_message(room_id, f"bob{i}")
+            assert live.overflows >= 1
+            events = await take_events(live, 33)
+            first = events[0]["seq"]
+            assert [e["seq"] for e in events] == list(range(first, first + 33))
+            bodies = [body_of(e) for e in events]
+            assert [b for b in bodies if b and b.startswith("m")] == [f"m{i}" for i in range(30)]
+            assert bodies.count("bob20") == 1
+
+
+async def test_a_client_that_does_not_read_still_hears_the_server(node: ServerThread) -> None:
+    """A client whose queue is full still reads its socket: a ping is answered (it
+    used to wait behind the queue for good), a 1012 close makes it reconnect at
+    once, and the events that did not fit come from the log, in order."""
+    alice = await user(node.url, "alice")
+    async with closing(alice):
+        room_id = await room(alice)
+        async with alice.live(queue_size=2) as live:
+            for i in range(10):
+                await alice.post_message(room_id, f"m{i}")
+            async with asyncio.timeout(TIMEOUT):
+                await live.ping()  # every event has reached the client
+            assert node._server is not None
+            hub = node._server.config.app.state.runtime.hub
+            for conn in list(hub.users[str(alice.user_id)]):  # type: ignore[attr-defined]
+                conn.close(1012, "service restart")
+            async with asyncio.timeout(5):
+                while live.connects < 2:  # noqa: ASYNC110 (a counter, no event to await)
+                    await asyncio.sleep(0.02)
+            bodies = [body_of(e) for e in await take_events(live, 10)]
+            assert bodies == [f"m{i}" for i in range(10)]

@@ -15,12 +15,16 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from parley.domain.models import RoomKind, User, Visibility
+from parley.gateway.metrics import HubStats, Metrics
 from parley.ports import SendRequest
 from parley.store import SqlStore
 from parley.store.migrations import migrate
+from parley.store.replicas import ReplicaStats
 from parley.testing.cluster import FAST_ARGON2, LocalCluster
 from tests.integration.pg_replication import (
     Replicated,
@@ -55,6 +59,24 @@ async def stores(pair: Replicated) -> AsyncIterator[tuple[SqlStore, SqlStore]]:
 
 
 counter = itertools.count()
+
+
+def exported(stats: ReplicaStats) -> dict[str, float]:
+    """The replica samples ``/metrics`` shows for ``stats`` (name, with the reason
+    of a fallback)."""
+    metrics = Metrics(HubStats())
+    metrics.watch_replicas(stats)
+    return replica_samples(metrics.render().decode())
+
+
+def replica_samples(text: str) -> dict[str, float]:
+    return {
+        sample.name + "".join(f":{v}" for v in sample.labels.values()): sample.value
+        for family in text_string_to_metric_families(text)
+        if family.name.startswith("parley_replica_")
+        for sample in family.samples
+        if sample.name.endswith("_total")
+    }
 
 
 async def new_user(store: SqlStore) -> User:
@@ -95,9 +117,10 @@ async def test_lagging_replica_never_shows_a_gap_or_a_stale_page(
     ]
     pair.wait_caught_up()
     head = sent[-1].message.seq
-    served = stats.served
+    served, reads = stats.served, stats.sent
     await same_pages(routed, primary, room_id, head)
     assert stats.served > served, "a replica that caught up served nothing"
+    assert stats.sent - reads == stats.served - served, "every read went to the replica"
 
     pair.standby.sql("SELECT pg_wal_replay_pause()")
     for i in range(20, 30):
@@ -105,10 +128,20 @@ async def test_lagging_replica_never_shows_a_gap_or_a_stale_page(
     edited, _ = await primary.edit_message(room_id, sent[3].message.id, owner.id, "edited", 1)
     await primary.set_reaction(room_id, sent[4].message.id, owner.id, "👍", on=True)
     head = (await primary.room_heads([room_id]))[room_id]
-    served, lagged = stats.served, stats.lagged
+    served, lagged, checks = stats.served, stats.lagged, stats.head_checks
     await same_pages(routed, primary, room_id, head)
     assert stats.lagged > lagged, "the lagging replica was never passed over"
     assert stats.served > served, "a full page of old events should come from the replica"
+    assert stats.head_checks - checks >= stats.lagged - lagged
+    assert (stats.failed, stats.resting) == (0, 0)
+    assert exported(stats) == {
+        "parley_replica_reads_total": stats.sent,
+        "parley_replica_served_total": stats.served,
+        "parley_replica_fallbacks_total:lag": stats.lagged,
+        "parley_replica_fallbacks_total:failure": 0,
+        "parley_replica_fallbacks_total:resting": 0,
+        "parley_replica_head_checks_total": stats.head_checks,
+    }
     latest, _ = await routed.list_messages(room_id, before_seq=None, after_seq=None, limit=50)
     assert [m.body for m in latest][-1] == "m29"
     assert edited in latest
@@ -139,10 +172,16 @@ async def test_replica_down_falls_back_to_the_primary(tmp_path: Path) -> None:
             pair.standby.stop()
             page, more = await routed.list_events(created.id, after_seq=0, limit=10)
             assert [e.seq for e in page] == list(range(1, len(page) + 1)) and not more
-            assert routed.replica_stats is not None and routed.replica_stats.failed == 1
+            stats = routed.replica_stats
+            assert stats is not None and stats.failed == 1
             page_again, _ = await routed.list_events(created.id, after_seq=0, limit=10)
             assert page_again == page
-            assert routed.replica_stats.failed == 1, "a failed replica is rested, not retried"
+            assert stats.failed == 1, "a failed replica is rested, not retried"
+            assert (stats.resting, stats.lagged, stats.served) == (1, 0, 0)
+            samples = exported(stats)
+            assert samples["parley_replica_fallbacks_total:failure"] == 1
+            assert samples["parley_replica_fallbacks_total:resting"] == 1
+            assert samples["parley_replica_reads_total"] == 1
         finally:
             await routed.close()
 
@@ -175,6 +214,7 @@ async def test_clients_page_and_resume_across_a_lagging_replica(
             for body in bodies[:20]:
                 await owner.post_message(room_id, body)
             pair.wait_caught_up()
+            assert len(await all_events(other, room_id)) >= 20  # a page the replica serves
             pair.standby.sql("SELECT pg_wal_replay_pause()")
             for body in bodies[20:]:
                 await owner.post_message(room_id, body)
@@ -189,6 +229,11 @@ async def test_clients_page_and_resume_across_a_lagging_replica(
             async with lives((other, url), cursors={room_id: cursor}) as [live]:
                 seen = await collect(live, room_id, set(bodies[5:]))
                 check_exactly_once_in_order(seen, {"o": bodies[5:]})
+            async with httpx.AsyncClient(timeout=10) as http:
+                samples = replica_samples((await http.get(f"{url}/metrics")).text)
+            assert samples["parley_replica_reads_total"] > 0
+            assert samples["parley_replica_fallbacks_total:lag"] > 0, "the pause went unseen"
+            assert samples["parley_replica_served_total"] > 0
         finally:
             pair.standby.sql("SELECT pg_wal_replay_resume()")
             await owner.aclose()

@@ -8,6 +8,7 @@ Scenarios
     ``latency``          R rooms of M members, one sender each, paced to a total rate
     ``presence``         N users each watching S others, some changing status (``bench_presence``)
     ``failover``         clients of a cluster behind nginx, one node killed (``bench_cluster``)
+    ``rolling-restart``  senders through nginx while every node restarts in turn (``bench_rolling``)
 
 ``--nodes N --bus URL --database-url postgresql://…`` runs ``fanout`` or ``latency``
 against N nodes on this machine instead (``bench_cluster``).
@@ -59,7 +60,16 @@ import httpx
 from parley.cli.bench_lean import LeanReceiver
 from parley.client import Backoff, Live, ParleyClient
 
-SCENARIOS = ("fanout", "dms", "idle", "reconnect-storm", "latency", "presence", "failover")
+SCENARIOS = (
+    "fanout",
+    "dms",
+    "idle",
+    "reconnect-storm",
+    "latency",
+    "presence",
+    "failover",
+    "rolling-restart",
+)
 SETUP_CONCURRENCY = 16
 DRAIN_GRACE = 10.0
 
@@ -1206,6 +1216,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from parley.cli import bench_presence
 
         return bench_presence.run(args)
+    if args.scenario == "rolling-restart":
+        from parley.cli import bench_rolling
+
+        return bench_rolling.run(args)
     if args.scenario == "failover" or args.nodes or args.bus:
         from parley.cli import bench_cluster
 
@@ -1266,7 +1280,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     bench = subparsers.add_parser(
         "bench",
         help="load-test a server or a local cluster: fanout, dms, idle, reconnect-storm, latency,"
-        " presence, failover",
+        " presence, failover, rolling-restart",
     )
     bench.add_argument("scenario", choices=SCENARIOS)
     bench.add_argument(
@@ -1274,7 +1288,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="an existing server's URL (its rate limits must be off); default: start one",
     )
     bench.add_argument("--receivers", type=int, default=50, help="fanout: receivers")
-    bench.add_argument("--senders", type=int, default=5, help="fanout: senders")
+    bench.add_argument("--senders", type=int, default=5, help="fanout, rolling-restart: senders")
     bench.add_argument("--messages", type=int, default=200, help="per sender (or per pair)")
     bench.add_argument("--size", type=int, default=100, help="message body, bytes")
     bench.add_argument("--pairs", type=int, default=100, help="dms: direct rooms")
@@ -1299,7 +1313,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--change-rate", type=float, default=0.1, help="presence: share changing per second"
     )
     bench.add_argument(
-        "--seconds", type=float, default=20, help="presence, latency: measured seconds"
+        "--seconds",
+        type=float,
+        default=20,
+        help="presence, latency: measured seconds; rolling-restart: steady seconds before"
+        " and after the restart",
+    )
+    bench.add_argument(
+        "--runs", type=int, default=3, help="rolling-restart: runs (medians are reported)"
     )
     bench.add_argument("--rooms", type=int, default=50, help="latency: rooms")
     bench.add_argument("--members", type=int, default=10, help="latency: members per room")
@@ -1315,7 +1336,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="receivers parse frames themselves (bench_lean), not on the SDK: ~2 µs a"
         " frame against ~15-20, so that the generator is not the bottleneck",
     )
-    cluster = bench.add_argument_group("a cluster on this machine (fanout, latency, failover)")
+    cluster = bench.add_argument_group(
+        "a cluster on this machine (fanout, latency, failover, rolling-restart)"
+    )
     cluster.add_argument(
         "--nodes", type=int, default=0, help="start N nodes (default: one node, no broker)"
     )

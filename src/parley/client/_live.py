@@ -18,9 +18,15 @@
   it late) is dropped, since the resume rewinds the room and replays it.
 * ``send`` retries with the same ``client_msg_id`` across reconnects until the
   server acknowledges it; the server stores a repeated id once.
-* A bounded event queue: an application that stops reading stops the socket
-  reader, the server finds the client slow and closes it, and the client resumes
-  where the application is. Memory stays bounded, and nothing is lost.
+* A bounded event queue that never stops the socket reader: answers (``ack``,
+  ``error``) must get through even to an application that sends and never reads
+  its events (a bot; a reader blocked on a full queue left every later ``send``
+  waiting forever, and a draining node waiting for its close). A room event that
+  finds the queue full is not kept: the room is marked behind (its cursor stays at
+  the last event queued, later live events of it are dropped too), and once the
+  application has read the queue empty, ``next_event`` fetches the room from
+  ``GET /rooms/{id}/events`` up to the newest event dropped. Memory stays bounded,
+  and nothing is lost or repeated.
 * Keeps the connection's token fresh: shortly before the access token expires
   (a fifth of its life, at most a minute, before), it refreshes the token pair
   and sends the new access token on the open socket (``auth``, answered
@@ -60,6 +66,7 @@ log = logging.getLogger("parley.client")
 
 AUTH_CLOSE_REASONS: Final = frozenset({"unauthorized", "invalid_token", "token_expired"})
 REPAIR_PAGE: Final = 200
+CATCH_UP_RETRY: Final = 1.0
 DRAIN_CLOSE_CODES: Final = frozenset({1001, 1012})
 """A node closing to be restarted or taken out: reconnect at once, to another node."""
 DRAIN_JITTER: Final = 0.25
@@ -119,7 +126,8 @@ class Live:
 
     ``on_frame`` receives frames that are not room events or answers (``typing``,
     ``presence``, unanswered ``error``); ``queue_size`` bounds events received but
-    not yet read. ``presence`` is the latest ``presence`` frame of each user watched
+    not yet read (past it, rooms are read again from the log: see the module
+    doc). ``presence`` is the latest ``presence`` frame of each user watched
     through ``presence_subscribe`` (the last known state while disconnected).
     """
 
@@ -158,6 +166,10 @@ class Live:
         self._open_timeout = open_timeout
         self._max_size = max_size
         self._events: asyncio.Queue[dict[str, Any]] = asyncio.Queue(queue_size)
+        self._behind: dict[str, int] = {}
+        """Rooms whose events did not fit the queue: the newest ``seq`` dropped."""
+        self.overflows = 0
+        """Times a room fell behind because the application read too slowly."""
         self._pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._ids = itertools.count(1)
         self._ws: ClientConnection | None = None
@@ -247,13 +259,47 @@ class Live:
         events = self._events
         while events.empty():
             self._raise_if_dead()
+            if self._behind and await self._catch_up():
+                continue
             waker = asyncio.get_running_loop().create_future()
             self._wakers.add(waker)
             try:
-                await waker
+                if self._behind:  # the log could not be read: try again soon
+                    await asyncio.wait({waker}, timeout=CATCH_UP_RETRY)
+                else:
+                    await waker
             finally:
                 self._wakers.discard(waker)
         return events.get_nowait()
+
+    async def _catch_up(self) -> bool:
+        """Fetch the rooms that fell behind from the log into the (empty) queue;
+        True if anything was queued. A room stays behind until its cursor reaches
+        the newest event dropped; the check and the release have no await between
+        them, so an event dropped meanwhile is fetched too."""
+        queued = False
+        for room_id in list(self._behind):
+            cursor = self.cursors.get(room_id)
+            if cursor is None:  # left the room
+                self._behind.pop(room_id, None)
+                continue
+            try:
+                events, _more = await self.client.events(
+                    room_id, after_seq=cursor, limit=REPAIR_PAGE
+                )
+            except ClientError as exc:
+                log.info("could not catch up room %s after %d: %s", room_id, cursor, exc)
+                continue
+            for event in events:
+                if event["seq"] != self.cursors.get(room_id, -1) + 1:
+                    continue  # a live event was queued meanwhile, or a repeat
+                if not self._queue(event):
+                    break
+                queued = True
+            newest = self._behind.get(room_id)
+            if newest is not None and self.cursors.get(room_id, newest) >= newest:
+                del self._behind[room_id]
+        return queued
 
     # requests
 
@@ -402,6 +448,8 @@ class Live:
             try:
                 await ws.send(codec.dumps(frame).decode())
             except ConnectionClosed as exc:
+                if future.done():  # failed by the connection's end while sending
+                    future.exception()  # retrieved: this raise says the same
                 raise ConnectionLost(str(exc)) from exc
             return await future
         finally:
@@ -614,26 +662,50 @@ class Live:
         if seq <= cursor:
             self.duplicates += 1
             return
+        if room_id in self._behind:
+            self._fell_behind(room_id, seq)
+            return
         if seq > cursor + 1:
             resuming = self._resuming
             if resuming is not None and room_id in resuming[1]:
                 # Live before the server read our resume (it was late): the resume
                 # rewinds the room to our cursor and replays this event too.
                 return
-            cursor = await self._repair(room_id, cursor, seq)
-        await self._deliver(event)
+            if not await self._repair(room_id, cursor, seq):
+                return
+        self._deliver(event)
 
-    async def _deliver(self, event: dict[str, Any]) -> None:
+    def _deliver(self, event: dict[str, Any]) -> bool:
+        """Queue ``event`` for the application, or mark its room behind when the
+        queue is full (never wait: answers are read by the same loop)."""
+        if self._queue(event):
+            return True
+        self._fell_behind(event["room_id"], event["seq"])
+        return False
+
+    def _queue(self, event: dict[str, Any]) -> bool:
         room_id: str = event["room_id"]
+        try:
+            self._events.put_nowait(event)
+        except asyncio.QueueFull:
+            return False
         self.cursors[room_id] = event["seq"]
-        await self._events.put(event)
         if self._wakers:
             self._wake()
         if event.get("type") == "member.left" and event.get("user_id") == self.user_id:
             self.cursors.pop(room_id, None)
+            self._behind.pop(room_id, None)
+        return True
 
-    async def _repair(self, room_id: str, cursor: int, seq: int) -> int:
-        """Fill ``cursor+1 .. seq-1`` from the REST log before delivering ``seq``."""
+    def _fell_behind(self, room_id: str, seq: int) -> None:
+        if room_id not in self._behind:
+            self.overflows += 1
+            log.info("room %s: the application reads too slowly; read again later", room_id)
+        self._behind[room_id] = max(seq, self._behind.get(room_id, seq))
+
+    async def _repair(self, room_id: str, cursor: int, seq: int) -> bool:
+        """Fill ``cursor+1 .. seq-1`` from the REST log before delivering ``seq``;
+        False if the room fell behind meanwhile (``seq`` is then fetched later)."""
         self.gaps_repaired += 1
         try:
             while cursor < seq - 1:
@@ -642,13 +714,17 @@ class Live:
                 )
                 for event in events:
                     if event["seq"] == cursor + 1 and event["seq"] < seq:
-                        await self._deliver(event)
+                        if not self._deliver(event):
+                            break
                         cursor = event["seq"]
+                if room_id in self._behind:
+                    self._fell_behind(room_id, seq)
+                    return False
                 if not events or not more:
                     break
         except ApiError as exc:
             log.warning("could not repair room %s after %d: %s", room_id, cursor, exc)
-        return cursor
+        return True
 
 
 def _ids(user_ids: Iterable[str]) -> list[str]:

@@ -10,7 +10,8 @@ takes two locks (2 µs here, against 0.3), and a send observes three or four.
 The store's group commit reports through ``Metrics.observe_commit(seconds, size)``;
 wire it where the store is built (``SqlStore(..., on_commit=hub.metrics.observe_commit)``
 or the equivalent hook the store offers). The presence service's ``PresenceStats``
-are read the same way as ``HubStats``, once wired with ``Metrics.watch_presence``.
+are read the same way as ``HubStats``, once wired with ``Metrics.watch_presence``;
+the read replicas' ``ReplicaStats`` with ``Metrics.watch_replicas``.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from prometheus_client.utils import floatToGoString
 
 from parley.delivery.outbox import Outbox
 from parley.presence import PresenceStats
+from parley.store.replicas import ReplicaStats
 
 _COUNTERS = {
     "frames_in": "WebSocket frames received from clients.",
@@ -74,6 +76,9 @@ PRESENCE_COUNTERS = {
     "tick_errors": "Presence ticks that failed (store or bus unavailable; retried next tick).",
 }
 """``parley_presence_<field>_total`` for each ``PresenceStats`` field."""
+
+REPLICA_FALLBACKS = {"lag": "lagged", "failure": "failed", "resting": "resting"}
+"""``parley_replica_fallbacks_total{reason}``: the ``ReplicaStats`` field of each reason."""
 
 
 @dataclass(slots=True)
@@ -143,6 +148,40 @@ class _OutboxCollector(Collector):
             yield CounterMetricFamily(f"parley_bus_{name}", help_text, value=getattr(stats, name))
         yield GaugeMetricFamily(
             "parley_bus_outbox", "Bus messages waiting for the broker.", value=self._outbox.pending
+        )
+
+
+class _ReplicaCollector(Collector):
+    def __init__(self, stats: ReplicaStats) -> None:
+        self._stats = stats
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self._stats
+        yield CounterMetricFamily(
+            "parley_replica_reads",
+            "History reads (message and event pages) sent to a read replica.",
+            value=stats.sent,
+        )
+        yield CounterMetricFamily(
+            "parley_replica_served",
+            "History pages a read replica answered (it had caught up with the room, or"
+            " the page was a full page of events).",
+            value=stats.served,
+        )
+        fallbacks = CounterMetricFamily(
+            "parley_replica_fallbacks",
+            "History reads the primary answered instead: the replica lagged behind the"
+            " room's head, failed or timed out, or every replica was resting after a failure.",
+            labels=["reason"],
+        )
+        for reason, name in REPLICA_FALLBACKS.items():
+            fallbacks.add_metric([reason], getattr(stats, name))
+        yield fallbacks
+        yield CounterMetricFamily(
+            "parley_replica_head_checks",
+            "Reads of a room's head on the primary to judge a replica's page (the lag"
+            " check: a read never waits for a replica; a lagging one's page is replaced).",
+            value=stats.head_checks,
         )
 
 
@@ -234,6 +273,10 @@ class Metrics:
         """Export the bus outbox's counters and backlog (once per registry)."""
         self.registry.register(_OutboxCollector(outbox))
 
+    def watch_replicas(self, stats: ReplicaStats) -> None:
+        """Export the read replicas' counters (once per registry)."""
+        self.registry.register(_ReplicaCollector(stats))
+
     def observe_commit(self, seconds: float, batch_size: int) -> None:
         """The store's hook: one call per committed transaction."""
         self.store_commit_seconds.observe(seconds)
@@ -249,6 +292,6 @@ router = APIRouter()
 @router.get("/metrics", tags=["health"], response_class=Response)
 async def metrics(request: Request) -> Response:
     """Prometheus text format: connections, frames, sends, fan-out and commit latency,
-    presence updates and notices."""
+    presence updates and notices, read replica use."""
     body = request.app.state.runtime.hub.metrics.render()
     return Response(body, media_type=CONTENT_TYPE_LATEST)

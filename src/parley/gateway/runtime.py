@@ -90,6 +90,8 @@ class Runtime:
         await cache.start()
         hub = Hub(bus=bus, store=store, settings=settings, node_id=node_id)
         store.on_commit = hub.metrics.observe_commit
+        if store.replica_stats is not None:
+            hub.metrics.watch_replicas(store.replica_stats)
         store.on_events = hub.committed
         presence_store = connect_presence(settings.cache_url, cache=cache)
         await presence_store.start()

@@ -49,12 +49,19 @@ TIMEOUT_SECONDS = 2.0
 
 @dataclass
 class ReplicaStats:
-    """Running counters: pages a replica served, and reads the primary answered
-    because the replica lagged or failed."""
+    """Running counters (``/metrics``: ``parley_replica_*``). A history read is
+    either ``served`` by a replica or answered by the primary because the replica
+    ``lagged`` (its head of the room behind the primary's), ``failed`` (an error or
+    ``TIMEOUT_SECONDS``) or every replica was ``resting`` after a failure. Reads
+    never wait for a replica to catch up: ``head_checks`` counts the primary's head
+    reads that judge a replica's page that is not a full page of events."""
 
+    sent: int = 0
     served: int = 0
     lagged: int = 0
     failed: int = 0
+    resting: int = 0
+    head_checks: int = 0
 
 
 def _head(conn: Connection, room_id: str) -> int | None:
@@ -92,7 +99,9 @@ class _Replicas:
         when no replica is usable now."""
         index = self._pick()
         if index is None:
+            self.stats.resting += 1
             return None
+        self.stats.sent += 1
 
         def run(conn: Connection) -> tuple[int | None, _T]:
             head = _head(conn, room_id)

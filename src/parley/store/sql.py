@@ -534,17 +534,19 @@ class SqlStore(Store):
         if replicas is None:
             return await self._read(fn, snapshot=snapshot)
         got = await replicas.read(room_id, fn)
-        if got is not None:
-            replica_head, result = got
-            if replica_head is not None:
-                if full(result):
-                    replicas.stats.served += 1
-                    return result
-                primary_head = await self._read(room_head(room_id))
-                if primary_head is not None and replica_head >= primary_head:
-                    replicas.stats.served += 1
-                    return result
-            replicas.stats.lagged += 1
+        if got is None:  # failed or resting: counted there
+            return await self._read(fn, snapshot=snapshot)
+        replica_head, result = got
+        if replica_head is not None:
+            if full(result):
+                replicas.stats.served += 1
+                return result
+            replicas.stats.head_checks += 1
+            primary_head = await self._read(room_head(room_id))
+            if primary_head is not None and replica_head >= primary_head:
+                replicas.stats.served += 1
+                return result
+        replicas.stats.lagged += 1
         return await self._read(fn, snapshot=snapshot)
 
     # encryption at rest
