@@ -11,7 +11,10 @@ import os
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, NewType
+from typing import TYPE_CHECKING, Any, NewType
+
+if TYPE_CHECKING:
+    from parley.domain.mentions import Notification
 
 UserId = NewType("UserId", str)
 RoomId = NewType("RoomId", str)
@@ -141,6 +144,9 @@ class Membership:
     role: Role | None
     banned: bool = False
     read_seq: int = 0
+    notify_level: str | None = None
+    """The member's notification level for the room (None: the room kind's default,
+    ``parley.domain.mentions.level_of``)."""
 
     @property
     def is_member(self) -> bool:
@@ -170,6 +176,10 @@ class Message:
     version: int = 1
     deleted: bool = False
     reactions: dict[str, list[str]] = field(default_factory=dict)
+    mentions: tuple[UserId, ...] = ()
+    """The members the body mentions (``parley.domain.mentions``), parsed by the
+    server when stored or edited."""
+    mentions_room: bool = False
 
     def public(self) -> dict[str, Any]:
         """The API's ``Message`` object; a deleted one is a tombstone with no body."""
@@ -185,6 +195,8 @@ class Message:
             "version": self.version,
             "deleted": self.deleted,
             "reactions": self.reactions,
+            "mentions": [] if self.deleted else list(self.mentions),
+            "mentions_room": self.mentions_room and not self.deleted,
         }
 
 
@@ -205,3 +217,6 @@ class SendResult:
     message: Message
     event: Event | None
     created: bool
+    notifications: tuple[Notification, ...] = ()
+    """What the send notified, handed to the store's ``on_notifications`` hook after
+    the commit."""

@@ -38,7 +38,8 @@ Invariants
 
 Bus channels: ``room.<room_id>`` (subscribed while the room has local subscribers),
 ``user.<user_id>`` (while the user has local connections: a join reaches a node
-that has no channel for the room yet), and ``sessions`` (always: every node hears
+that has no channel for the room yet, and the user's notifications reach every node
+that holds a connection of theirs), and ``sessions`` (always: every node hears
 of a logout, to end the session's connections and refuse its access tokens). Each bus message is a
 ``parley.protocol.envelope``: the origin node's id (so a node skips its own echo
 without decoding), then a commit's stored events for the room, an ephemeral
@@ -67,6 +68,7 @@ from parley.delivery.channel import RoomChannel
 from parley.delivery.fanout import Fanout
 from parley.delivery.outbox import Outbox
 from parley.delivery.session import Connection
+from parley.domain.mentions import Notification
 from parley.domain.models import Event, RoomId, UserId
 from parley.errors import NotFound, ParleyError
 from parley.gateway.metrics import HubStats, Metrics
@@ -75,7 +77,7 @@ from parley.presence import PresenceService
 from parley.protocol import envelope
 from parley.protocol.codec import loads
 from parley.protocol.events import MEMBER_JOINED, MEMBER_LEFT, REWRITES
-from parley.protocol.frames import error_frame, typing_frame
+from parley.protocol.frames import error_frame, notification_frame, typing_frame
 from parley.protocol.session import (
     CLOSE_POLICY,
     CLOSE_SERVICE_RESTART,
@@ -146,6 +148,7 @@ class Hub:
         self._origin = node_id.encode()
         self._prefix_events = envelope.prefix(envelope.EVENTS, self._origin)
         self._prefix_typing = envelope.prefix(envelope.TYPING, self._origin)
+        self._prefix_notifications = envelope.prefix(envelope.NOTIFICATIONS, self._origin)
         self.outbox = Outbox(bus, limit=settings.bus_outbox)
         self.metrics.watch_outbox(self.outbox)
         self.presence: PresenceService | None = None
@@ -538,6 +541,26 @@ class Hub:
         for room_id, raws in by_room.items():
             outbox.put(f"room.{room_id}", envelope.pack_events(head, raws))
 
+    def notified(self, notifications: Sequence[Notification]) -> None:
+        """The store's notifications hook: each notification's frame is encoded once,
+        pushed to every local connection of its user, and published on the user's
+        channel for their connections on other nodes (one bus message per user and
+        commit)."""
+        by_user: dict[str, list[bytes]] = {}
+        for item in notifications:
+            frame = notification_frame(item.public())
+            by_user.setdefault(item.user_id, []).append(frame)
+        head = self._prefix_notifications
+        for user_id, frames in by_user.items():
+            self._notify_local(user_id, frames)
+            self.outbox.put(f"user.{user_id}", envelope.pack_events(head, frames))
+
+    def _notify_local(self, user_id: str, frames: Sequence[bytes]) -> None:
+        for conn in self.users.get(user_id, ()):
+            for frame in frames:
+                conn.push(frame)
+        self.stats.notifications_out += len(frames)
+
     async def _on_bus(self, channel: str, data: bytes) -> None:
         if data[:1] == envelope.PRESENCE:
             if self.presence is not None:
@@ -556,6 +579,8 @@ class Hub:
             elif message.kind == envelope.SESSIONS:
                 user_id, *sids = message.body.decode().split("\n")
                 self._end_local(user_id, sids)
+            elif message.kind == envelope.NOTIFICATIONS and channel.startswith("user."):
+                self._notify_local(channel[5:], envelope.unpack_events(message.body))
         except (ValueError, KeyError, TypeError):
             log.warning("dropped a malformed bus message on %s", channel)
 

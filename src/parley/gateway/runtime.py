@@ -16,6 +16,7 @@ from parley.ports import Bus, Cache, Store
 from parley.presence import CoMembers, PresenceConfig, PresenceService, SystemClock
 from parley.service.accounts import Accounts
 from parley.service.chat import ChatService
+from parley.service.notifications import NotificationService
 from parley.settings import Settings
 from parley.store import SqlStore, migrate
 from parley.store.crypto import KeyRing, load_master_key
@@ -64,6 +65,7 @@ class Runtime:
     tokens: Tokens
     accounts: Accounts
     chat: ChatService
+    notifications: NotificationService
 
     @classmethod
     async def start(cls, settings: Settings) -> Runtime:
@@ -88,6 +90,7 @@ class Runtime:
         hub = Hub(bus=bus, store=store, settings=settings, node_id=node_id)
         store.on_commit = hub.metrics.observe_commit
         store.on_events = hub.committed
+        store.on_notifications = hub.notified
         presence_store = connect_presence(settings.cache_url, cache=cache)
         await presence_store.start()
         clock = SystemClock()
@@ -130,6 +133,7 @@ class Runtime:
             tokens=tokens,
             accounts=Accounts(store, passwords, tokens),
             chat=ChatService(store, max_body_bytes=settings.max_body_bytes),
+            notifications=NotificationService(store),
         )
 
     async def close(self) -> None:

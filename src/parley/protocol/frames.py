@@ -267,3 +267,13 @@ def pong_frame(frame_id: str | int | None = None) -> bytes:
 def read_frame(room_id: str, read_seq: int, frame_id: str | int | None = None) -> bytes:
     """Answer to ``read`` (an extension: the cursor the server kept)."""
     return _encoder.encode(_Read(room_id, read_seq, frame_id))
+
+
+class _Notification(msgspec.Struct, tag_field="type", tag="notification"):
+    notification: Mapping[str, Any]
+
+
+def notification_frame(notification: Mapping[str, Any]) -> bytes:
+    """A notification of the connection's user (``Notification`` object): sent on
+    every connection of that user, once per recipient, never per connection."""
+    return _encoder.encode(_Notification(notification))

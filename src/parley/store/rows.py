@@ -53,6 +53,8 @@ _MESSAGE_COLUMNS = (
     messages.c.version,
     messages.c.deleted,
     messages.c.key_id,
+    messages.c.mentions,
+    messages.c.mentions_room,
 )
 _MEMBER_COLUMNS = (
     members.c.room_id,
@@ -60,6 +62,7 @@ _MEMBER_COLUMNS = (
     members.c.role,
     members.c.banned,
     members.c.read_seq,
+    members.c.notify_level,
 )
 _EVENT_COLUMNS = (events.c.room_id, events.c.seq, events.c.type, events.c.data, events.c.key_id)
 # dict lookups: calling an Enum class costs ~20 times more
@@ -101,6 +104,8 @@ def _message(row: Sequence[Any], conn: Connection) -> Message:
         edited_at=row[7],
         version=row[8],
         deleted=bool(row[9]),
+        mentions=tuple(row[11].split()) if row[11] else (),
+        mentions_room=bool(row[12]),
     )
 
 
@@ -111,6 +116,7 @@ def _membership(row: Sequence[Any]) -> Membership:
         role=_ROLES[row[2]] if row[2] is not None else None,
         banned=bool(row[3]),
         read_seq=row[4],
+        notify_level=row[5],
     )
 
 

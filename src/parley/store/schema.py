@@ -89,6 +89,8 @@ members = Table(
     Column("banned", Boolean, nullable=False, server_default=false()),
     Column("read_seq", Integer, nullable=False, server_default=text("0")),
     Column("joined_at", TIMESTAMP, nullable=False),
+    # "all", "mentions" or "none"; NULL: the room kind's default.
+    Column("notify_level", String(16), nullable=True),
     PrimaryKeyConstraint("room_id", "user_id"),
     Index(None, "user_id"),
 )
@@ -109,6 +111,10 @@ messages = Table(
     # The data key that sealed ``body`` (base64 of nonce and ciphertext); NULL: plain
     # text, from before encryption at rest, or a tombstone's empty body.
     Column("key_id", Integer, nullable=True),
+    # The members the body mentions, user ids separated by spaces (NULL: none), and
+    # whether it said @room with the right to: parsed by the server when stored.
+    Column("mentions", Text, nullable=True),
+    Column("mentions_room", Boolean, nullable=False, server_default=false()),
     # Doubles as the (room_id, seq) index every page and unread count walks.
     UniqueConstraint("room_id", "seq"),
     # Idempotent sends; rows with a NULL client_msg_id never collide.
@@ -152,4 +158,23 @@ keys = Table(
     Column("id", Integer, primary_key=True, autoincrement=False),
     Column("wrapped", LargeBinary, nullable=False),
     Column("created_at", TIMESTAMP, nullable=False),
+)
+
+notifications = Table(
+    "notifications",
+    metadata,
+    # A UUIDv7: ids sort as they were made, so a user's feed pages by id.
+    Column("id", ID, primary_key=True),
+    Column("user_id", ID, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("room_id", ID, ForeignKey("rooms.id", ondelete="CASCADE"), nullable=False),
+    # The message is read from its row (its text sealed there): never copied here.
+    Column("message_id", ID, ForeignKey("messages.id", ondelete="CASCADE"), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("created_at", TIMESTAMP, nullable=False),
+    Column("read", Boolean, nullable=False, server_default=false()),
+    # A user's feed, newest first, and their unread count.
+    Index(None, "user_id", "id"),
+    Index(None, "user_id", "read"),
+    Index(None, "message_id"),
+    Index(None, "room_id", "user_id"),
 )

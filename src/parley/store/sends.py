@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from sqlalchemy import String, and_, column, select, text
@@ -19,6 +20,7 @@ from parley.domain.models import (
     Message,
     MessageId,
     SendResult,
+    UserId,
     new_message_id,
     utc_now,
 )
@@ -26,6 +28,7 @@ from parley.errors import InvalidInput, NotFound
 from parley.ports import SendRequest
 from parley.store.crypto import _ring, seal_body
 from parley.store.journal import _insert_events, _new_event
+from parley.store.notifications import _audience, _notify, _stored_mentions
 from parley.store.ops import _Op
 from parley.store.rows import _MESSAGE_COLUMNS, _message, _storable
 from parley.store.schema import members, messages
@@ -160,28 +163,40 @@ def _apply_sends(conn: Connection, ops: Sequence[_Op]) -> None:
         assert op.send is not None
         counts[op.send.room_id] = counts.get(op.send.room_id, 0) + 1
     next_seq = _take_seqs_per_room(conn, counts, now)
+    requests = [op.send for op in fresh if op.send is not None]
+    audience = _audience(conn, [(r.room_id, r.sender_id, r.body) for r in requests])
     message_rows: list[dict[str, Any]] = []
     new_events: list[Event] = []
-    for op in fresh:
-        request = op.send
-        assert request is not None
+    for index, request in enumerate(requests):
         seq = next_seq[request.room_id]
         next_seq[request.room_id] = seq + 1
-        message, row, created = _new_message(request, seq, now)
+        mentions, mentions_room = audience.mentions(index, request.room_id, request.sender_id)
+        message, row, created = _new_message(request, seq, now, mentions, mentions_room)
         message_rows.append(row)
         new_events.append(created)
-        op.result = SendResult(message, created, created=True)
+        fresh[index].result = SendResult(message, created, created=True)
     ring = _ring(conn)
     if ring is not None:
         for row in message_rows:
             row["key_id"], row["body"] = seal_body(ring, row["room_id"], row["id"], row["body"])
     _RAW_INSERT_MESSAGES.executemany(conn, message_rows)
     _insert_events(conn, new_events, [row["id"] for row in message_rows])
+    notified = _notify(conn, audience, [op.result.message for op in fresh])
+    for op in fresh:
+        made = notified.get(op.result.message.id)
+        if made:
+            op.result = replace(op.result, notifications=made)
     for op, first in repeats:
         op.result = SendResult(first.result.message, None, created=False)
 
 
-def _new_message(request: SendRequest, seq: int, now: str) -> tuple[Message, dict[str, Any], Event]:
+def _new_message(
+    request: SendRequest,
+    seq: int,
+    now: str,
+    mentions: tuple[UserId, ...] = (),
+    mentions_room: bool = False,
+) -> tuple[Message, dict[str, Any], Event]:
     """A fresh message with its ``seq``: the message, its row and its event."""
     message = Message(
         id=MessageId(new_message_id()),
@@ -191,6 +206,8 @@ def _new_message(request: SendRequest, seq: int, now: str) -> tuple[Message, dic
         body=request.body,
         client_msg_id=request.client_msg_id,
         created_at=now,
+        mentions=mentions,
+        mentions_room=mentions_room,
     )
     row = {
         "id": message.id,
@@ -203,6 +220,8 @@ def _new_message(request: SendRequest, seq: int, now: str) -> tuple[Message, dic
         "version": 1,
         "deleted": False,
         "key_id": None,
+        "mentions": _stored_mentions(mentions),
+        "mentions_room": mentions_room,
     }
     created = _new_event(
         request.room_id,
