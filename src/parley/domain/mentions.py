@@ -164,6 +164,7 @@ def notification_targets(
     may pick (the mentioned ones, everyone for ``@room`` or a direct room, those with
     level ``all``); ``thread_participants``: for a reply, the thread's participants."""
     direct = is_direct(room_kind)
+    default = default_level(room_kind)
     out: list[tuple[UserId, NotificationKind]] = []
     for member in members:
         if member.user_id == sender_id:
@@ -178,7 +179,7 @@ def notification_targets(
             kind = NotificationKind.DM
         else:
             kind = NotificationKind.MESSAGE
-        level = level_of(member.level, room_kind)
+        level = default if member.level is None else _LEVELS[member.level]
         if level is NotificationLevel.NONE:
             continue
         if level is NotificationLevel.MENTIONS and kind not in _BY_MENTION:

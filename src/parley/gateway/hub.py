@@ -38,12 +38,12 @@ Invariants
 
 Bus channels: ``room.<room_id>`` (subscribed while the room has local subscribers),
 ``user.<user_id>`` (while the user has local connections: a join reaches a node
-that has no channel for the room yet, and the user's notifications reach every node
-that holds a connection of theirs), and ``sessions`` (always: every node hears
+that has no channel for the room yet), and ``sessions`` (always: every node hears
 of a logout, to end the session's connections and refuse its access tokens). Each bus message is a
 ``parley.protocol.envelope``: the origin node's id (so a node skips its own echo
 without decoding), then a commit's stored events for the room, an ephemeral
-``typing`` frame, or (on ``sessions``) a user's sessions that ended.
+``typing`` frame, a commit's notifications in the room (each with its user), or (on
+``sessions``) a user's sessions that ended.
 
 Live connections follow their token: each has an ``expires_at`` (the access token's
 ``exp``), extended when the client sends a fresh token on it. One timer per hub,
@@ -77,7 +77,7 @@ from parley.presence import PresenceService
 from parley.protocol import envelope
 from parley.protocol.codec import loads
 from parley.protocol.events import MEMBER_JOINED, MEMBER_LEFT, REWRITES
-from parley.protocol.frames import error_frame, notification_frame, typing_frame
+from parley.protocol.frames import encode_message, error_frame, notification_frame, typing_frame
 from parley.protocol.session import (
     CLOSE_POLICY,
     CLOSE_SERVICE_RESTART,
@@ -542,24 +542,30 @@ class Hub:
             outbox.put(f"room.{room_id}", envelope.pack_events(head, raws))
 
     def notified(self, notifications: Sequence[Notification]) -> None:
-        """The store's notifications hook: each notification's frame is encoded once,
-        pushed to every local connection of its user, and published on the user's
-        channel for their connections on other nodes (one bus message per user and
-        commit)."""
-        by_user: dict[str, list[bytes]] = {}
+        """The store's notifications hook: each notification's frame is encoded
+        once (its message once for all its recipients), pushed to every local
+        connection of its user, and published for the user's connections on other
+        nodes: one bus message per room and commit, on the room's channel, which
+        every node holding a connection of a member listens on."""
+        by_room: dict[str, list[bytes]] = {}
+        messages: dict[str, bytes] = {}
         for item in notifications:
-            frame = notification_frame(item.public())
-            by_user.setdefault(item.user_id, []).append(frame)
+            message = messages.get(item.message.id)
+            if message is None:
+                message = messages[item.message.id] = encode_message(item.message.public())
+            frame = notification_frame(item, message)
+            self._notify_local(item.user_id, frame)
+            by_room.setdefault(item.room_id, []).append(item.user_id.encode() + b"\n" + frame)
         head = self._prefix_notifications
-        for user_id, frames in by_user.items():
-            self._notify_local(user_id, frames)
-            self.outbox.put(f"user.{user_id}", envelope.pack_events(head, frames))
+        for room_id, addressed in by_room.items():
+            self.outbox.put(f"room.{room_id}", envelope.pack_events(head, addressed))
 
-    def _notify_local(self, user_id: str, frames: Sequence[bytes]) -> None:
-        for conn in self.users.get(user_id, ()):
-            for frame in frames:
+    def _notify_local(self, user_id: str, frame: bytes) -> None:
+        conns = self.users.get(user_id)
+        if conns:
+            for conn in conns:
                 conn.push(frame)
-        self.stats.notifications_out += len(frames)
+            self.stats.notifications_out += 1
 
     async def _on_bus(self, channel: str, data: bytes) -> None:
         if data[:1] == envelope.PRESENCE:
@@ -579,8 +585,10 @@ class Hub:
             elif message.kind == envelope.SESSIONS:
                 user_id, *sids = message.body.decode().split("\n")
                 self._end_local(user_id, sids)
-            elif message.kind == envelope.NOTIFICATIONS and channel.startswith("user."):
-                self._notify_local(channel[5:], envelope.unpack_events(message.body))
+            elif message.kind == envelope.NOTIFICATIONS:
+                for addressed in envelope.unpack_events(message.body):
+                    addressee, _, frame = addressed.partition(b"\n")
+                    self._notify_local(addressee.decode(), frame)
         except (ValueError, KeyError, TypeError):
             log.warning("dropped a malformed bus message on %s", channel)
 

@@ -163,18 +163,18 @@ keys = Table(
 notifications = Table(
     "notifications",
     metadata,
-    # A UUIDv7: ids sort as they were made, so a user's feed pages by id.
-    Column("id", ID, primary_key=True),
     Column("user_id", ID, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    # A UUIDv7: ids sort as they were made, so a user's feed pages by id.
+    Column("id", ID, nullable=False),
     Column("room_id", ID, ForeignKey("rooms.id", ondelete="CASCADE"), nullable=False),
     # The message is read from its row (its text sealed there): never copied here.
     Column("message_id", ID, ForeignKey("messages.id", ondelete="CASCADE"), nullable=False),
     Column("kind", String(16), nullable=False),
     Column("created_at", TIMESTAMP, nullable=False),
     Column("read", Boolean, nullable=False, server_default=false()),
-    # A user's feed, newest first, and their unread count.
-    Index(None, "user_id", "id"),
-    Index(None, "user_id", "read"),
+    # A user's feed newest first, their unread count, their leaving a room: all walk
+    # the user's own rows. Few indexes: an @room inserts a row per member.
+    PrimaryKeyConstraint("user_id", "id"),
+    # A message's deletion takes its notifications.
     Index(None, "message_id"),
-    Index(None, "room_id", "user_id"),
 )

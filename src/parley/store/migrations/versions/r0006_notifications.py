@@ -26,8 +26,8 @@ def upgrade() -> None:
     op.add_column("members", sa.Column("notify_level", sa.String(16), nullable=True))
     op.create_table(
         "notifications",
-        sa.Column("id", sa.String(36), nullable=False),
         sa.Column("user_id", sa.String(36), nullable=False),
+        sa.Column("id", sa.String(36), nullable=False),
         sa.Column("room_id", sa.String(36), nullable=False),
         sa.Column("message_id", sa.String(36), nullable=False),
         sa.Column("kind", sa.String(16), nullable=False),
@@ -45,12 +45,9 @@ def upgrade() -> None:
             name="fk_notifications_message_id_messages",
             ondelete="CASCADE",
         ),
-        sa.PrimaryKeyConstraint("id", name="pk_notifications"),
+        sa.PrimaryKeyConstraint("user_id", "id", name="pk_notifications"),
     )
-    op.create_index("ix_notifications_user_id_id", "notifications", ["user_id", "id"])
-    op.create_index("ix_notifications_user_id_read", "notifications", ["user_id", "read"])
     op.create_index("ix_notifications_message_id", "notifications", ["message_id"])
-    op.create_index("ix_notifications_room_id_user_id", "notifications", ["room_id", "user_id"])
 
 
 def downgrade() -> None:
