@@ -44,7 +44,7 @@ export class Client {
    * @param {object} o
    * @param {import('./api.js').Api} o.api
    * @param {import('./store.js').Store} o.store
-   * @param {object} o.hooks  {toast(text, kind), announce(text), roomGone(r, reason), newMessage(r, m)}
+   * @param {object} o.hooks  {toast(text, kind), announce(text), roomGone(r, reason), newMessage(r, m), notification(n)}
    */
   constructor({ api, store, hooks }) {
     this.api = api;
@@ -142,6 +142,9 @@ export class Client {
         break;
       case 'presence':
         this.store.setPresence(frame.user_id, frame.status, frame.last_active_at);
+        break;
+      case 'notification':
+        if (frame.notification) this.hooks.notification?.(frame.notification);
         break;
       default:
         break; // pong, read.ok and frames this client does not know
