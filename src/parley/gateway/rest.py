@@ -437,11 +437,9 @@ async def notifications(
 @router.post(
     "/notifications/read", response_model=s.UnreadOut, tags=["notifications"], dependencies=READ
 )
-async def notifications_read(body: s.NotificationsReadIn, rt: RT, me: Me) -> dict[str, int]:
-    """Mark ``ids`` (the caller's; others are ignored) or ``all`` read."""
-    if (body.ids is None) == (body.all is None):
-        raise InvalidInput("give either ids or all: true")
-    ids = None if body.all else [str(UUID(i)) for i in body.ids or ()]
+async def notifications_read(body: s.ReadIdsIn | s.ReadAllIn, rt: RT, me: Me) -> dict[str, int]:
+    """``{"ids": [...]}`` (the caller's; others are ignored) or ``{"all": true}``."""
+    ids = [str(UUID(i)) for i in body.ids] if isinstance(body, s.ReadIdsIn) else None
     return {"unread": await rt.notifications.mark_read(me, ids)}
 
 

@@ -224,12 +224,16 @@ class NotificationsOut(BaseModel):
     has_more: bool
 
 
-class NotificationsReadIn(Strict):
-    """Either ``ids`` (the caller's notifications to mark read; others' and unknown
-    ones are ignored) or ``all: true``."""
+class ReadIdsIn(Strict):
+    """The caller's notifications to mark read; others' and unknown ones are ignored."""
 
-    ids: Annotated[list[NotificationId], Field(max_length=500)] | None = None
-    all: Literal[True] | None = None
+    ids: Annotated[list[NotificationId], Field(max_length=500)]
+
+
+class ReadAllIn(Strict):
+    """Every notification of the caller."""
+
+    all: Literal[True]
 
 
 class UnreadOut(BaseModel):
