@@ -2,10 +2,11 @@
 notifies, decided inside the write transaction, and the feed's reads and writes.
 
 In the send's transaction
-    ``_audience`` parses every body of the batch (``parley.domain.mentions``) and runs
-    ONE query for the whole batch: the members of its rooms that the rules may pick
-    (those named, everyone in a room that said ``@room`` or a direct room, those who
-    chose level ``all``, and the senders of an ``@room``, for their role). Names are
+    ``_audience`` parses every body of the batch (``parley.domain.mentions``) and
+    reads the members its rules may pick: per room, one probe on the DBAPI cursor for
+    those who chose level ``all`` and everyone in a direct room; and, only when some
+    body names someone or says ``@room``, ONE query for the whole batch (those named,
+    everyone in a room that said ``@room``, and those senders, for their role). Names are
     resolved to ids there, so a mention of a non-member is plain text, and a member
     who left before the commit is not notified. ``_notify`` then inserts a row per
     recipient (one ``executemany`` for the batch) referring to the message row: no
@@ -23,7 +24,20 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import and_, bindparam, delete, desc, false, func, insert, or_, select, true, update
+from sqlalchemy import (
+    and_,
+    bindparam,
+    delete,
+    desc,
+    false,
+    func,
+    insert,
+    or_,
+    select,
+    true,
+    union_all,
+    update,
+)
 from sqlalchemy.engine import Connection
 
 from parley.domain.mentions import (
@@ -41,26 +55,39 @@ from parley.store.schema import members, messages, notifications, rooms, users
 from parley.store.statements import _IS_MEMBER, _fold_reactions, _many, _Raw
 
 _n = notifications
-_AUDIENCE = (
-    select(
-        members.c.room_id,
-        members.c.user_id,
-        users.c.username,
-        members.c.role,
-        members.c.notify_level,
-        rooms.c.kind,
+_COLUMNS = (
+    members.c.room_id,
+    members.c.user_id,
+    users.c.username,
+    members.c.role,
+    members.c.notify_level,
+    rooms.c.kind,
+)
+_JOINED = members.join(rooms, rooms.c.id == members.c.room_id).join(
+    users, users.c.id == members.c.user_id
+)
+# Every send's room: its members who chose "all", and everyone in a direct room.
+# Two indexed probes (members by room and level; the room's row, then its members
+# only when it is direct), on the DBAPI cursor: a room with no mention costs this.
+_ALWAYS = _Raw(
+    union_all(
+        select(*_COLUMNS)
+        .select_from(_JOINED)
+        .where(members.c.room_id == bindparam("room"), members.c.notify_level == "all", _IS_MEMBER),
+        select(*_COLUMNS)
+        .select_from(_JOINED)
+        .where(rooms.c.id == bindparam("room"), rooms.c.kind != "room", _IS_MEMBER),
     )
-    .select_from(
-        members.join(rooms, rooms.c.id == members.c.room_id).join(
-            users, users.c.id == members.c.user_id
-        )
-    )
+)
+# Only for a batch that names someone or says @room: those named, everyone in a room
+# that said @room, and the senders of an @room (for their role).
+_NAMED = (
+    select(*_COLUMNS)
+    .select_from(_JOINED)
     .where(
         members.c.room_id.in_(_many("rooms")),
         _IS_MEMBER,
         or_(
-            rooms.c.kind != "room",
-            members.c.notify_level == "all",
             members.c.room_id.in_(_many("everyone")),
             users.c.username.in_(_many("names")),
             members.c.user_id.in_(_many("senders")),
@@ -148,14 +175,18 @@ def _audience(conn: Connection, items: Sequence[tuple[str, str, str]]) -> _Audie
         if room:
             everyone.add(room_id)
             senders.add(sender_id)
-    params = {
-        "rooms": sorted({room_id for room_id, _, _ in items}),
-        "everyone": sorted(everyone),
-        "names": sorted(names),
-        "senders": sorted(senders),
-    }
+    room_ids = sorted({room_id for room_id, _, _ in items})
+    rows = [row for room_id in room_ids for row in _ALWAYS.execute(conn, {"room": room_id})]
+    if names or everyone:
+        params = {
+            "rooms": room_ids,
+            "everyone": sorted(everyone),
+            "names": sorted(names),
+            "senders": sorted(senders),
+        }
+        rows.extend(conn.execute(_NAMED, params))
     by_room: dict[str, _RoomAudience] = {}
-    for room_id, user_id, username, role, level, kind in conn.execute(_AUDIENCE, params):
+    for room_id, user_id, username, role, level, kind in rows:
         audience = by_room.get(room_id)
         if audience is None:
             audience = by_room[room_id] = _RoomAudience(kind)

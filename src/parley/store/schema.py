@@ -93,6 +93,8 @@ members = Table(
     Column("notify_level", String(16), nullable=True),
     PrimaryKeyConstraint("room_id", "user_id"),
     Index(None, "user_id"),
+    # Every send looks up who in its room chose level "all".
+    Index(None, "room_id", "notify_level"),
 )
 
 messages = Table(

@@ -24,6 +24,7 @@ def upgrade() -> None:
         sa.Column("mentions_room", sa.Boolean(), nullable=False, server_default=sa.false()),
     )
     op.add_column("members", sa.Column("notify_level", sa.String(16), nullable=True))
+    op.create_index("ix_members_room_id_notify_level", "members", ["room_id", "notify_level"])
     op.create_table(
         "notifications",
         sa.Column("user_id", sa.String(36), nullable=False),
@@ -52,6 +53,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("notifications")
+    op.drop_index("ix_members_room_id_notify_level", "members")
     with op.batch_alter_table("members") as batch:
         batch.drop_column("notify_level")
     with op.batch_alter_table("messages") as batch:
