@@ -295,3 +295,13 @@ async def test_the_frame_reaches_every_connection_of_the_user(api: Api) -> None:
     finally:
         for ws in (first, second, bystander):
             await ws.close()
+
+
+def test_many_names_in_one_message_are_all_resolved(api: Api) -> None:
+    """More names than one lookup takes (16): each is found, in order of mention."""
+    owner = api.user("ow")
+    others = [api.user("m") for _ in range(20)]
+    room_id = room_with(owner, *others)
+    message = send(owner, room_id, " ".join(f"@{o.username}" for o in reversed(others)))
+    assert message["mentions"] == [o.id for o in reversed(others)]
+    assert kinds(others[0]) == [("mention", message["body"])]

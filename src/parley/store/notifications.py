@@ -3,10 +3,10 @@ notifies, decided inside the write transaction, and the feed's reads and writes.
 
 In the send's transaction
     ``_audience`` parses every body of the batch (``parley.domain.mentions``) and
-    reads the members its rules may pick: per room, one probe on the DBAPI cursor for
-    those who chose level ``all`` and everyone in a direct room; and, only when some
-    body names someone or says ``@room``, ONE query for the whole batch (those named,
-    everyone in a room that said ``@room``, and those senders, for their role). Names are
+    reads the members its rules may pick, on the DBAPI cursor: per room, one probe
+    for those who chose level ``all`` and everyone in a direct room; and, only for a
+    room whose bodies name someone or say ``@room``, one more (those named, found by
+    the usernames' index; or everyone, the senders' roles with them). Names are
     resolved to ids there, so a mention of a non-member is plain text, and a member
     who left before the commit is not notified. ``_notify`` then inserts a row per
     recipient (one ``executemany`` for the batch) referring to the message row: no
@@ -20,6 +20,7 @@ Afterwards
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,7 +33,6 @@ from sqlalchemy import (
     false,
     func,
     insert,
-    or_,
     select,
     true,
     union_all,
@@ -79,21 +79,34 @@ _ALWAYS = _Raw(
         .where(rooms.c.id == bindparam("room"), rooms.c.kind != "room", _IS_MEMBER),
     )
 )
-# Only for a batch that names someone or says @room: those named, everyone in a room
-# that said @room, and the senders of an @room (for their role).
-_NAMED = (
-    select(*_COLUMNS)
-    .select_from(_JOINED)
-    .where(
-        members.c.room_id.in_(_many("rooms")),
-        _IS_MEMBER,
-        or_(
-            members.c.room_id.in_(_many("everyone")),
-            users.c.username.in_(_many("names")),
-            members.c.user_id.in_(_many("senders")),
-        ),
-    )
+# Only for a room whose bodies say @room: everyone (the senders' roles with them).
+_EVERYONE = _Raw(
+    select(*_COLUMNS).select_from(_JOINED).where(members.c.room_id == bindparam("room"), _IS_MEMBER)
 )
+_NAMES_PER_QUERY = 16
+
+
+@functools.cache
+def _named(size: int) -> _Raw:
+    """The members of a room among ``size`` usernames (a padded list: few shapes)."""
+    names: list[Any] = [bindparam(f"n{i}") for i in range(size)]
+    return _Raw(
+        select(*_COLUMNS)
+        .select_from(_JOINED)
+        .where(members.c.room_id == bindparam("room"), users.c.username.in_(names), _IS_MEMBER)
+    )
+
+
+def _named_rows(conn: Connection, room_id: str, names: Sequence[str]) -> list[Any]:
+    rows: list[Any] = []
+    for start in range(0, len(names), _NAMES_PER_QUERY):
+        chunk = list(names[start : start + _NAMES_PER_QUERY])
+        size = 1 << (len(chunk) - 1).bit_length()
+        params = {f"n{i}": name for i, name in enumerate(chunk + chunk[-1:] * (size - len(chunk)))}
+        rows.extend(_named(size).execute(conn, {"room": room_id, **params}).fetchall())
+    return rows
+
+
 _INSERT = _Raw(insert(_n), ("id", "user_id", "room_id", "message_id", "kind", "created_at", "read"))
 _KINDS = {k.value: k for k in NotificationKind}
 
@@ -165,26 +178,23 @@ class _Audience:
 
 
 def _audience(conn: Connection, items: Sequence[tuple[str, str, str]]) -> _Audience:
-    """``items``: (room id, sender id, body) of each message, in one query."""
+    """``items``: (room id, sender id, body) of each message. Per room, one probe;
+    a second for a room whose bodies say ``@room`` (everyone) or name someone (the
+    names, in padded lists of at most 16)."""
     parsed = [parse_mentions(body) for _, _, body in items]
-    names: set[str] = set()
+    names: dict[str, set[str]] = {}
     everyone: set[str] = set()
-    senders: set[str] = set()
-    for (room_id, sender_id, _), (found, room) in zip(items, parsed, strict=True):
-        names.update(found)
+    for (room_id, _, _), (found, room) in zip(items, parsed, strict=True):
+        names.setdefault(room_id, set()).update(found)
         if room:
             everyone.add(room_id)
-            senders.add(sender_id)
-    room_ids = sorted({room_id for room_id, _, _ in items})
-    rows = [row for room_id in room_ids for row in _ALWAYS.execute(conn, {"room": room_id})]
-    if names or everyone:
-        params = {
-            "rooms": room_ids,
-            "everyone": sorted(everyone),
-            "names": sorted(names),
-            "senders": sorted(senders),
-        }
-        rows.extend(conn.execute(_NAMED, params))
+    rows: list[Any] = []
+    for room_id in sorted(names):
+        rows.extend(_ALWAYS.execute(conn, {"room": room_id}).fetchall())
+        if room_id in everyone:
+            rows.extend(_EVERYONE.execute(conn, {"room": room_id}).fetchall())
+        elif names[room_id]:
+            rows.extend(_named_rows(conn, room_id, sorted(names[room_id])))
     by_room: dict[str, _RoomAudience] = {}
     for room_id, user_id, username, role, level, kind in rows:
         audience = by_room.get(room_id)
