@@ -119,11 +119,14 @@ def test_mention_autocomplete_badge_panel_levels_and_desktop_notifications(
     server.post(alice_token, dm["id"], "seen while visible")
     expect(b.locator("#notif-count")).to_have_text("1")
     b.evaluate("window.__hidden = true")
-    server.post(alice_token, dm["id"], "while you were away")
+    away = server.post(alice_token, dm["id"], "while you were away")
     expect(b.locator("#notif-count")).to_have_text("2")
     shown = b.evaluate("window.__shown")
     assert shown == [{"title": "Alice Liddell", "body": "while you were away"}]
     b.evaluate("window.__hidden = false")
+    # A deleted message takes its notification along, live.
+    server.call("DELETE", f"/rooms/{dm['id']}/messages/{away['id']}", alice_token)
+    expect(b.locator("#notif-count")).to_have_text("1")
     b.click("#notif-toggle")
     b.get_by_role("button", name="Mark all read").click()
     expect(b.locator("#notif-count")).to_be_hidden()

@@ -75,6 +75,9 @@ class App {
         newMessage: (r, m) => this.onNewMessage(r, m),
         roomGone: (r, reason) => this.onRoomGone(r, reason),
         notification: (n) => this.notifications?.arrived(n),
+        messageDeleted: (id) => this.notifications?.messageDeleted(id),
+        // Notification frames are live only: after a reconnect the feed is reloaded.
+        ready: () => this.notifications?.load(),
       },
     });
     this.store = store;

@@ -104,6 +104,16 @@ export class Notifications {
     this.render();
   }
 
+  /** A message was deleted: the server deleted its notifications too. */
+  messageDeleted(messageId) {
+    const before = this.items.length;
+    const gone = this.items.filter((n) => n.message.id === messageId && !n.read).length;
+    this.items = this.items.filter((n) => n.message.id !== messageId);
+    if (this.items.length === before) return;
+    this.unread = Math.max(0, this.unread - gone);
+    this.render();
+  }
+
   /** The open room changed: its notifications are read now. */
   roomOpened(roomId) {
     if (roomId === this.roomId) return;
