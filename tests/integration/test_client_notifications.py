@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from parley.client import ApiError
 from parley.testing.server import ServerThread
-from tests.realtime_support import TIMEOUT, closing, room, running_server, uid, user
+from tests.integration.test_client_cli import parley
+from tests.realtime_support import PASSWORD, TIMEOUT, closing, room, running_server, uid, user
 
 
 @pytest.fixture(scope="module")
@@ -50,3 +52,35 @@ async def test_notifications_through_the_sdk(node: ServerThread) -> None:
         with pytest.raises(ApiError) as refused:
             await bob.set_notification_level(room_id, "loud")
         assert refused.value.status == 422
+
+
+async def test_notifications_from_the_command_line(node: ServerThread, tmp_path: Path) -> None:
+    alice, bob = await user(node.url, "al"), await user(node.url, "bo")
+    async with closing(alice, bob):
+        room_id = await room(alice, bob)
+        await alice.post_message(room_id, f"ping @{bob.username}")  # type: ignore[attr-defined]
+        config_home = tmp_path / "config"
+        name = str(bob.username)  # type: ignore[attr-defined]
+        login = await asyncio.to_thread(
+            parley,
+            config_home,
+            "login",
+            "--server",
+            node.url,
+            "--username",
+            name,
+            "--password-stdin",
+            stdin=PASSWORD,
+        )
+        assert login.returncode == 0, login.stderr
+        listed = await asyncio.to_thread(parley, config_home, "notifications", "--mark-read")
+        assert listed.returncode == 0, listed.stderr
+        lines = listed.stdout.splitlines()
+        assert lines[0].startswith("* ") and f"mentioned you: ping @{name}" in lines[0]
+        assert lines[-1] == "1 unread"
+        assert (await bob.notifications())[1] == 0
+        level = await asyncio.to_thread(parley, config_home, "rooms", "notify", room_id, "none")
+        assert level.stdout.strip() == "none", level.stderr
+        assert await bob.notification_level(room_id) == "none"
+        shown = await asyncio.to_thread(parley, config_home, "rooms", "notify", room_id)
+        assert shown.stdout.strip() == "none"

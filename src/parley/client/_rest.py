@@ -164,6 +164,11 @@ class ParleyClient:
         result: dict[str, Any] = await self.request("GET", "/api/v1/users/me")
         return result
 
+    async def user(self, user_id: str) -> dict[str, Any]:
+        """The ``User`` of this id."""
+        result: dict[str, Any] = await self.request("GET", f"/api/v1/users/{user_id}")
+        return result
+
     async def find_user(self, username: str) -> dict[str, Any] | None:
         """The ``User`` of exactly this username, or None."""
         result = await self.request("GET", "/api/v1/users", params={"username": username})
