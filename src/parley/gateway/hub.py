@@ -561,10 +561,13 @@ class Hub:
             self.outbox.put(f"room.{room_id}", envelope.pack_events(head, addressed))
 
     def _notify_local(self, user_id: str, frame: bytes) -> None:
+        """Not on a connection still attaching: nothing may come before its
+        ``ready``, and a client reads the feed after ``ready`` anyway."""
         conns = self.users.get(user_id)
         if conns:
             for conn in conns:
-                conn.push(frame)
+                if not conn.opening:
+                    conn.push(frame)
             self.stats.notifications_out += 1
 
     async def _on_bus(self, channel: str, data: bytes) -> None:
