@@ -225,6 +225,11 @@ def test_deleted_messages_and_left_rooms_take_their_notifications(api: Api) -> N
     )
     assert r.json()["mentions"] == [bob.id]
     assert len(kinds(bob)) == 1  # an edit makes no new notification
+    # The log's copies follow: an edit's mentions, a deletion's none.
+    log = alice.get(f"/api/v1/rooms/{room_id}/events").json()["events"]
+    created = {e["message"]["id"]: e["message"] for e in log if e["type"] == "message.created"}
+    assert created[edited["id"]]["mentions"] == [bob.id]
+    assert created[gone["id"]]["mentions"] == [] and created[gone["id"]]["body"] == ""
     assert bob.post(f"/api/v1/rooms/{room_id}/leave").status_code == 200
     assert feed(bob)["notifications"] == []
     send(alice, room_id, f"@{bob.username} after the leave")

@@ -1038,7 +1038,9 @@ class SqlStore(Store):
                 mentions_room=mentions_room,
             )
             [edited] = _fold_reactions(conn, [changed])
-            _rewrite_text_events(conn, room_id, message_id, body)
+            _rewrite_text_events(
+                conn, room_id, message_id, body, mentions=mentions, mentions_room=mentions_room
+            )
             new = [
                 _new_event(
                     room_id, seq, EventType.MESSAGE_EDITED, now, editor_id, message=edited.public()
