@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from parley.domain.admin import AuditEntry, AuditRecord, Invite
+from parley.domain.mentions import Notification, NotificationLevel
 from parley.domain.models import (
     Credentials,
     Event,
@@ -331,7 +332,29 @@ class Store(abc.ABC):
     def export_room(self, room_id: RoomId) -> AsyncIterator[Event]:
         """Every event of a room in ``seq`` order, streamed."""
 
+    # notifications
+    @abc.abstractmethod
+    async def list_notifications(
+        self, user_id: UserId, *, unread_only: bool, before: str | None, limit: int
+    ) -> tuple[list[Notification], int, bool]:
+        """The user's notifications newest first (older than the notification id
+        ``before``), their unread count, and whether more exist."""
 
+    @abc.abstractmethod
+    async def mark_notifications_read(self, user_id: UserId, ids: Sequence[str] | None) -> int:
+        """Mark these of the user's notifications read (None: all); ids of others'
+        or of none are ignored. The unread count after."""
+
+    @abc.abstractmethod
+    async def set_notification_level(
+        self, room_id: RoomId, user_id: UserId, level: NotificationLevel | None
+    ) -> None:
+        """A member's level for the room (None: the default); ``NotFound`` for a
+        non-member."""
+
+
+NotificationHook = Callable[[Sequence[Notification]], None]
+"""Called on the event loop with every notification one committed transaction made."""
 BusHandler = Callable[[str, bytes], Awaitable[None] | None]
 BusSignal = Callable[[], None]
 CommitHook = Callable[[Sequence[Event]], None]

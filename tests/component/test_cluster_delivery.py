@@ -40,6 +40,7 @@ class Node:
         self.bus = MemoryBus(broker)
         self.hub = Hub(bus=self.bus, store=self.store, settings=settings, node_id=name)
         self.store.on_events = self.hub.committed
+        self.store.on_notifications = self.hub.notified
 
     async def start(self) -> Node:
         await self.store.start()

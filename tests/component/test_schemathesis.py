@@ -12,7 +12,10 @@ Bounded: a fixed seed, one worker, ``MAX_EXAMPLES`` cases per operation and
 phase: ~1,000 cases in ~10 s here, the same count run after run. The case counts
 are printed. From 25 examples up, the stateful phase reports one ST201 whose
 report itself calls it a "positive test case": a link put a real id where the
-mutated value was (schemathesis issue 2983's family), not a server fault.
+mutated value was (schemathesis issue 2983's family), not a server fault. Such
+reports, and only when every ST201 printed is one, are set aside
+(``without_positive_st201``): which operations the stateful phase reaches, and so
+whether one shows up at 10 examples, changes with every operation added.
 
 A second, small run with rate limits on checks that 429 answers, and their
 ``Retry-After``, are what the document says.
@@ -140,7 +143,30 @@ def run_schemathesis(url: str, workdir: Path, toml_text: str, *extra: str) -> di
     print(done.stdout)
     assert report.exists(), done.stderr[-5000:]
     result: dict[str, Any] = json.loads(report.read_text())
+    result["stdout"] = done.stdout
     return result
+
+
+def without_positive_st201(report: dict[str, Any]) -> dict[str, Any]:
+    """The report less the stateful phase's ST201 failures that schemathesis itself
+    calls a "positive test case" (a link put a real id where the mutated value was:
+    see the module's doc), when every ST201 it printed is one; anything else stays."""
+    failures = report["failures"]
+    printed = report["stdout"].count("- ST201 Schema-violating request accepted")
+    positive = report["stdout"].count("Invalid component: positive test case")
+    known = [
+        f
+        for f in failures
+        if f["code"] == "ST201" and f["operations"] == ["Stateful tests"] and f["count"] == printed
+    ]
+    if not known or printed != positive:
+        return report
+    phases = dict(report["phases"])
+    if len(known) == len(failures):
+        phases["stateful"] = {**phases["stateful"], "status": "success"}
+    exit_code = 0 if len(known) == len(failures) else report["exit_code"]
+    rest = [f for f in failures if f not in known]
+    return {**report, "failures": rest, "phases": phases, "exit_code": exit_code}
 
 
 def assert_clean(report: dict[str, Any]) -> None:
@@ -224,8 +250,10 @@ def test_schemathesis_all_checks(tmp_path: Path, problems: list[logging.LogRecor
         # ST302 takes a 404 after a POST of the parent for the parent missing, also
         # when it is a user named in the body ("user not found" adding a member to a
         # room just made), and per-operation settings do not reach the stateful phase.
-        report = run_schemathesis(
-            server.url, tmp_path, toml_text, "--exclude-checks", "ensure_resource_availability"
+        report = without_positive_st201(
+            run_schemathesis(
+                server.url, tmp_path, toml_text, "--exclude-checks", "ensure_resource_availability"
+            )
         )
         asyncio.run(probe(server.url, token, room))
     cases = report["test_cases"]

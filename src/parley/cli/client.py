@@ -445,6 +445,60 @@ def cmd_tail(args: argparse.Namespace) -> int:
     return _run(args, main)
 
 
+_WHY = {
+    "mention": "mentioned you",
+    "room_mention": "said @room",
+    "reply": "replied",
+    "dm": "wrote",
+    "message": "wrote",
+}
+
+
+def cmd_notifications(args: argparse.Namespace) -> int:
+    async def main() -> int:
+        async with _client(args) as client:
+            feed, unread, _ = await client.notifications(unread_only=args.unread, limit=args.limit)
+            if args.json:
+                print(json.dumps({"notifications": feed, "unread": unread}, indent=2))
+            else:
+                rooms = await client.rooms()
+                await _dm_names(client, rooms)
+                names = {
+                    r["id"]: r["name"] if r["kind"] == "dm" else f"#{r['name']}" for r in rooms
+                }
+                senders: dict[str, str] = {}
+                for n in reversed(feed):
+                    sender = n["message"]["sender_id"]
+                    if sender not in senders:
+                        senders[sender] = (await client.user(sender))["username"]
+                    mark = " " if n["read"] else "*"
+                    body = " ".join(n["message"]["body"].split())[:100]
+                    where = names.get(n["room_id"], n["room_id"])
+                    why = _WHY.get(n["kind"], "wrote")
+                    print(
+                        f"{mark} {n['created_at'][:16]}  {where}  {senders[sender]} {why}: {body}"
+                    )
+                print(f"{unread} unread")
+            if args.mark_read and feed:
+                await client.mark_notifications_read([n["id"] for n in feed])
+        return 0
+
+    return _run(args, main)
+
+
+def cmd_rooms_notify(args: argparse.Namespace) -> int:
+    async def main() -> int:
+        async with _client(args) as client:
+            room_id = await _resolve_room(client, args.room)
+            if args.level is None:
+                print(await client.notification_level(room_id))
+            else:
+                print(await client.set_notification_level(room_id, args.level))
+        return 0
+
+    return _run(args, main)
+
+
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the client commands to ``parley``."""
     server_help = f"server URL (PARLEY_SERVER; default: the saved one, or {DEFAULT_SERVER})"
@@ -487,6 +541,28 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     members = add(rooms_sub, "members", "list a room's members", cmd_rooms_members, nested=True)
     members.add_argument("room", help=room_help)
     members.add_argument("--json", action="store_true", help="print the API's JSON")
+
+    notify = add(
+        rooms_sub,
+        "notify",
+        "show or set your notification level for a room",
+        cmd_rooms_notify,
+        nested=True,
+    )
+    notify.add_argument("room", help=room_help)
+    notify.add_argument(
+        "level",
+        nargs="?",
+        choices=["all", "mentions", "none"],
+        help="all: every message; mentions: mentions, @room, replies; none: nothing",
+    )
+    feed = add(
+        subparsers, "notifications", "list your notifications, newest last", cmd_notifications
+    )
+    feed.add_argument("--unread", action="store_true", help="only the unread ones")
+    feed.add_argument("--limit", type=int, default=20, help="how many (1 to 200)")
+    feed.add_argument("--mark-read", action="store_true", help="mark the listed ones read")
+    feed.add_argument("--json", action="store_true", help="print the API's JSON")
 
     dm = add(subparsers, "dm", "open the direct room with a user (or 2 to 9: a group)", cmd_dm)
     dm.add_argument("usernames", nargs="+", metavar="USERNAME")

@@ -37,6 +37,10 @@
   sent again and an ``idle`` status is set again, since the server forgets both
   when a connection ends. ``presence`` holds the latest ``presence`` frame of each
   watched user; the frames also go to ``on_frame``.
+* Notifications: each ``notification`` frame's ``Notification`` goes to
+  ``on_notification`` (the frame to ``on_frame`` when that is not set). They are
+  not replayed on resume: what arrived while disconnected is in
+  ``ParleyClient.notifications``.
 """
 
 from __future__ import annotations
@@ -125,9 +129,10 @@ class Live:
     live: ...`` (see the module doc). ``cursors`` resumes from a previous session.
 
     ``on_frame`` receives frames that are not room events or answers (``typing``,
-    ``presence``, unanswered ``error``); ``queue_size`` bounds events received but
-    not yet read (past it, rooms are read again from the log: see the module
-    doc). ``presence`` is the latest ``presence`` frame of each user watched
+    ``presence``, unanswered ``error``, ``notification`` unless ``on_notification``
+    takes each ``Notification``); ``queue_size`` bounds events received but not yet
+    read (past it, rooms are read again from the log: see the module doc).
+    ``presence`` is the latest ``presence`` frame of each user watched
     through ``presence_subscribe`` (the last known state while disconnected).
     """
 
@@ -137,6 +142,7 @@ class Live:
         *,
         cursors: dict[str, int] | None = None,
         on_frame: Callable[[dict[str, Any]], None] | None = None,
+        on_notification: Callable[[dict[str, Any]], None] | None = None,
         queue_size: int = 10_000,
         backoff: Backoff | None = None,
         ping_interval: float | None = 20.0,
@@ -146,6 +152,7 @@ class Live:
         self.client = client
         self.cursors: dict[str, int] = dict(cursors or {})
         self.on_frame = on_frame
+        self.on_notification = on_notification
         self.user_id: str | None = None
         self.session_id: str | None = None
         self.rooms: dict[str, int] = {}
@@ -588,6 +595,8 @@ class Live:
         elif kind == "ready":
             self._on_ready(frame)
             await self._restore_presence()
+        elif kind == "notification" and self.on_notification is not None:
+            self.on_notification(frame["notification"])
         else:
             if kind == "presence":
                 self._on_presence(frame)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -164,6 +164,11 @@ class ParleyClient:
         result: dict[str, Any] = await self.request("GET", "/api/v1/users/me")
         return result
 
+    async def user(self, user_id: str) -> dict[str, Any]:
+        """The ``User`` of this id."""
+        result: dict[str, Any] = await self.request("GET", f"/api/v1/users/{user_id}")
+        return result
+
     async def find_user(self, username: str) -> dict[str, Any] | None:
         """The ``User`` of exactly this username, or None."""
         result = await self.request("GET", "/api/v1/users", params={"username": username})
@@ -281,6 +286,38 @@ class ParleyClient:
     async def mark_read(self, room_id: str, seq: int) -> int:
         result = await self.request("PUT", f"/api/v1/rooms/{room_id}/read", json={"seq": seq})
         return int(result["read_seq"])
+
+    # mentions and notifications
+
+    async def notifications(
+        self, *, unread_only: bool = False, before: str | None = None, limit: int = 50
+    ) -> tuple[list[dict[str, Any]], int, bool]:
+        """The caller's ``Notification`` objects newest first (older than the
+        notification id ``before``), the unread count, and whether more exist."""
+        params: dict[str, Any] = {"limit": limit}
+        if unread_only:
+            params["unread_only"] = "true"
+        if before is not None:
+            params["before"] = before
+        result = await self.request("GET", "/api/v1/notifications", params=params)
+        return result["notifications"], int(result["unread"]), bool(result["has_more"])
+
+    async def mark_notifications_read(self, ids: Iterable[str] | None = None) -> int:
+        """Mark these notifications read (``None``: all of them); the unread count."""
+        body: dict[str, Any] = {"all": True} if ids is None else {"ids": list(ids)}
+        result = await self.request("POST", "/api/v1/notifications/read", json=body)
+        return int(result["unread"])
+
+    async def notification_level(self, room_id: str) -> str:
+        """``all``, ``mentions`` or ``none``: the caller's level for the room."""
+        result = await self.request("GET", f"/api/v1/rooms/{room_id}/notifications")
+        return str(result["level"])
+
+    async def set_notification_level(self, room_id: str, level: str) -> str:
+        result = await self.request(
+            "PUT", f"/api/v1/rooms/{room_id}/notifications", json={"level": level}
+        )
+        return str(result["level"])
 
     # live
 

@@ -11,7 +11,10 @@ import os
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, NewType
+from typing import TYPE_CHECKING, Any, NewType
+
+if TYPE_CHECKING:
+    from parley.domain.mentions import Notification
 
 UserId = NewType("UserId", str)
 RoomId = NewType("RoomId", str)
@@ -164,6 +167,9 @@ class Membership:
     role: Role | None
     banned: bool = False
     read_seq: int = 0
+    notify_level: str | None = None
+    """The member's notification level for the room (None: the room kind's default,
+    ``parley.domain.mentions.level_of``)."""
 
     @property
     def is_member(self) -> bool:
@@ -214,6 +220,10 @@ class Message:
     reactions: dict[str, list[str]] = field(default_factory=dict)
     thread_root_id: MessageId | None = None
     thread: ThreadSummary | None = None
+    mentions: tuple[UserId, ...] = ()
+    """The members the body mentions (``parley.domain.mentions``), parsed by the
+    server when stored or edited."""
+    mentions_room: bool = False
 
     def public(self) -> dict[str, Any]:
         """The API's ``Message`` object; a deleted one is a tombstone with no body."""
@@ -231,6 +241,8 @@ class Message:
             "reactions": self.reactions,
             "thread_root_id": self.thread_root_id,
             "thread": self.thread.public() if self.thread is not None else None,
+            "mentions": [] if self.deleted else list(self.mentions),
+            "mentions_room": self.mentions_room and not self.deleted,
         }
 
 
@@ -251,3 +263,6 @@ class SendResult:
     message: Message
     event: Event | None
     created: bool
+    notifications: tuple[Notification, ...] = ()
+    """What the send notified, handed to the store's ``on_notifications`` hook after
+    the commit."""

@@ -42,7 +42,8 @@ that has no channel for the room yet), and ``sessions`` (always: every node hear
 of a logout, to end the session's connections and refuse its access tokens). Each bus message is a
 ``parley.protocol.envelope``: the origin node's id (so a node skips its own echo
 without decoding), then a commit's stored events for the room, an ephemeral
-``typing`` frame, or (on ``sessions``) a user's sessions that ended.
+``typing`` frame, a commit's notifications in the room (each with its user), or (on
+``sessions``) a user's sessions that ended.
 
 Live connections follow their token: each has an ``expires_at`` (the access token's
 ``exp``), extended when the client sends a fresh token on it. One timer per hub,
@@ -67,6 +68,7 @@ from parley.delivery.channel import RoomChannel
 from parley.delivery.fanout import Fanout
 from parley.delivery.outbox import Outbox
 from parley.delivery.session import Connection
+from parley.domain.mentions import Notification
 from parley.domain.models import Event, RoomId, UserId
 from parley.errors import NotFound, ParleyError
 from parley.gateway.metrics import HubStats, Metrics
@@ -75,7 +77,7 @@ from parley.presence import PresenceService
 from parley.protocol import envelope
 from parley.protocol.codec import loads
 from parley.protocol.events import MEMBER_JOINED, MEMBER_LEFT, REWRITES
-from parley.protocol.frames import error_frame, typing_frame
+from parley.protocol.frames import encode_message, error_frame, notification_frame, typing_frame
 from parley.protocol.session import (
     CLOSE_POLICY,
     CLOSE_SERVICE_RESTART,
@@ -153,6 +155,7 @@ class Hub:
         self._origin = node_id.encode()
         self._prefix_events = envelope.prefix(envelope.EVENTS, self._origin)
         self._prefix_typing = envelope.prefix(envelope.TYPING, self._origin)
+        self._prefix_notifications = envelope.prefix(envelope.NOTIFICATIONS, self._origin)
         self.outbox = Outbox(bus, limit=settings.bus_outbox)
         self.metrics.watch_outbox(self.outbox)
         self.presence: PresenceService | None = None
@@ -544,6 +547,35 @@ class Hub:
         for room_id, raws in by_room.items():
             outbox.put(f"room.{room_id}", envelope.pack_events(head, raws))
 
+    def notified(self, notifications: Sequence[Notification]) -> None:
+        """The store's notifications hook: each notification's frame is encoded
+        once (its message once for all its recipients), pushed to every local
+        connection of its user, and published for the user's connections on other
+        nodes: one bus message per room and commit, on the room's channel, which
+        every node holding a connection of a member listens on."""
+        by_room: dict[str, list[bytes]] = {}
+        messages: dict[str, bytes] = {}
+        for item in notifications:
+            message = messages.get(item.message.id)
+            if message is None:
+                message = messages[item.message.id] = encode_message(item.message.public())
+            frame = notification_frame(item, message)
+            self._notify_local(item.user_id, frame)
+            by_room.setdefault(item.room_id, []).append(item.user_id.encode() + b"\n" + frame)
+        head = self._prefix_notifications
+        for room_id, addressed in by_room.items():
+            self.outbox.put(f"room.{room_id}", envelope.pack_events(head, addressed))
+
+    def _notify_local(self, user_id: str, frame: bytes) -> None:
+        """Not on a connection still attaching: nothing may come before its
+        ``ready``, and a client reads the feed after ``ready`` anyway."""
+        conns = self.users.get(user_id)
+        if conns:
+            for conn in conns:
+                if not conn.opening:
+                    conn.push(frame)
+            self.stats.notifications_out += 1
+
     async def _on_bus(self, channel: str, data: bytes) -> None:
         if data[:1] == envelope.PRESENCE:
             if self.presence is not None:
@@ -562,6 +594,10 @@ class Hub:
             elif message.kind == envelope.SESSIONS:
                 user_id, *sids = message.body.decode().split("\n")
                 self._end_local(user_id, sids)
+            elif message.kind == envelope.NOTIFICATIONS:
+                for addressed in envelope.unpack_events(message.body):
+                    addressee, _, frame = addressed.partition(b"\n")
+                    self._notify_local(addressee.decode(), frame)
         except (ValueError, KeyError, TypeError):
             log.warning("dropped a malformed bus message on %s", channel)
 

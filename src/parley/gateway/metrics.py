@@ -43,6 +43,7 @@ _COUNTERS = {
     "replayed": "Events sent by a replay (resume, gap or join).",
     "replayed_from_memory": "Replayed events served from the room's recent events, not the store.",
     "sends": "Messages accepted over the WebSocket (acknowledged).",
+    "notifications_out": "Notification frames this node gave its users' connections (per user).",
     "send_errors": "WebSocket sends answered with an error frame.",
     "bad_frames": "Inbound frames answered with an error (malformed, too large, ...).",
     "queue_drops": "Connections closed because their outbound queue was full.",
@@ -104,6 +105,7 @@ class HubStats:
     head_checks: int = 0
     connections_ws: int = 0
     connections_sse: int = 0
+    notifications_out: int = 0
 
 
 class _StatsCollector(Collector):

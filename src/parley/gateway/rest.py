@@ -10,6 +10,7 @@ from fastapi.security import OAuth2PasswordBearer
 
 from parley.auth.tokens import AccessClaims
 from parley.domain import validation
+from parley.domain.mentions import NotificationLevel
 from parley.domain.models import MessageId, Role, RoomId, RoomSummary, UserId, Visibility
 from parley.errors import InvalidInput, NotFound, Unauthorized
 from parley.gateway import schemas as s
@@ -481,3 +482,55 @@ async def remove_reaction(
 )
 async def read(room_id: UUID, body: s.ReadIn, rt: RT, me: Me) -> dict[str, int]:
     return {"read_seq": await rt.chat.mark_read(me, RoomId(str(room_id)), body.seq)}
+
+
+# mentions and notifications
+@router.get(
+    "/notifications", response_model=s.NotificationsOut, tags=["notifications"], dependencies=READ
+)
+async def notifications(
+    rt: RT,
+    me: Me,
+    unread_only: bool = False,
+    before: Annotated[UUID | None, Query(description="A notification id: older ones")] = None,
+    limit: LimitParam = 50,
+) -> dict[str, Any]:
+    """The caller's notifications, newest first, and their unread count."""
+    feed, unread, has_more = await rt.notifications.feed(
+        me, unread_only=unread_only, before=None if before is None else str(before), limit=limit
+    )
+    return {"notifications": [n.public() for n in feed], "unread": unread, "has_more": has_more}
+
+
+@router.post(
+    "/notifications/read", response_model=s.UnreadOut, tags=["notifications"], dependencies=READ
+)
+async def notifications_read(body: s.ReadIdsIn | s.ReadAllIn, rt: RT, me: Me) -> dict[str, int]:
+    """``{"ids": [...]}`` (the caller's; others are ignored) or ``{"all": true}``."""
+    ids = [str(UUID(i)) for i in body.ids] if isinstance(body, s.ReadIdsIn) else None
+    return {"unread": await rt.notifications.mark_read(me, ids)}
+
+
+@router.get(
+    "/rooms/{room_id:uuid}/notifications",
+    response_model=s.LevelOut,
+    tags=["notifications"],
+    dependencies=READ,
+)
+async def notification_level(room_id: UUID, rt: RT, me: Me) -> dict[str, str]:
+    """The caller's level for the room: ``all`` by default in direct rooms,
+    ``mentions`` elsewhere."""
+    return {"level": (await rt.notifications.level(me, RoomId(str(room_id)))).value}
+
+
+@router.put(
+    "/rooms/{room_id:uuid}/notifications",
+    response_model=s.LevelOut,
+    tags=["notifications"],
+    dependencies=EDIT,
+)
+async def set_notification_level(room_id: UUID, body: s.LevelIn, rt: RT, me: Me) -> dict[str, str]:
+    """``all``: every message notifies; ``mentions``: mentions, ``@room`` and
+    replies in one's threads; ``none``: nothing."""
+    level = NotificationLevel(body.level)
+    return {"level": (await rt.notifications.set_level(me, RoomId(str(room_id)), level)).value}

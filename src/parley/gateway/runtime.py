@@ -18,6 +18,7 @@ from parley.presence import CoMembers, PresenceConfig, PresenceService, SystemCl
 from parley.service.accounts import Accounts
 from parley.service.admin import AdminService
 from parley.service.chat import ChatService
+from parley.service.notifications import NotificationService
 from parley.settings import Settings
 from parley.store import SqlStore, migrate
 from parley.store.crypto import KeyRing, load_master_key
@@ -67,6 +68,7 @@ class Runtime:
     accounts: Accounts
     admin: AdminService
     chat: ChatService
+    notifications: NotificationService
 
     @classmethod
     async def start(cls, settings: Settings) -> Runtime:
@@ -93,6 +95,7 @@ class Runtime:
         if store.replica_stats is not None:
             hub.metrics.watch_replicas(store.replica_stats)
         store.on_events = hub.committed
+        store.on_notifications = hub.notified
         presence_store = connect_presence(settings.cache_url, cache=cache)
         await presence_store.start()
         clock = SystemClock()
@@ -137,6 +140,7 @@ class Runtime:
             accounts=Accounts(store, passwords, tokens, admin),
             admin=admin,
             chat=ChatService(store, max_body_bytes=settings.max_body_bytes),
+            notifications=NotificationService(store),
         )
 
     async def close(self) -> None:

@@ -207,6 +207,8 @@ class MessageOut(BaseModel):
     reactions: dict[str, list[str]]
     thread_root_id: str | None
     thread: ThreadOut | None
+    mentions: list[str] = Field(description="The members the body mentions (server-parsed).")
+    mentions_room: bool = Field(description="The body said @room, from an admin or owner.")
 
 
 class MessagesOut(BaseModel):
@@ -252,3 +254,46 @@ class PresenceEntry(BaseModel):
 class PresenceOut(BaseModel):
     presence: list[PresenceEntry]
     forbidden: list[str]
+
+
+UUID_PATTERN = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+NotificationId = Annotated[str, Field(pattern=UUID_PATTERN, max_length=36)]
+
+
+class NotificationOut(BaseModel):
+    id: str
+    kind: Literal["mention", "room_mention", "reply", "dm", "message"]
+    room_id: str
+    message: MessageOut
+    created_at: str
+    read: bool
+
+
+class NotificationsOut(BaseModel):
+    notifications: list[NotificationOut]
+    unread: int
+    has_more: bool
+
+
+class ReadIdsIn(Strict):
+    """The caller's notifications to mark read; others' and unknown ones are ignored."""
+
+    ids: Annotated[list[NotificationId], Field(max_length=500)]
+
+
+class ReadAllIn(Strict):
+    """Every notification of the caller."""
+
+    all: Literal[True]
+
+
+class UnreadOut(BaseModel):
+    unread: int
+
+
+class LevelIn(Strict):
+    level: Literal["all", "mentions", "none"]
+
+
+class LevelOut(BaseModel):
+    level: Literal["all", "mentions", "none"]

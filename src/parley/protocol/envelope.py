@@ -8,7 +8,10 @@ One layout for rooms, presence and typing::
 big-endian length, then the event's bytes as the store encoded them: a commit's
 events for one room travel in one bus message), ``T`` a ``typing`` frame, ``P`` a
 presence change notice (user ids, one per line), ``S`` sessions ended (a user id,
-then the ended sessions' ids, one per line: a logout or a password change). The
+then the ended sessions' ids, one per line: a logout or a password change), ``N``
+notifications for the user whose ``user.<id>`` channel carries it (each a 4-byte
+length, then the ``notification`` frame's bytes, as in ``E``: a commit's
+notifications of one user travel in one bus message). The
 origin comes first so that a node skips its own echo (brokers deliver a publisher's
 messages to itself) without decoding the body.
 """
@@ -24,7 +27,8 @@ EVENTS: Final = b"E"
 TYPING: Final = b"T"
 PRESENCE: Final = b"P"
 SESSIONS: Final = b"S"
-KINDS: Final = frozenset((EVENTS, TYPING, PRESENCE, SESSIONS))
+NOTIFICATIONS: Final = b"N"
+KINDS: Final = frozenset((EVENTS, TYPING, PRESENCE, SESSIONS, NOTIFICATIONS))
 
 _LENGTH: Final = struct.Struct(">I")
 
@@ -52,7 +56,8 @@ def pack(kind: bytes, origin: bytes, body: bytes) -> bytes:
 
 
 def pack_events(head: bytes, raws: Iterable[bytes]) -> bytes:
-    """``head`` is ``prefix(EVENTS, origin)``; each event is length-prefixed."""
+    """``head`` is ``prefix(EVENTS, origin)`` (or ``NOTIFICATIONS``); each event
+    (frame) is length-prefixed."""
     parts = [head]
     for raw in raws:
         parts.append(_LENGTH.pack(len(raw)))
@@ -76,7 +81,8 @@ def unpack(data: bytes) -> Envelope:
 
 
 def unpack_events(body: bytes) -> list[bytes]:
-    """The events of an ``E`` body; ``ValueError`` if it is cut short."""
+    """The events of an ``E`` body (the frames of an ``N`` one); ``ValueError`` if
+    it is cut short."""
     raws: list[bytes] = []
     view = memoryview(body)
     offset, size = 0, len(body)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Annotated, Any, Final, Literal, cast
+from typing import Annotated, Any, Final, Literal, Protocol, cast
 
 import msgspec
 
@@ -269,3 +269,46 @@ def pong_frame(frame_id: str | int | None = None) -> bytes:
 def read_frame(room_id: str, read_seq: int, frame_id: str | int | None = None) -> bytes:
     """Answer to ``read`` (an extension: the cursor the server kept)."""
     return _encoder.encode(_Read(room_id, read_seq, frame_id))
+
+
+class _NotificationHead(msgspec.Struct):
+    id: str
+    kind: str
+    room_id: str
+    created_at: str
+    read: bool
+
+
+class _Addressed(Protocol):
+    """What a notification frame needs of a notification (the domain's has it)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def room_id(self) -> str: ...
+    @property
+    def created_at(self) -> str: ...
+    @property
+    def read(self) -> bool: ...
+
+
+def encode_message(message: Mapping[str, Any]) -> bytes:
+    """A ``Message`` object's JSON, to share among the frames that carry it."""
+    return _encoder.encode(message)
+
+
+def notification_frame(notification: _Addressed, message: bytes) -> bytes:
+    """``{"type": "notification", "notification": Notification}`` for one recipient,
+    around ``message`` (``encode_message``) encoded once for all of them."""
+    head = _encoder.encode(
+        _NotificationHead(
+            notification.id,
+            str(notification.kind),
+            notification.room_id,
+            notification.created_at,
+            notification.read,
+        )
+    )
+    return b'{"type":"notification","notification":' + head[:-1] + b',"message":' + message + b"}}"

@@ -19,6 +19,7 @@ What the database keeps of the old bytes
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy.engine import Connection
@@ -31,10 +32,18 @@ _ERASED = "parley_erased"
 
 
 def _rewrite_text_events(
-    conn: Connection, room_id: str, message_id: str, body: str, *, deleted: bool = False
+    conn: Connection,
+    room_id: str,
+    message_id: str,
+    body: str,
+    *,
+    deleted: bool = False,
+    mentions: Sequence[str] = (),
+    mentions_room: bool = False,
 ) -> int:
     """Set the text of every stored event that carries ``message_id``'s text to
-    ``body`` (and mark them ``deleted``); the number of events rewritten."""
+    ``body``, with the mentions parsed from it (and mark them ``deleted``); the
+    number of events rewritten."""
     ring = _ring(conn)
     rewritten: list[dict[str, Any]] = []
     rows = conn.execute(_TEXT_EVENTS, {"room": room_id, "message": message_id}).all()
@@ -42,6 +51,8 @@ def _rewrite_text_events(
         event = loads(open_event(conn, room_id, seq, key_id, bytes(stored)))
         message = event["message"]
         message["body"] = body
+        message["mentions"] = list(mentions)
+        message["mentions_room"] = mentions_room
         if deleted:
             message["deleted"] = True
         new_key, data = seal_event(ring, room_id, seq, dumps(event))

@@ -63,6 +63,8 @@ _MESSAGE_COLUMNS = (
     messages.c.reply_count,
     messages.c.last_reply_at,
     messages.c.thread_participants,
+    messages.c.mentions,
+    messages.c.mentions_room,
 )
 _MEMBER_COLUMNS = (
     members.c.room_id,
@@ -70,6 +72,7 @@ _MEMBER_COLUMNS = (
     members.c.role,
     members.c.banned,
     members.c.read_seq,
+    members.c.notify_level,
 )
 _EVENT_COLUMNS = (events.c.room_id, events.c.seq, events.c.type, events.c.data, events.c.key_id)
 # dict lookups: calling an Enum class costs ~20 times more
@@ -119,6 +122,8 @@ def _message(row: Sequence[Any], conn: Connection) -> Message:
         deleted=bool(row[9]),
         thread_root_id=row[11],
         thread=_thread(row[12], row[13], row[14]),
+        mentions=tuple(row[15].split()) if row[15] else (),
+        mentions_room=bool(row[16]),
     )
 
 
@@ -138,6 +143,7 @@ def _membership(row: Sequence[Any]) -> Membership:
         role=_ROLES[row[2]] if row[2] is not None else None,
         banned=bool(row[3]),
         read_seq=row[4],
+        notify_level=row[5],
     )
 
 

@@ -95,8 +95,12 @@ members = Table(
     Column("banned", Boolean, nullable=False, server_default=false()),
     Column("read_seq", Integer, nullable=False, server_default=text("0")),
     Column("joined_at", TIMESTAMP, nullable=False),
+    # "all", "mentions" or "none"; NULL: the room kind's default.
+    Column("notify_level", String(16), nullable=True),
     PrimaryKeyConstraint("room_id", "user_id"),
     Index(None, "user_id"),
+    # Every send looks up who in its room chose level "all".
+    Index(None, "room_id", "notify_level"),
 )
 
 messages = Table(
@@ -122,6 +126,10 @@ messages = Table(
     Column("reply_count", Integer, nullable=False, server_default=text("0")),
     Column("last_reply_at", TIMESTAMP, nullable=True),
     Column("thread_participants", Text, nullable=True),
+    # The members the body mentions, user ids separated by spaces (NULL: none), and
+    # whether it said @room with the right to: parsed by the server when stored.
+    Column("mentions", Text, nullable=True),
+    Column("mentions_room", Boolean, nullable=False, server_default=false()),
     # Doubles as the (room_id, seq) index every page and unread count walks.
     UniqueConstraint("room_id", "seq"),
     # A thread's page; partial, so top-level sends do not pay for it.
@@ -212,4 +220,23 @@ audit_log = Table(
     Column("target_message_id", ID, nullable=True),
     Column("ip", String(64), nullable=True),
     Column("details", Text, nullable=False),
+)
+
+notifications = Table(
+    "notifications",
+    metadata,
+    Column("user_id", ID, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    # A UUIDv7: ids sort as they were made, so a user's feed pages by id.
+    Column("id", ID, nullable=False),
+    Column("room_id", ID, ForeignKey("rooms.id", ondelete="CASCADE"), nullable=False),
+    # The message is read from its row (its text sealed there): never copied here.
+    Column("message_id", ID, ForeignKey("messages.id", ondelete="CASCADE"), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("created_at", TIMESTAMP, nullable=False),
+    Column("read", Boolean, nullable=False, server_default=false()),
+    # A user's feed newest first, their unread count, their leaving a room: all walk
+    # the user's own rows. Few indexes: an @room inserts a row per member.
+    PrimaryKeyConstraint("user_id", "id"),
+    # A message's deletion takes its notifications.
+    Index(None, "message_id"),
 )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from sqlalchemy import String, and_, column, select, text
@@ -21,6 +22,7 @@ from parley.domain.models import (
     MessageId,
     SendResult,
     ThreadSummary,
+    UserId,
     new_message_id,
     utc_now,
 )
@@ -28,6 +30,7 @@ from parley.errors import InvalidInput, NotFound
 from parley.ports import SendRequest
 from parley.store.crypto import _ring, seal_body
 from parley.store.journal import _insert_events, _new_event
+from parley.store.notifications import _audience, _notify, _stored_mentions
 from parley.store.ops import _Op
 from parley.store.rows import _MESSAGE_COLUMNS, _message, _storable
 from parley.store.schema import members, messages
@@ -175,22 +178,35 @@ def _apply_sends(conn: Connection, ops: Sequence[_Op]) -> None:
         assert op.send is not None
         counts[op.send.room_id] = counts.get(op.send.room_id, 0) + 1
     next_seq = _take_seqs_per_room(conn, counts, now)
+    requests = [op.send for op in fresh if op.send is not None]
+    # Who took part in each thread replied to (the root's sender, its repliers, and
+    # this batch's): the members a reply may notify, read with the others.
+    in_threads: dict[str, set[str]] = {}
+    for op in fresh:
+        root = root_of.get(id(op))
+        if root is not None and op.send is not None:
+            people = in_threads.setdefault(op.send.room_id, set())
+            people.update(root.participants, (root.sender_id, op.send.sender_id))
+    audience = _audience(conn, [(r.room_id, r.sender_id, r.body) for r in requests], in_threads)
+    took_part: dict[str, tuple[str, ...]] = {}
     message_rows: list[dict[str, Any]] = []
     new_events: list[Event] = []
-    for op in fresh:
-        request = op.send
-        assert request is not None
+    for index, request in enumerate(requests):
         seq = next_seq[request.room_id]
         next_seq[request.room_id] = seq + 1
-        root = root_of.get(id(op))
+        mentions, mentions_room = audience.mentions(index, request.room_id, request.sender_id)
+        root = root_of.get(id(fresh[index]))
         if root is None:
-            message, row, created = _new_message(request, seq, now)
+            message, row, created = _new_message(request, seq, now, mentions, mentions_room)
         else:
             summary = root.add_reply(request.sender_id, now)
-            message, row, created = _new_message(request, seq, now, root.id, summary)
+            message, row, created = _new_message(
+                request, seq, now, mentions, mentions_room, root.id, summary
+            )
+            took_part[message.id] = summary.participants
         message_rows.append(row)
         new_events.append(created)
-        op.result = SendResult(message, created, created=True)
+        fresh[index].result = SendResult(message, created, created=True)
     ring = _ring(conn)
     if ring is not None:
         for row in message_rows:
@@ -199,6 +215,11 @@ def _apply_sends(conn: Connection, ops: Sequence[_Op]) -> None:
     _insert_events(conn, new_events, [row["id"] for row in message_rows])
     if root_of:
         _store_summaries(conn, {id(root): root for root in root_of.values()}.values())
+    notified = _notify(conn, audience, [op.result.message for op in fresh], took_part)
+    for op in fresh:
+        made = notified.get(op.result.message.id)
+        if made:
+            op.result = replace(op.result, notifications=made)
     for op, first in repeats:
         op.result = SendResult(first.result.message, None, created=False)
 
@@ -207,6 +228,8 @@ def _new_message(
     request: SendRequest,
     seq: int,
     now: str,
+    mentions: tuple[UserId, ...] = (),
+    mentions_room: bool = False,
     root_id: str | None = None,
     root_thread: ThreadSummary | None = None,
 ) -> tuple[Message, dict[str, Any], Event]:
@@ -222,6 +245,8 @@ def _new_message(
         client_msg_id=request.client_msg_id,
         created_at=now,
         thread_root_id=MessageId(root_id) if root_id is not None else None,
+        mentions=mentions,
+        mentions_room=mentions_room,
     )
     row = {
         "id": message.id,
@@ -235,6 +260,8 @@ def _new_message(
         "deleted": False,
         "key_id": None,
         "thread_root_id": root_id,
+        "mentions": _stored_mentions(mentions),
+        "mentions_room": mentions_room,
     }
     fields: dict[str, Any] = {"message": message.public()}
     if root_thread is not None:

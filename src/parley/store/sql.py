@@ -49,6 +49,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from parley.domain.admin import AuditEntry, AuditRecord, Invite
+from parley.domain.mentions import Notification, NotificationLevel
 from parley.domain.models import (
     Credentials,
     Event,
@@ -79,7 +80,7 @@ from parley.errors import (
     UsernameTaken,
     VersionConflict,
 )
-from parley.ports import CommitHook, RefreshGrant, SendRequest, Store
+from parley.ports import CommitHook, NotificationHook, RefreshGrant, SendRequest, Store
 from parley.store import admin
 from parley.store.crypto import (
     KeyRing,
@@ -99,6 +100,15 @@ from parley.store.engine import (
 )
 from parley.store.erase import _ERASED, _rewrite_text_events
 from parley.store.journal import _insert_events, _new_event
+from parley.store.notifications import (
+    _audience,
+    _forget_member,
+    _forget_message,
+    _list_feed,
+    _mark_read,
+    _set_level,
+    _stored_mentions,
+)
 from parley.store.ops import _Op
 from parley.store.replicas import ReplicaStats, _Replicas, room_head
 from parley.store.rows import (
@@ -444,6 +454,15 @@ class SqlStore(Store):
     @on_events.setter
     def on_events(self, hook: CommitHook | None) -> None:
         self._writer.on_events = hook
+
+    @property
+    def on_notifications(self) -> NotificationHook | None:
+        """The notifications hook (``Store.on_notifications``)."""
+        return self._writer.on_notifications
+
+    @on_notifications.setter
+    def on_notifications(self, hook: NotificationHook | None) -> None:
+        self._writer.on_notifications = hook
 
     # lifecycle
 
@@ -1020,6 +1039,7 @@ class SqlStore(Store):
                 reason = "left" if actor_id == user_id else "kicked"
             if not was_member:
                 return []
+            _forget_member(conn, room_id, user_id)
             seq = _take_seqs(conn, room_id, 1, now)
             new = [
                 _new_event(
@@ -1154,6 +1174,9 @@ class SqlStore(Store):
             now = utc_now()
             seq = _take_seqs(conn, room_id, 1, now)
             key_id, sealed = seal_body(_ring(conn), room_id, message_id, body)
+            mentions, mentions_room = _audience(conn, [(room_id, editor_id, body)]).mentions(
+                0, room_id, editor_id
+            )
             conn.execute(
                 _UPDATE_MESSAGE,
                 {
@@ -1162,12 +1185,22 @@ class SqlStore(Store):
                     "key_id": key_id,
                     "edited_at": now,
                     "version": current.version + 1,
+                    "mentions": _stored_mentions(mentions),
+                    "mentions_room": mentions_room,
                 },
             )
-            [edited] = _fold_reactions(
-                conn, [replace(current, body=body, edited_at=now, version=current.version + 1)]
+            changed = replace(
+                current,
+                body=body,
+                edited_at=now,
+                version=current.version + 1,
+                mentions=mentions,
+                mentions_room=mentions_room,
             )
-            _rewrite_text_events(conn, room_id, message_id, body)
+            [edited] = _fold_reactions(conn, [changed])
+            _rewrite_text_events(
+                conn, room_id, message_id, body, mentions=mentions, mentions_room=mentions_room
+            )
             new = [
                 _new_event(
                     room_id, seq, EventType.MESSAGE_EDITED, now, editor_id, message=edited.public()
@@ -1204,10 +1237,23 @@ class SqlStore(Store):
                     "key_id": None,
                     "deleted": True,
                     "version": current.version + 1,
+                    "mentions": None,
+                    "mentions_room": False,
                 },
             )
+            _forget_message(conn, message_id)
             [tombstone] = _fold_reactions(
-                conn, [replace(current, body="", deleted=True, version=current.version + 1)]
+                conn,
+                [
+                    replace(
+                        current,
+                        body="",
+                        deleted=True,
+                        version=current.version + 1,
+                        mentions=(),
+                        mentions_room=False,
+                    )
+                ],
             )
             fields: dict[str, Any] = {"message": tombstone.public()}
             if current.thread_root_id is not None:
@@ -1352,3 +1398,30 @@ class SqlStore(Store):
             if not more or not page:
                 return
             after = page[-1].seq
+
+    # notifications
+
+    async def list_notifications(
+        self, user_id: UserId, *, unread_only: bool, before: str | None, limit: int
+    ) -> tuple[list[Notification], int, bool]:
+        return await self._read(
+            functools.partial(
+                _list_feed, user_id=user_id, unread_only=unread_only, before=before, limit=limit
+            ),
+            snapshot=True,
+        )
+
+    async def mark_notifications_read(self, user_id: UserId, ids: Sequence[str] | None) -> int:
+        """Through the writer, like read cursors."""
+        return await self._writer.write(lambda conn: _mark_read(conn, user_id, ids))
+
+    async def set_notification_level(
+        self, room_id: RoomId, user_id: UserId, level: NotificationLevel | None
+    ) -> None:
+        value = None if level is None else level.value
+
+        def run(conn: Connection) -> None:
+            if not _set_level(conn, room_id, user_id, value):
+                raise NotFound("room not found")
+
+        await self._writer.write(run, room_id)

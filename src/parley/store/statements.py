@@ -124,6 +124,8 @@ _MESSAGE_KEYS = (
     "deleted",
     "key_id",
     "thread_root_id",
+    "mentions",
+    "mentions_room",
 )
 _RAW_INSERT_MESSAGES = _Raw(_INSERT_MESSAGE, _MESSAGE_KEYS)
 _RAW_INSERT_EVENTS = _Raw(_INSERT_EVENT, ("room_id", "seq", "type", "data", "message_id", "key_id"))

@@ -24,6 +24,8 @@ The commit hook (``on_events``)
     ``on_events`` in one call: the events in the order they were stored, so in
     ``seq`` order per room. Refused operations and repeated sends store nothing and
     add nothing; a cancelled caller's events are still delivered (they committed).
+    Then the notifications the batch's sends made go to ``on_notifications``, the
+    same way.
 
 Locking (PostgreSQL)
     A batch first locks the rows of every room it will change, sorted by id, with
@@ -50,7 +52,7 @@ from sqlalchemy.engine import Connection
 
 from parley.domain.models import Event
 from parley.errors import ParleyError, Unavailable
-from parley.ports import CommitHook
+from parley.ports import CommitHook, NotificationHook
 from parley.store.engine import _raw_cursor, _unavailable
 from parley.store.erase import _ERASED
 from parley.store.journal import _journal
@@ -192,6 +194,7 @@ class GroupCommitWriter:
         *,
         on_commit: Callable[[float, int], None] | None = None,
         on_events: CommitHook | None = None,
+        on_notifications: NotificationHook | None = None,
     ) -> None:
         self._batch_max = batch_max
         self._queue: asyncio.Queue[_Op | None] = asyncio.Queue(maxsize=max(64, 4 * batch_max))
@@ -201,6 +204,7 @@ class GroupCommitWriter:
         self.stats = StoreStats()
         self.on_commit = on_commit
         self.on_events = on_events
+        self.on_notifications = on_notifications
 
     def start(self, runner: _Batches) -> None:
         """Start the task, committing on ``runner``."""
@@ -292,6 +296,18 @@ class GroupCommitWriter:
                 self.on_events(stored)
             except Exception:
                 log.exception("the on_events hook failed")
+        if self.on_notifications is not None:
+            notified = [
+                n
+                for op in batch
+                if op.send is not None and op.error is None
+                for n in op.result.notifications
+            ]
+            if notified:
+                try:
+                    self.on_notifications(notified)
+                except Exception:
+                    log.exception("the on_notifications hook failed")
         for op in batch:
             if op.future.done():
                 continue

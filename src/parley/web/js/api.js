@@ -374,4 +374,26 @@ export class Api {
   markRead(roomId, seq) {
     return this.request('PUT', `/rooms/${encodeURIComponent(roomId)}/read`, { json: { seq } });
   }
+
+  // -- notifications ---------------------------------------------------------
+
+  notifications({ before, limit = 30, unreadOnly = false } = {}) {
+    const q = new URLSearchParams({ limit: String(limit) });
+    if (before) q.set('before', before);
+    if (unreadOnly) q.set('unread_only', 'true');
+    return this.get(`/notifications?${q}`);
+  }
+
+  /** Mark these notification ids read (`null`: all of them); answers `{unread}`. */
+  readNotifications(ids) {
+    return this.request('POST', '/notifications/read', { json: ids ? { ids } : { all: true } });
+  }
+
+  notificationLevel(roomId) {
+    return this.get(`/rooms/${encodeURIComponent(roomId)}/notifications`);
+  }
+
+  setNotificationLevel(roomId, level) {
+    return this.request('PUT', `/rooms/${encodeURIComponent(roomId)}/notifications`, { json: { level } });
+  }
 }

@@ -13,7 +13,9 @@ import { browseDialog, confirmDialog, formDialog } from './ui/dialogs.js';
 import { groupDmDialog } from './ui/groupdm.js';
 import { Header } from './ui/header.js';
 import { Members } from './ui/members.js';
+import { MentionAutocomplete } from './ui/mentions.js';
 import { openMenu } from './ui/menu.js';
+import { levelDialog, Notifications } from './ui/notifications.js';
 import { Sidebar } from './ui/sidebar.js';
 import { ThreadPane } from './ui/thread.js';
 import { Timeline } from './ui/timeline.js';
@@ -75,6 +77,10 @@ class App {
         toast: (text, kind) => this.toast(text, kind),
         newMessage: (r, m) => this.onNewMessage(r, m),
         roomGone: (r, reason) => this.onRoomGone(r, reason),
+        notification: (n) => this.notifications?.arrived(n),
+        messageDeleted: (id) => this.notifications?.messageDeleted(id),
+        // Notification frames are live only: after a reconnect the feed is reloaded.
+        ready: () => this.notifications?.load(),
       },
     });
     this.store = store;
@@ -123,6 +129,14 @@ class App {
       onEditLast: () => this.timeline.editLast(),
       onSent: () => this.timeline.toBottom(),
     });
+    this.mentions = new MentionAutocomplete({ store, input: $('composer-input') });
+    this.notifications = new Notifications({
+      api: this.api,
+      store,
+      onOpen: (roomId) => this.go(roomId),
+      toast: (t, k) => this.toast(t, k),
+    });
+    this.notifications.load();
     this.members = new Members({
       store,
       onAdd: (r) => this.addPeople(r),
@@ -159,6 +173,7 @@ class App {
     }
     if (any('current', `room:${current}`, 'users', 'conn')) this.timeline.render();
     if (any('current', 'rooms')) this.composer.render();
+    if (dirty.has('current') && current) this.notifications.roomOpened(current);
     if (any('typing', 'users', 'current')) this.composer.renderTyping();
     if (any('current', `members:${current}`, 'presence', 'users', 'conn')) {
       this.members.render();
@@ -400,6 +415,11 @@ class App {
     if (!r) return;
     const admin = r.role === 'owner' || r.role === 'admin';
     const items = [{ label: 'Members', onSelect: () => this.toggleMembers(true) }];
+    const name = r.isDm ? this.store.roomName(r) : `#${this.store.roomName(r)}`;
+    items.push({
+      label: 'Notifications…',
+      onSelect: () => levelDialog({ api: this.api, r, name }).catch((err) => this.toast(err.message, 'error')),
+    });
     if (!r.isDm && admin) {
       items.push({ label: 'Add people', onSelect: () => this.addPeople(r) });
       items.push({ label: 'Room settings', onSelect: () => this.roomSettings(r) });

@@ -44,7 +44,7 @@ export class Client {
    * @param {object} o
    * @param {import('./api.js').Api} o.api
    * @param {import('./store.js').Store} o.store
-   * @param {object} o.hooks  {toast(text, kind), announce(text), roomGone(r, reason), newMessage(r, m)}
+   * @param {object} o.hooks  {toast(text, kind), announce(text), roomGone(r, reason), newMessage(r, m), messageDeleted(id), notification(n), ready()}
    */
   constructor({ api, store, hooks }) {
     this.api = api;
@@ -143,12 +143,16 @@ export class Client {
       case 'presence':
         this.store.setPresence(frame.user_id, frame.status, frame.last_active_at);
         break;
+      case 'notification':
+        if (frame.notification) this.hooks.notification?.(frame.notification);
+        break;
       default:
         break; // pong, read.ok and frames this client does not know
     }
   }
 
   onReady(frame) {
+    this.hooks.ready?.();
     const rooms = frame.rooms || {};
     let differs = false;
     for (const id of Object.keys(rooms)) if (!this.store.rooms.has(id)) differs = true;
@@ -296,6 +300,7 @@ export class Client {
       this.ensureUser(effects.created.sender_id);
       if (effects.created.sender_id !== me) this.hooks.newMessage?.(r, effects.created);
     }
+    if (ev.type === 'message.deleted' && ev.message) this.hooks.messageDeleted?.(ev.message.id);
   }
 
   scheduleGapFill(r, delay = 250) {

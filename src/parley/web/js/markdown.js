@@ -4,7 +4,8 @@
 //   1. Every character of the message reaches the output through escapeHtml(),
 //      so the text can never open a tag, an attribute or an entity of its own.
 //   2. The only markup in the output is produced here, from a fixed list of tags
-//      (p, br, strong, em, del, code, pre, blockquote, a), never from the input.
+//      (p, br, strong, em, del, code, pre, blockquote, a, and span with the class
+//      "mention" or "mention me"), never from the input.
 //   3. The only attribute that carries input is a link's href, and only after
 //      safeUrl() accepted it (http, https, mailto) and escapeHtml() quoted it.
 //   4. Inline passes run on already-escaped text, and each later pass refuses to
@@ -12,7 +13,8 @@
 // No DOM is needed: the output is a string for innerHTML, and node can test it.
 //
 // Supported: **strong**, *em*, _em_, ~~strike~~, `code`, ```code blocks```,
-// > quotes, [text](url), bare http(s) URLs, line breaks.
+// > quotes, [text](url), bare http(s) URLs, line breaks; and the mentions the
+// server found (`mentions` option), outside code as the server parses them.
 
 const ESCAPES = { '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' };
 const MAX_QUOTE_DEPTH = 3;
@@ -66,6 +68,8 @@ const CODE_SPAN = /`([^`\n]{1,2000})`/g;
 const MD_LINK = /\[([^\[\]\n]{1,500})\]\(([^()\s]{1,2048})\)/g;
 const BARE_URL = /\bhttps?:\/\/[^\s<>"'`\u0000]{1,2048}/gi;
 const TRAILING = /[.,:;!?'"]+$/;
+// The server's grammar (parley.domain.mentions): not after a letter, digit, _ . - @ /.
+const MENTION = /(^|[^\p{L}\p{N}_.\-@/])@([A-Za-z0-9_.\-]{3,32})(?![A-Za-z0-9_.\-])/gu;
 
 function inlineEmphasis(html) {
   // `html` is escaped text plus placeholders. Order matters: each later pattern
@@ -92,8 +96,19 @@ function trimUrl(url) {
   return end;
 }
 
+function highlightMentions(text, stash, mentions) {
+  return text.replace(MENTION, (whole, before, found) => {
+    let name = found.toLowerCase();
+    if (!mentions.names.has(name)) name = name.replace(/[.-]+$/, '');
+    if (!mentions.names.has(name)) return whole;
+    const cls = name === mentions.me || name === 'room' ? 'mention me' : 'mention';
+    const shown = found.slice(0, name.length);
+    return `${before}${stash.put(`<span class="${cls}">@${escapeHtml(shown)}</span>`)}${found.slice(name.length)}`;
+  });
+}
+
 /** Render one run of inline text (raw, unescaped) to HTML. */
-function renderInline(raw, stash) {
+function renderInline(raw, stash, mentions) {
   let text = raw.replace(CODE_SPAN, (_, code) => stash.put(`<code>${escapeHtml(code)}</code>`));
   text = text.replace(MD_LINK, (whole, label, url) => {
     const safe = safeUrl(url);
@@ -106,14 +121,15 @@ function renderInline(raw, stash) {
     if (!safe) return found;
     return stash.put(link(safe, escapeHtml(url))) + found.slice(url.length);
   });
+  if (mentions && text.includes('@')) text = highlightMentions(text, stash, mentions);
   return inlineEmphasis(escapeHtml(text));
 }
 
-function renderParagraph(lines, stash) {
-  return `<p>${lines.map((line) => renderInline(line, stash)).join('<br>')}</p>`;
+function renderParagraph(lines, stash, mentions) {
+  return `<p>${lines.map((line) => renderInline(line, stash, mentions)).join('<br>')}</p>`;
 }
 
-function renderBlocks(lines, depth, stash) {
+function renderBlocks(lines, depth, stash, mentions) {
   const out = [];
   let i = 0;
   while (i < lines.length) {
@@ -132,7 +148,7 @@ function renderBlocks(lines, depth, stash) {
       while (i < lines.length && /^\s{0,3}>/.test(lines[i])) {
         inner.push(lines[i++].replace(/^\s{0,3}> ?/, ''));
       }
-      out.push(`<blockquote>${renderBlocks(inner, depth + 1, stash)}</blockquote>`);
+      out.push(`<blockquote>${renderBlocks(inner, depth + 1, stash, mentions)}</blockquote>`);
       continue;
     }
     if (!line.trim()) {
@@ -148,18 +164,24 @@ function renderBlocks(lines, depth, stash) {
     ) {
       para.push(lines[i++]);
     }
-    out.push(renderParagraph(para, stash));
+    out.push(renderParagraph(para, stash, mentions));
   }
   return out.join('');
 }
 
-/** Render a message body (Markdown source) to safe HTML. */
-export function renderMarkdown(source) {
+/**
+ * Render a message body (Markdown source) to safe HTML.
+ * @param {string} source
+ * @param {{names: Set<string>, me?: string}} [mentions]  usernames (lower case, and
+ *   "room") the server found mentioned: each `@name` of them is highlighted.
+ */
+export function renderMarkdown(source, mentions = null) {
   const text = String(source ?? '')
     .replace(/\r\n?/g, '\n')
     .replace(/\u0000/g, '\ufffd');
   const stash = new Stash();
-  return stash.restore(renderBlocks(text.split('\n'), 0, stash));
+  const wanted = mentions && mentions.names.size ? mentions : null;
+  return stash.restore(renderBlocks(text.split('\n'), 0, stash, wanted));
 }
 
 const EMOJI_ONLY = /^(?:\p{Extended_Pictographic}(?:\uFE0F|\p{Emoji_Modifier}|\u200D\p{Extended_Pictographic})*\s*){1,3}$/u;

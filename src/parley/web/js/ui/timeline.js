@@ -8,6 +8,7 @@
 // first visible item is kept where it was (older pages prepend without a jump).
 
 import { isEmojiOnly, renderMarkdown } from '../markdown.js';
+import { mentionNames, mentionsMe } from './mentions.js';
 import { noticeText } from '../store.js';
 import { clear, dayKey, formatDay, formatFull, formatTime, h, parseTime } from '../util.js';
 import { confirmDialog } from './dialogs.js';
@@ -200,6 +201,7 @@ export class Timeline {
       m.pending ? `pending ${m.state}` : '',
       m.deleted ? 'deleted' : '',
       editing ? 'editing' : '',
+      !mine && !m.deleted && mentionsMe(m, me) ? 'mentions-me' : '',
     ]
       .filter(Boolean)
       .join(' ');
@@ -220,7 +222,7 @@ export class Timeline {
     } else {
       const body = h('div', { class: `msg-body${isEmojiOnly(m.body) ? ' jumbo' : ''}` });
       // The one place a message reaches innerHTML: markdown.js escapes all of it.
-      body.innerHTML = renderMarkdown(m.body);
+      body.innerHTML = renderMarkdown(m.body, mentionNames(this.store, m));
       if (m.edited_at) {
         const mark = h('span', { class: 'edited', title: `Edited ${formatFull(m.edited_at)}` }, ' (edited)');
         const last = body.lastElementChild;
