@@ -29,6 +29,7 @@ from parley.domain.models import (
     UserId,
     Visibility,
 )
+from parley.domain.search import Query, SearchFilters, SearchHit
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,6 +236,22 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def export_room(self, room_id: RoomId) -> AsyncIterator[Event]:
         """Every event of a room in ``seq`` order, streamed."""
+
+    # search
+    @abc.abstractmethod
+    async def search(
+        self,
+        user_id: UserId,
+        query: Query,
+        filters: SearchFilters,
+        *,
+        after: tuple[float, int] | None,
+        limit: int,
+    ) -> list[SearchHit]:
+        """The messages ``query`` finds in the rooms ``user_id`` is a member of at
+        this moment (checked in the statement that searches), never deleted ones,
+        edited ones by their current text only; best first, after the cursor
+        ``after`` (a hit's ``(score, doc)``)."""
 
 
 BusHandler = Callable[[str, bytes], Awaitable[None] | None]

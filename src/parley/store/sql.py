@@ -66,6 +66,7 @@ from parley.domain.models import (
     new_id,
     utc_now,
 )
+from parley.domain.search import Query, SearchFilters, SearchHit
 from parley.errors import (
     Conflict,
     Forbidden,
@@ -100,6 +101,13 @@ from parley.store.ops import _Op
 from parley.store.replicas import ReplicaStats, _Replicas, room_head
 from parley.store.rows import _ROLES, _event, _membership, _message, _room, _storable, _user
 from parley.store.runners import _PostgresRunner, _Runner, _SqliteRunner
+from parley.store.search import (
+    clear_index,
+    index_page,
+    reindex_message,
+    search,
+    unindex_message,
+)
 from parley.store.statements import (
     _CONSUME_TOKEN,
     _COUNT_USERS,
@@ -166,6 +174,7 @@ log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 _EXPORT_PAGE = 500
 _RESEAL_PAGE = 200
+_INDEX_PAGE = 500
 _PING_TIMEOUT = 5.0
 
 
@@ -1008,6 +1017,7 @@ class SqlStore(Store):
                 conn, [replace(current, body=body, edited_at=now, version=current.version + 1)]
             )
             _rewrite_text_events(conn, room_id, message_id, body)
+            reindex_message(conn, message_id, body)
             new = [
                 _new_event(
                     room_id, seq, EventType.MESSAGE_EDITED, now, editor_id, message=edited.public()
@@ -1059,6 +1069,7 @@ class SqlStore(Store):
                 )
             ]
             _rewrite_text_events(conn, room_id, message_id, "", deleted=True)
+            unindex_message(conn, message_id)
             _insert_events(conn, new, [message_id])
             return tombstone, new
 
@@ -1170,6 +1181,41 @@ class SqlStore(Store):
             return target
 
         return await self._writer.write(run, room_id)
+
+    # search
+
+    async def search(
+        self,
+        user_id: UserId,
+        query: Query,
+        filters: SearchFilters,
+        *,
+        after: tuple[float, int] | None,
+        limit: int,
+    ) -> list[SearchHit]:
+        """One statement (``parley.store.search``), on a snapshot with the reactions."""
+        return await self._read(
+            functools.partial(
+                search, user_id=user_id, query=query, filters=filters, after=after, limit=limit
+            ),
+            snapshot=True,
+        )
+
+    async def reindex_search(self, *, rebuild: bool = False, page: int = _INDEX_PAGE) -> int:
+        """Index the messages the search index lacks (stored before it existed:
+        ``parley admin search reindex``), a page per write between other writes;
+        ``rebuild``: empty it first (a new index key). The number indexed."""
+        if rebuild:
+            await self._writer.write(clear_index)
+        total, after = 0, ""
+        while True:
+            count, last = await self._writer.write(
+                functools.partial(index_page, after=after, n=page)
+            )
+            total += count
+            if last is None:
+                return total
+            after = last
 
     async def export_room(self, room_id: RoomId) -> AsyncIterator[Event]:
         """Pages of events, each read in its own call: a slow consumer holds no

@@ -1,0 +1,246 @@
+"""The blind search index: keyed hashes of each message's terms, in order, never text.
+
+Writing
+    ``index_messages`` hashes the terms of ``parley.domain.search.terms`` with
+    HMAC-SHA256 under the key ring's ``index_key`` (``parley.store.crypto``), keeps the
+    first 64 bits as 13 base32 letters, and inserts one ``search_docs`` row per
+    message, in the transaction that stores it: sends in one ``executemany`` per batch,
+    an edit deletes and re-inserts the row, a delete removes it. A message that is
+    deleted is therefore never in the index, whatever reads it.
+
+    SQLite: the row's ``tokens`` is the hashes joined by spaces, and triggers copy it
+    into the FTS5 table ``search_fts`` (ascii tokenizer, positions kept), or remove it.
+    PostgreSQL: ``tokens`` is a tsvector made from the hashes with their positions
+    (``'h':1,5 'g':2``) under a GIN index.
+
+Reading
+    A query's clauses become FTS5 ``("h1 h2" AND "h3") NOT "h4"`` or a tsquery
+    ``(h1 <-> h2) & h3 & !h4``; the hits are joined to ``messages`` and to the caller's
+    memberships *in the same statement*, so a room left a moment ago is gone from the
+    next search. Order: best first (FTS5 ``bm25``; PostgreSQL ``ts_rank``, negated so
+    that lower is better in both), then newest first. The page's last ``(score, doc)``
+    is the cursor for the next.
+
+No key ring (tests' plain stores): terms are hashed under a fixed key; the index then
+hides nothing, like the plain text beside it. Changing the index key (turning
+encryption on for such a database) needs ``parley admin search reindex --all``.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import hashlib
+import hmac
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.engine import Connection
+
+from parley.domain.search import Clause, Query, SearchFilters, SearchHit, terms
+from parley.store.crypto import _ring, open_body
+from parley.store.rows import _message
+from parley.store.statements import _fold_reactions
+
+__all__ = ["index_messages", "reindex_message", "search", "unindex_message"]
+
+_UNKEYED = b"parley search index: no key ring"
+_HASHER = "parley_search_hasher"
+_HASH_BYTES = 8
+_MAX_PG_POSITION = 16383
+"""PostgreSQL keeps positions up to 16,383 (later ones are clamped to it)."""
+
+
+class _Hasher:
+    """HMAC-SHA256 of terms under one key, with the common terms remembered."""
+
+    def __init__(self, key: bytes) -> None:
+        self.key = key
+        self._mac = hmac.new(key, digestmod=hashlib.sha256)
+        self.hash = functools.lru_cache(maxsize=65536)(self._hash)
+
+    def _hash(self, term: str) -> str:
+        mac = self._mac.copy()
+        mac.update(term.encode())
+        return base64.b32encode(mac.digest()[:_HASH_BYTES]).decode("ascii").rstrip("=").lower()
+
+
+def _hasher(conn: Connection) -> _Hasher:
+    """The connection's hasher for the ring's current index key (kept in ``info``)."""
+    ring = _ring(conn)
+    key = (ring.index_key if ring is not None else None) or _UNKEYED
+    hasher: _Hasher | None = conn.info.get(_HASHER)
+    if hasher is None or hasher.key != key:
+        hasher = conn.info[_HASHER] = _Hasher(key)
+    return hasher
+
+
+def _tokens(conn: Connection, body: str) -> str | None:
+    """The stored form of a body's hashed terms; None when it has none."""
+    found = terms(body)
+    if not found:
+        return None
+    hashes = [*map(_hasher(conn).hash, found)]
+    if conn.dialect.name == "sqlite":
+        return " ".join(hashes)
+    positions: dict[str, list[str]] = {}
+    for index, h in enumerate(hashes, 1):
+        positions.setdefault(h, []).append(str(min(index, _MAX_PG_POSITION)))
+    return " ".join(f"{h}:{','.join(p)}" for h, p in positions.items())
+
+
+_INSERT = {
+    "sqlite": text("INSERT INTO search_docs (message_id, tokens) VALUES (:m, :t)"),
+    "postgresql": text(
+        "INSERT INTO search_docs (message_id, tokens) VALUES (:m, CAST(:t AS tsvector))"
+    ),
+}
+_DELETE = text("DELETE FROM search_docs WHERE message_id = :m")
+
+
+def index_messages(conn: Connection, bodies: Iterable[tuple[str, str]]) -> int:
+    """Index ``(message_id, plain body)`` pairs, in the caller's transaction: one
+    ``executemany``. The number of rows made (bodies with no terms make none)."""
+    rows = [{"m": m, "t": t} for m, body in bodies if (t := _tokens(conn, body)) is not None]
+    if rows:
+        conn.execute(_INSERT[conn.dialect.name], rows)
+    return len(rows)
+
+
+def unindex_message(conn: Connection, message_id: str) -> None:
+    """Take a message out of the index (deleted, or about to be re-indexed)."""
+    conn.execute(_DELETE, {"m": message_id})
+
+
+def reindex_message(conn: Connection, message_id: str, body: str) -> None:
+    """An edited message: found by its new text only."""
+    unindex_message(conn, message_id)
+    index_messages(conn, [(message_id, body)])
+
+
+# queries
+
+
+def _fts_phrase(hashes: Sequence[str]) -> str:
+    return '"' + " ".join(hashes) + '"'
+
+
+def _pg_phrase(hashes: Sequence[str]) -> str:
+    quoted = [f"'{h}'" for h in hashes]
+    return quoted[0] if len(quoted) == 1 else "(" + " <-> ".join(quoted) + ")"
+
+
+def match_expression(conn: Connection, query: Query) -> str:
+    """The query as FTS5 ``MATCH`` text or a PostgreSQL tsquery (hashes only)."""
+    hasher = _hasher(conn)
+
+    def hashed(clause: Clause) -> list[str]:
+        return [hasher.hash(t) for t in clause.terms]
+
+    included = [hashed(c) for c in query.clauses if not c.exclude]
+    excluded = [hashed(c) for c in query.clauses if c.exclude]
+    if conn.dialect.name == "sqlite":
+        expr = "(" + " AND ".join(map(_fts_phrase, included)) + ")"
+        return expr + "".join(f" NOT {_fts_phrase(h)}" for h in excluded)
+    return " & ".join([*map(_pg_phrase, included), *(f"!{_pg_phrase(h)}" for h in excluded)])
+
+
+_COLUMNS = (
+    "m.id, m.room_id, m.seq, m.sender_id, m.body, m.client_msg_id, m.created_at, "
+    "m.edited_at, m.version, m.deleted, m.key_id"
+)
+_MEMBER_JOIN = (
+    "JOIN messages m ON m.id = d.message_id "
+    "JOIN members b ON b.room_id = m.room_id AND b.user_id = :user "
+    "AND b.role IS NOT NULL AND NOT b.banned"
+)
+# Built from constants only (``"".join``: no query text comes from a caller).
+_HITS = {
+    "sqlite": "".join(
+        (
+            "SELECT ", _COLUMNS, ", search_fts.rank AS score, d.doc AS doc FROM search_fts ",
+            "JOIN search_docs d ON d.doc = search_fts.rowid ", _MEMBER_JOIN,
+            " WHERE search_fts MATCH :match AND NOT m.deleted",
+        )
+    ),
+    "postgresql": "".join(
+        (
+            "SELECT ", _COLUMNS, ", -ts_rank(d.tokens, q.q) AS score, d.doc AS doc ",
+            "FROM search_docs d CROSS JOIN (SELECT CAST(:match AS tsquery) AS q) q ",
+            _MEMBER_JOIN, " WHERE d.tokens @@ q.q AND NOT m.deleted",
+        )
+    ),
+}  # fmt: skip
+_FILTERS = (
+    ("room_id", "m.room_id = :room_id"),
+    ("sender_id", "m.sender_id = :sender_id"),
+    ("after", "m.created_at > :after"),
+    ("before", "m.created_at < :before"),
+)
+
+
+@functools.cache
+def _statement(dialect: str, filters: tuple[str, ...], cursor: bool) -> Any:
+    where = "".join(f" AND {clause}" for name, clause in _FILTERS if name in filters)
+    page = " WHERE h.score > :score OR (h.score = :score AND h.doc < :doc)" if cursor else ""
+    parts = ("SELECT * FROM (", _HITS[dialect], where, ") h", page)
+    return text("".join((*parts, " ORDER BY h.score, h.doc DESC LIMIT :n")))
+
+
+def search(
+    conn: Connection,
+    user_id: str,
+    query: Query,
+    filters: SearchFilters,
+    *,
+    after: tuple[float, int] | None,
+    limit: int,
+) -> list[SearchHit]:
+    """A page of the messages ``query`` finds in ``user_id``'s rooms, best first,
+    after the cursor ``after``; their current text opened, reactions folded."""
+    params: dict[str, Any] = {
+        "user": user_id,
+        "match": match_expression(conn, query),
+        "n": limit,
+    }
+    used = tuple(name for name, _ in _FILTERS if getattr(filters, name) is not None)
+    params.update({name: getattr(filters, name) for name in used})
+    if after is not None:
+        params["score"], params["doc"] = after
+    rows = conn.execute(_statement(conn.dialect.name, used, after is not None), params).all()
+    found = _fold_reactions(conn, [_message(row, conn) for row in rows])
+    return [
+        SearchHit(message, float(row[11]), int(row[12]))
+        for message, row in zip(found, rows, strict=True)
+    ]
+
+
+_UNINDEXED_SQL = (
+    "SELECT m.id, m.room_id, m.key_id, m.body FROM messages m "
+    "LEFT JOIN search_docs d ON d.message_id = m.id "
+    "WHERE d.doc IS NULL AND NOT m.deleted AND m.id > :after ORDER BY m.id LIMIT :n"
+)
+# PostgreSQL: another node's delete of a row read here waits for this commit, then
+# removes the row this made (SQLite has one writer at a time).
+_UNINDEXED = {
+    "sqlite": text(_UNINDEXED_SQL),
+    "postgresql": text(_UNINDEXED_SQL + " FOR UPDATE OF m"),
+}
+_CLEAR = text("DELETE FROM search_docs")
+
+
+def index_page(conn: Connection, after: str, n: int) -> tuple[int, str | None]:
+    """Index up to ``n`` messages not yet indexed with ids after ``after`` (run by the
+    writer: a delete cannot slip between the read and the insert). The number indexed
+    and the last id looked at (None: no more)."""
+    rows = conn.execute(_UNINDEXED[conn.dialect.name], {"after": after, "n": n}).all()
+    if not rows:
+        return 0, None
+    bodies = [(r[0], open_body(conn, r[1], r[0], r[2], r[3])) for r in rows]
+    return index_messages(conn, bodies), str(rows[-1][0])
+
+
+def clear_index(conn: Connection) -> None:
+    """Empty the index (before indexing everything again under a new key)."""
+    conn.execute(_CLEAR)
