@@ -174,6 +174,15 @@ def make_parser(command: str | None = None) -> argparse.ArgumentParser:
         "--reseal", action="store_true", help="re-seal older rows now, in this process"
     )
     keys_sub.add_parser("status", help="rows holding text under each key")
+    search = admin_sub.add_parser("search", help="the blind search index")
+    search_sub = search.add_subparsers(dest="search_command", required=True)
+    reindex = search_sub.add_parser(
+        "reindex", help="index the messages stored before the index (safe while nodes run)"
+    )
+    add_server_flags(reindex, nested=True)
+    reindex.add_argument(
+        "--all", action="store_true", help="empty the index first and index every message"
+    )
     admin.set_defaults(func=cmd_admin)
 
     from parley.cli import client
