@@ -22,7 +22,7 @@ Keys
     between other writes: no downtime.
 
 The search index key
-    The blind search index (``parley.store.search``) hashes terms with HMAC-SHA256
+    The blind search index (``parley.store.search``) hashes terms with keyed BLAKE2b
     under ``index_key``: HKDF-SHA256 of the *oldest* data key (id 1 on every database
     made since encryption at rest), info ``parley search index v1``. A term must hash
     the same way for as long as the index holds it, so the key cannot follow the
@@ -157,7 +157,7 @@ class KeyRing:
 
     @property
     def index_key(self) -> bytes | None:
-        """The search index's HMAC key (see the module's docstring); None before the
+        """The search index's hashing key (see the module's docstring); None before the
         first data key is loaded."""
         return None if self._index is None else self._index[1]
 

@@ -1,9 +1,9 @@
 """The blind search index: keyed hashes of each message's terms, in order, never text.
 
 Writing
-    ``index_messages`` hashes the terms of ``parley.domain.search.terms`` with
-    HMAC-SHA256 under the key ring's ``index_key`` (``parley.store.crypto``), keeps the
-    first 64 bits as 13 base32 letters, and inserts one ``search_docs`` row per
+    ``index_messages`` hashes the terms of ``parley.domain.search.terms`` with keyed
+    BLAKE2b under the key ring's ``index_key`` (``parley.store.crypto``), keeps the
+    first 64 bits as 16 hex digits, and inserts one ``search_docs`` row per
     message, in the transaction that stores it: sends in one ``executemany`` per batch,
     an edit deletes and re-inserts the row, a delete removes it. A message that is
     deleted is therefore never in the index, whatever reads it.
@@ -28,10 +28,8 @@ encryption on for such a database) needs ``parley admin search reindex --all``.
 
 from __future__ import annotations
 
-import base64
 import functools
 import hashlib
-import hmac
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -41,29 +39,38 @@ from sqlalchemy.engine import Connection
 from parley.domain.search import Clause, Query, SearchFilters, SearchHit, terms
 from parley.store.crypto import _ring, open_body
 from parley.store.rows import _message
-from parley.store.statements import _fold_reactions
+from parley.store.statements import _fold_reactions, _Raw
 
 __all__ = ["index_messages", "reindex_message", "search", "unindex_message"]
 
 _UNKEYED = b"parley search index: no key ring"
 _HASHER = "parley_search_hasher"
 _HASH_BYTES = 8
+_REMEMBERED = 200_000
+"""Terms whose hashes a connection keeps (~20 MB at most); then it starts again."""
 _MAX_PG_POSITION = 16383
 """PostgreSQL keeps positions up to 16,383 (later ones are clamped to it)."""
 
 
 class _Hasher:
-    """HMAC-SHA256 of terms under one key, with the common terms remembered."""
+    """Keyed BLAKE2b of terms (RFC 7693's keyed mode: a MAC, like HMAC but ~5x
+    cheaper here, where a message hashes 10-40 terms), the first 64 bits in hex; the
+    terms seen most recently are remembered."""
 
     def __init__(self, key: bytes) -> None:
         self.key = key
-        self._mac = hmac.new(key, digestmod=hashlib.sha256)
-        self.hash = functools.lru_cache(maxsize=65536)(self._hash)
+        self._known: dict[str, str] = {}
 
-    def _hash(self, term: str) -> str:
-        mac = self._mac.copy()
-        mac.update(term.encode())
-        return base64.b32encode(mac.digest()[:_HASH_BYTES]).decode("ascii").rstrip("=").lower()
+    def hash(self, term: str) -> str:
+        found = self._known.get(term)
+        if found is None:
+            found = hashlib.blake2b(
+                term.encode(), key=self.key, digest_size=_HASH_BYTES
+            ).hexdigest()
+            if len(self._known) >= _REMEMBERED:
+                self._known.clear()
+            self._known[term] = found
+        return found
 
 
 def _hasher(conn: Connection) -> _Hasher:
@@ -90,10 +97,12 @@ def _tokens(conn: Connection, body: str) -> str | None:
     return " ".join(f"{h}:{','.join(p)}" for h, p in positions.items())
 
 
+# Run on the driver's cursor (``_Raw``): the send path's statements skip SQLAlchemy's
+# per-execution work.
 _INSERT = {
-    "sqlite": text("INSERT INTO search_docs (message_id, tokens) VALUES (:m, :t)"),
-    "postgresql": text(
-        "INSERT INTO search_docs (message_id, tokens) VALUES (:m, CAST(:t AS tsvector))"
+    "sqlite": _Raw(text("INSERT INTO search_docs (message_id, tokens) VALUES (:m, :t)")),
+    "postgresql": _Raw(
+        text("INSERT INTO search_docs (message_id, tokens) VALUES (:m, CAST(:t AS tsvector))")
     ),
 }
 _DELETE = text("DELETE FROM search_docs WHERE message_id = :m")
@@ -104,7 +113,7 @@ def index_messages(conn: Connection, bodies: Iterable[tuple[str, str]]) -> int:
     ``executemany``. The number of rows made (bodies with no terms make none)."""
     rows = [{"m": m, "t": t} for m, body in bodies if (t := _tokens(conn, body)) is not None]
     if rows:
-        conn.execute(_INSERT[conn.dialect.name], rows)
+        _INSERT[conn.dialect.name].executemany(conn, rows)
     return len(rows)
 
 

