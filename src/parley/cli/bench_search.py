@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import json
 import random
 import statistics
@@ -78,17 +79,19 @@ class Corpus:
         self.rng = random.Random(seed)
         self.words = _vocabulary(self.rng)
         self.cjk = [chr(0x4E00 + i * 7) for i in range(CJK_CHARS)]
-        self._word_weights = [1 / (i + 1) for i in range(VOCABULARY)]
-        self._cjk_weights = [1 / (i + 1) for i in range(CJK_CHARS)]
+        self._word_weights = list(itertools.accumulate(1 / (i + 1) for i in range(VOCABULARY)))
+        self._cjk_weights = list(itertools.accumulate(1 / (i + 1) for i in range(CJK_CHARS)))
 
     def bodies(self, n: int) -> Iterator[str]:
         rng = self.rng
         for _ in range(n):
             if rng.random() < 0.1:
-                chars = rng.choices(self.cjk, self._cjk_weights, k=rng.randint(8, 30))
+                chars = rng.choices(self.cjk, cum_weights=self._cjk_weights, k=rng.randint(8, 30))
                 yield "".join(chars)
             else:
-                yield " ".join(rng.choices(self.words, self._word_weights, k=rng.randint(8, 20)))
+                yield " ".join(
+                    rng.choices(self.words, cum_weights=self._word_weights, k=rng.randint(8, 20))
+                )
 
     def middling_word(self) -> str:
         return self.words[self.rng.randint(50, 5_000)]
