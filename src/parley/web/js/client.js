@@ -15,7 +15,7 @@
 // `message.created` event arrives, whichever is first.
 
 import { Socket, State } from './socket.js';
-import { limiter, uid, utf8Length } from './util.js';
+import { limiter, sleep, uid, utf8Length } from './util.js';
 
 const TYPING_SEND_EVERY_MS = 3_000;
 const TYPING_SHOW_MS = 5_000;
@@ -442,6 +442,17 @@ export class Client {
       r.loadingOlder = false;
       this.store.touch(`room:${r.id}`);
     }
+  }
+
+  /** Load older pages of an open room until message `seq` is among them (a search
+   * result's context); false if the room's history does not reach it. */
+  async loadUntil(r, seq) {
+    while (r.loaded && r.messages.length && r.messages[0].seq > seq) {
+      if (!r.hasMore) return false;
+      if (r.loadingOlder) await sleep(50);
+      else await this.loadOlder(r);
+    }
+    return r.loaded;
   }
 
   async createRoom(name, visibility, topic) {
