@@ -63,7 +63,10 @@ def _stored_time(moment: datetime | None) -> str | None:
     """A date-time as the store writes one (UTC); one with no offset is taken as UTC."""
     if moment is None:
         return None
-    return format_ts(moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC))
+    try:
+        return format_ts(moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC))
+    except OverflowError:  # year 1 or 9999 with an offset that leaves the calendar
+        return "0001-01-01T00:00:00.000000Z" if moment.year < 2 else "9999-12-31T23:59:59.999999Z"
 
 
 async def search(
