@@ -37,6 +37,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
 from parley.domain.search import Clause, Query, SearchFilters, SearchHit, terms
+from parley.errors import Undecryptable
 from parley.store.crypto import _ring, open_body
 from parley.store.rows import _message
 from parley.store.statements import _fold_reactions, _Raw
@@ -239,15 +240,22 @@ _UNINDEXED = {
 _CLEAR = text("DELETE FROM search_docs")
 
 
-def index_page(conn: Connection, after: str, n: int) -> tuple[int, str | None]:
+def index_page(conn: Connection, after: str, n: int) -> tuple[int, list[str], str | None]:
     """Index up to ``n`` messages not yet indexed with ids after ``after`` (run by the
-    writer: a delete cannot slip between the read and the insert). The number indexed
-    and the last id looked at (None: no more)."""
+    writer: a delete cannot slip between the read and the insert). The number indexed,
+    the ids of rows no key opens (altered or moved: left out, not fatal), and the last
+    id looked at (None: no more)."""
     rows = conn.execute(_UNINDEXED[conn.dialect.name], {"after": after, "n": n}).all()
     if not rows:
-        return 0, None
-    bodies = [(r[0], open_body(conn, r[1], r[0], r[2], r[3])) for r in rows]
-    return index_messages(conn, bodies), str(rows[-1][0])
+        return 0, [], None
+    bodies: list[tuple[str, str]] = []
+    unreadable: list[str] = []
+    for message_id, room_id, key_id, stored in rows:
+        try:
+            bodies.append((message_id, open_body(conn, room_id, message_id, key_id, stored)))
+        except Undecryptable:
+            unreadable.append(str(message_id))
+    return index_messages(conn, bodies), unreadable, str(rows[-1][0])
 
 
 def clear_index(conn: Connection) -> None:

@@ -1204,15 +1204,20 @@ class SqlStore(Store):
     async def reindex_search(self, *, rebuild: bool = False, page: int = _INDEX_PAGE) -> int:
         """Index the messages the search index lacks (stored before it existed:
         ``parley admin search reindex``), a page per write between other writes;
-        ``rebuild``: empty it first (a new index key). The number indexed."""
+        ``rebuild``: empty it first (a new index key). The number indexed; a row no
+        key opens (altered or moved in the database) is logged and left out."""
         if rebuild:
             await self._writer.write(clear_index)
         total, after = 0, ""
         while True:
-            count, last = await self._writer.write(
+            count, unreadable, last = await self._writer.write(
                 functools.partial(index_page, after=after, n=page)
             )
             total += count
+            for message_id in unreadable:
+                log.warning(
+                    "search: message %s does not open under its key: not indexed", message_id
+                )
             if last is None:
                 return total
             after = last
