@@ -122,7 +122,7 @@ def _load_chunk(conn: Connection, chunk: list[tuple[str, str, str, int]], now: s
     for room, sender, body, seq in chunk:
         _, row, _ = _new_message(SendRequest(RoomId(room), UserId(sender), body, None), seq, now)
         rows.append(row)
-    bodies = [(row["id"], row["body"]) for row in rows]
+    bodies = [(row["id"], row["room_id"], row["body"]) for row in rows]
     ring = _ring(conn)
     for row in rows:
         row["key_id"], row["body"] = seal_body(ring, row["room_id"], row["id"], row["body"])

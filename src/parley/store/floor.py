@@ -65,7 +65,7 @@ def measure(
                         _check_sends(conn, keys)
                         _take_seqs_per_room(conn, {room: len(keys)}, utc_now())
                         _RAW_INSERT_MESSAGES.executemany(conn, messages)
-                        index_messages(conn, [(m["id"], m["body"]) for m in messages])
+                        index_messages(conn, [(m["id"], m["room_id"], m["body"]) for m in messages])
                         _insert_events(conn, events, [m["id"] for m in messages])
                         cursor.execute("COMMIT")
                     after = resource.getrusage(resource.RUSAGE_THREAD)

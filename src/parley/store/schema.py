@@ -172,6 +172,8 @@ search_docs = Table(
         nullable=False,
         unique=True,
     ),
+    # The message's room: a search checks membership here, before it reads messages.
+    Column("room_id", ID, ForeignKey("rooms.id", ondelete="CASCADE"), nullable=False),
     Column("tokens", Text().with_variant(TSVECTOR(), "postgresql"), nullable=False),
 )
 

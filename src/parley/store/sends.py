@@ -172,7 +172,7 @@ def _apply_sends(conn: Connection, ops: Sequence[_Op]) -> None:
         message_rows.append(row)
         new_events.append(created)
         op.result = SendResult(message, created, created=True)
-    bodies = [(row["id"], row["body"]) for row in message_rows]
+    bodies = [(row["id"], row["room_id"], row["body"]) for row in message_rows]
     ring = _ring(conn)
     if ring is not None:
         for row in message_rows:

@@ -1017,7 +1017,7 @@ class SqlStore(Store):
                 conn, [replace(current, body=body, edited_at=now, version=current.version + 1)]
             )
             _rewrite_text_events(conn, room_id, message_id, body)
-            reindex_message(conn, message_id, body)
+            reindex_message(conn, room_id, message_id, body)
             new = [
                 _new_event(
                     room_id, seq, EventType.MESSAGE_EDITED, now, editor_id, message=edited.public()

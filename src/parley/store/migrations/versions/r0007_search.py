@@ -48,6 +48,7 @@ def upgrade() -> None:
             autoincrement=True,
         ),
         sa.Column("message_id", sa.String(36), nullable=False),
+        sa.Column("room_id", sa.String(36), nullable=False),
         sa.Column(
             "tokens", sa.Text().with_variant(postgresql.TSVECTOR(), "postgresql"), nullable=False
         ),
@@ -56,6 +57,9 @@ def upgrade() -> None:
             ["messages.id"],
             name="fk_search_docs_message_id_messages",
             ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["room_id"], ["rooms.id"], name="fk_search_docs_room_id_rooms", ondelete="CASCADE"
         ),
         sa.PrimaryKeyConstraint("doc", name="pk_search_docs"),
         sa.UniqueConstraint("message_id", name="uq_search_docs_message_id"),
