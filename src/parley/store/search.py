@@ -15,11 +15,12 @@ Writing
 
 Reading
     A query's clauses become FTS5 ``("h1 h2" AND "h3") NOT "h4"`` or a tsquery
-    ``(h1 <-> h2) & h3 & !h4``; the hits are joined to ``messages`` and to the caller's
-    memberships *in the same statement*, so a room left a moment ago is gone from the
-    next search. Order: best first (FTS5 ``bm25``; PostgreSQL ``ts_rank``, negated so
-    that lower is better in both), then newest first. The page's last ``(score, doc)``
-    is the cursor for the next.
+    ``(h1 <-> h2) & h3 & !h4``; the hits' rooms (``search_docs.room_id``) are joined to
+    the caller's memberships *in the same statement*, so a room left a moment ago is
+    gone from the next search. Order: best first (FTS5 ``bm25``; PostgreSQL
+    ``ts_rank``, negated so that lower is better in both), then newest first; only
+    the page's rows are read from ``messages`` (and must not be deleted). The page's
+    last ``(score, doc)`` is the cursor for the next.
 
 No key ring (tests' plain stores): terms are hashed under a fixed key; the index then
 hides nothing, like the plain text beside it. Changing the index key (turning
@@ -55,8 +56,8 @@ _MAX_PG_POSITION = 16383
 
 class _Hasher:
     """Keyed BLAKE2b of terms (RFC 7693's keyed mode: a MAC, like HMAC but ~5x
-    cheaper here, where a message hashes 10-40 terms), the first 64 bits in hex; the
-    terms seen most recently are remembered."""
+    cheaper here, where a message hashes 10-40 terms), the first 64 bits in hex. Terms
+    already hashed are remembered, up to ``_REMEMBERED``; then it starts over."""
 
     def __init__(self, key: bytes) -> None:
         self.key = key
