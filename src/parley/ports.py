@@ -31,6 +31,7 @@ from parley.domain.models import (
     UserId,
     Visibility,
 )
+from parley.domain.search import Query, SearchFilters, SearchHit
 
 
 @dataclass(frozen=True, slots=True)
@@ -339,6 +340,22 @@ class Store(abc.ABC):
     ) -> tuple[list[Notification], int, bool]:
         """The user's notifications newest first (older than the notification id
         ``before``), their unread count, and whether more exist."""
+
+    # search
+    @abc.abstractmethod
+    async def search(
+        self,
+        user_id: UserId,
+        query: Query,
+        filters: SearchFilters,
+        *,
+        after: tuple[float, int] | None,
+        limit: int,
+    ) -> list[SearchHit]:
+        """The messages ``query`` finds in the rooms ``user_id`` is a member of at
+        this moment (checked in the statement that searches), never deleted ones,
+        edited ones by their current text only; best first, after the cursor
+        ``after`` (a hit's ``(score, doc)``)."""
 
     @abc.abstractmethod
     async def mark_notifications_read(self, user_id: UserId, ids: Sequence[str] | None) -> int:

@@ -198,13 +198,16 @@ async def test_migrated_schema_matches_the_tables(store_url: str) -> None:
     from alembic.autogenerate import compare_metadata
     from alembic.migration import MigrationContext
 
-    from parley.store.schema import metadata
+    from parley.store.schema import include_name, metadata
 
     engine = sql_module.make_engine(store_url, pool_size=1)
     try:
         async with engine.connect() as conn:
             diff = await conn.run_sync(
-                lambda sync: compare_metadata(MigrationContext.configure(sync), metadata)
+                lambda sync: compare_metadata(
+                    MigrationContext.configure(sync, opts={"include_name": include_name}),
+                    metadata,
+                )
             )
     finally:
         await engine.dispose()

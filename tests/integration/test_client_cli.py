@@ -243,3 +243,32 @@ async def test_tail_lines_name_people_and_changes() -> None:
         assert await line("room.updated", room={"name": "ops", "topic": "pager"}) == (
             "[03:04:05] alice updated the room ops (topic: pager)"
         )
+
+
+async def test_search_from_the_sdk_and_the_command_line(node: ServerThread, tmp_path: Path) -> None:
+    alice = await user(node.url, "alice")
+    async with closing(alice):
+        room_id = await room(alice)
+        word = f"w{uuid.uuid4().hex[:8]}"
+        for i in range(3):
+            await alice.post_message(room_id, f"{word} number {i} <b>", f"s{i}")
+        first, cursor = await alice.search(word, limit=2)
+        assert len(first) == 2 and cursor is not None
+        rest, end = await alice.search(word, limit=2, cursor=cursor)
+        assert len(rest) == 1 and end is None
+        bodies = {r["message"]["body"] for r in first + rest}
+        assert bodies == {f"{word} number {i} <b>" for i in range(3)}
+        only, _ = await alice.search(f'"{word} number 1"', room_id=room_id)
+        assert [r["message"]["body"] for r in only] == [f"{word} number 1 <b>"]
+
+        config_home = tmp_path / "config"
+        name = str(alice.username)  # type: ignore[attr-defined]
+        login = ("login", "--server", node.url, "--username", name, "--password-stdin")
+        done = await asyncio.to_thread(parley, config_home, *login, stdin=PASSWORD + "\n")
+        assert done.returncode == 0, done.stderr
+        found = await asyncio.to_thread(parley, config_home, "search", word, "number", "2")
+        assert found.returncode == 0, found.stderr
+        assert found.stdout.count("\n") == 1
+        assert f"*{word}* *number* *2* <b>" in found.stdout and f" {name}: " in found.stdout
+        bad = await asyncio.to_thread(parley, config_home, "search", '"unclosed')
+        assert bad.returncode != 0 and "unclosed quote" in bad.stderr

@@ -35,6 +35,10 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
             return handled
         if args.admin_command == "keys":
             return await _keys(args, settings, store)
+        if args.admin_command == "search":
+            count = await store.reindex_search(rebuild=args.all)
+            print(f"indexed {count} messages for search")
+            return 0
         if args.admin_command == "create-user":
             return await _create_user(args, settings, store)
         if args.admin_command == "export-room":

@@ -9,6 +9,7 @@ Scenarios
     ``presence``         N users each watching S others, some changing status (``bench_presence``)
     ``failover``         clients of a cluster behind nginx, one node killed (``bench_cluster``)
     ``rolling-restart``  senders through nginx while every node restarts in turn (``bench_rolling``)
+    ``search``           search over N stored messages on SQLite and PostgreSQL (``bench_search``)
 
 ``--nodes N --bus URL --database-url postgresql://…`` runs ``fanout`` or ``latency``
 against N nodes on this machine instead (``bench_cluster``).
@@ -69,6 +70,7 @@ SCENARIOS = (
     "presence",
     "failover",
     "rolling-restart",
+    "search",
 )
 SETUP_CONCURRENCY = 16
 DRAIN_GRACE = 10.0
@@ -1212,6 +1214,10 @@ def _servers(args: argparse.Namespace, server_cpu: set[int]) -> Iterator[ServerP
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    if args.scenario == "search":
+        from parley.cli import bench_search
+
+        return bench_search.run(args)
     if args.scenario == "presence":
         from parley.cli import bench_presence
 
@@ -1280,7 +1286,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     bench = subparsers.add_parser(
         "bench",
         help="load-test a server or a local cluster: fanout, dms, idle, reconnect-storm, latency,"
-        " presence, failover, rolling-restart",
+        " presence, failover, rolling-restart; or search",
     )
     bench.add_argument("scenario", choices=SCENARIOS)
     bench.add_argument(
@@ -1364,6 +1370,21 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--no-pin",
         action="store_true",
         help="pin neither the nodes to --server-cpu nor the generators to the other cores",
+    )
+    search = bench.add_argument_group("search (the database: --database-url, or the local one)")
+    search.add_argument(
+        "--search-messages", type=int, default=1_000_000, help="search: messages stored"
+    )
+    search.add_argument("--search-rooms", type=int, default=1000, help="search: rooms")
+    search.add_argument("--queries", type=int, default=100, help="search: queries of each kind")
+    search.add_argument(
+        "--searcher-rooms", type=int, default=100, help="search: rooms the searching user is in"
+    )
+    search.add_argument(
+        "--send-messages", type=int, default=3000, help="search: sends per send-cost run"
+    )
+    search.add_argument(
+        "--databases", default="sqlite,postgres", help="search: sqlite, postgres or both"
     )
     bench.add_argument("--out", type=Path, default=Path("bench/results"), help="output dir")
     bench.set_defaults(func=cmd_bench)

@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import contextlib
 import getpass
+import html
 import json
 import os
 import sys
@@ -499,6 +500,40 @@ def cmd_rooms_notify(args: argparse.Namespace) -> int:
     return _run(args, main)
 
 
+def _marked(highlight: str, *, tty: bool) -> str:
+    """A search result's HTML highlight as terminal text: matches bold (or in ``*``)."""
+    start, end = ("\x1b[1m", "\x1b[0m") if tty else ("*", "*")
+    return html.unescape(highlight.replace("<mark>", start).replace("</mark>", end))
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    async def main() -> int:
+        query = " ".join(args.query)
+        async with _client(args) as client:
+            room_id = await _resolve_room(client, args.room) if args.room else None
+            sender_id = (await _user(client, args.sender))["id"] if args.sender else None
+            results, _ = await client.search(
+                query, room_id=room_id, sender_id=sender_id, limit=args.limit
+            )
+            if args.json:
+                print(json.dumps(results, indent=2, ensure_ascii=False))
+                return 0
+            names = {r["id"]: r["name"] for r in await client.rooms()}
+            tail = _Tail(client)
+            tty = sys.stdout.isatty()
+            for result in results:
+                message = result["message"]
+                where = names.get(result["room_id"], result["room_id"][:8])
+                who = await tail.name(message["sender_id"])
+                text = _marked(result["highlight"], tty=tty)
+                print(f"{where} #{message['seq']} [{message['created_at'][:16]}] {who}: {text}")
+        if not results:
+            print("no messages found", file=sys.stderr)
+        return 0
+
+    return _run(args, main)
+
+
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the client commands to ``parley``."""
     server_help = f"server URL (PARLEY_SERVER; default: the saved one, or {DEFAULT_SERVER})"
@@ -569,6 +604,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     send = add(subparsers, "send", "send a message to a room", cmd_send)
     send.add_argument("room", help=room_help)
     send.add_argument("text", nargs="+", help="the message ('-' reads stdin)")
+    search = add(subparsers, "search", "search the messages of your rooms", cmd_search)
+    search.add_argument(
+        "query", nargs="+", help='words (all must match), "a phrase", -word to exclude'
+    )
+    search.add_argument("--room", help=room_help)
+    search.add_argument("--from", dest="sender", metavar="USERNAME", help="sent by this user")
+    search.add_argument("--limit", type=int, default=20, help="at most this many (1-100)")
+    search.add_argument("--json", action="store_true", help="print the API's JSON")
     tail = add(subparsers, "tail", "print a room's events as they happen", cmd_tail)
     tail.add_argument("room", help=room_help)
     tail.add_argument("--last", type=int, default=0, help="first replay this many events")

@@ -177,6 +177,15 @@ def make_parser(command: str | None = None) -> argparse.ArgumentParser:
     from parley.cli import admin_commands
 
     admin_commands.register(admin_sub, admin_command)
+    search = admin_sub.add_parser("search", help="the blind search index")
+    search_sub = search.add_subparsers(dest="search_command", required=True)
+    reindex = search_sub.add_parser(
+        "reindex", help="index the messages stored before the index (safe while nodes run)"
+    )
+    add_server_flags(reindex, nested=True)
+    reindex.add_argument(
+        "--all", action="store_true", help="empty the index first and index every message"
+    )
     admin.set_defaults(func=cmd_admin)
 
     from parley.cli import client

@@ -283,6 +283,27 @@ class ParleyClient:
         result = await self.request("GET", f"/api/v1/rooms/{room_id}/events", params=params)
         return result["events"], bool(result["has_more"])
 
+    async def search(
+        self,
+        q: str,
+        *,
+        room_id: str | None = None,
+        sender_id: str | None = None,
+        after: str | None = None,
+        before: str | None = None,
+        limit: int = 20,
+        cursor: str | None = None,
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """One page of messages ``q`` finds in the caller's rooms, best first (each
+        ``{"message", "room_id", "highlight"}``), and the cursor of the next page
+        (None: the last). ``after``/``before``: RFC 3339 date-times, exclusive."""
+        params: dict[str, Any] = {"q": q, "limit": limit}
+        optional = {"room_id": room_id, "sender_id": sender_id, "after": after}
+        optional |= {"before": before, "cursor": cursor}
+        params.update({k: v for k, v in optional.items() if v is not None})
+        result = await self.request("GET", "/api/v1/search", params=params)
+        return result["results"], result["next_cursor"]
+
     async def mark_read(self, room_id: str, seq: int) -> int:
         result = await self.request("PUT", f"/api/v1/rooms/{room_id}/read", json={"seq": seq})
         return int(result["read_seq"])

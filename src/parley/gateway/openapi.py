@@ -97,6 +97,7 @@ EXTRA: dict[tuple[str, str], dict[int, str]] = {
     ("delete", "/api/v1/rooms/{room_id}/messages/{message_id}/reactions/{emoji}"): {
         400: "invalid_input (not an emoji)"
     },
+    ("get", "/api/v1/search"): {400: "invalid_input (an empty or malformed q, a malformed cursor)"},
     ("get", "/metrics"): {403: "forbidden (not from an allowed address, no token)"},
     ("post", "/api/v1/users/me/password"): {
         400: "invalid_password (the new one)",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -12,10 +13,13 @@ from parley.auth.tokens import AccessClaims
 from parley.domain import validation
 from parley.domain.mentions import NotificationLevel
 from parley.domain.models import MessageId, Role, RoomId, RoomSummary, UserId, Visibility
+from parley.domain.search import MAX_QUERY_CHARS
 from parley.errors import InvalidInput, NotFound, Unauthorized
 from parley.gateway import schemas as s
 from parley.gateway.ratelimit import RateLimiter
 from parley.gateway.runtime import Runtime
+from parley.service import search as search_service
+from parley.service.search import MAX_LIMIT
 
 oauth2 = OAuth2PasswordBearer(tokenUrl="/api/v1/auth/token", auto_error=False)
 
@@ -534,3 +538,37 @@ async def set_notification_level(room_id: UUID, body: s.LevelIn, rt: RT, me: Me)
     replies in one's threads; ``none``: nothing."""
     level = NotificationLevel(body.level)
     return {"level": (await rt.notifications.set_level(me, RoomId(str(room_id)), level)).value}
+
+
+@router.get("/search", response_model=s.SearchOut, tags=["search"], dependencies=READ)
+async def search(
+    rt: RT,
+    me: Me,
+    q: Annotated[
+        str,
+        Query(
+            description='Words (all must match), "a phrase", -word to exclude; at most '
+            f"{MAX_QUERY_CHARS} characters. Empty or malformed: 400 invalid_input"
+        ),
+    ],
+    room_id: UUID | None = None,
+    sender_id: UUID | None = None,
+    after: Annotated[datetime | None, Query(description="Sent after (RFC 3339)")] = None,
+    before: Annotated[datetime | None, Query(description="Sent before (RFC 3339)")] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 20,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+) -> dict[str, Any]:
+    """Messages in the caller's rooms, best first; a room they are not a member of
+    (now) finds nothing. Deleted messages are never found, edited ones by their
+    current text only."""
+    return await search_service.search(
+        rt.chat.store,
+        me,
+        q,
+        room_id=None if room_id is None else str(room_id),
+        sender_id=None if sender_id is None else str(sender_id),
+        after=after,
+        before=before,
+        limit=limit,
+        cursor=cursor,
+    )

@@ -297,3 +297,17 @@ class LevelIn(Strict):
 
 class LevelOut(BaseModel):
     level: Literal["all", "mentions", "none"]
+
+
+class SearchResultOut(BaseModel):
+    message: MessageOut
+    room_id: str
+    highlight: str = Field(
+        description="An excerpt of the message's current text around its first match, "
+        "HTML-escaped, each matched word or CJK string in <mark>…</mark>"
+    )
+
+
+class SearchOut(BaseModel):
+    results: list[SearchResultOut]
+    next_cursor: str | None = Field(description="Pass as cursor for the next page; null: last")

@@ -21,6 +21,16 @@ Keys
     not know), then re-seals older rows page by page through the group-commit writer,
     between other writes: no downtime.
 
+The search index key
+    The blind search index (``parley.store.search``) hashes terms with keyed BLAKE2b
+    under ``index_key``: HKDF-SHA256 of the *oldest* data key (id 1 on every database
+    made since encryption at rest), info ``parley search index v1``. A term must hash
+    the same way for as long as the index holds it, so the key cannot follow the
+    current data key: ``keys rotate`` leaves it alone, and re-wrapping the data keys
+    under a new master key would too (the data key's bytes do not change). A database
+    opened with another master key does not start at all (``Undecryptable``), so no
+    node ever searches with a different key and silently finds nothing.
+
 Cost
     The hot path seals the body and the event once per send (two AES-GCM calls, ~3.5 µs
     each here with their nonce and associated data); the fan-out uses the plain event
@@ -40,7 +50,9 @@ from pathlib import Path
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from sqlalchemy import bindparam, event, func, insert, select
 from sqlalchemy.engine import Connection, Engine
 
@@ -54,6 +66,7 @@ log = logging.getLogger(__name__)
 
 _NONCE = 12
 _NONCE_MASK = (1 << 96) - 1
+_INDEX_INFO = b"parley search index v1"
 _KEY_RING = "parley_key_ring"
 """Where a connection keeps the store's ``KeyRing`` (``Connection.info``)."""
 
@@ -108,6 +121,7 @@ class KeyRing:
         self._master = AESGCM(master_key)
         self._keys: dict[int, AESGCM] = {}
         self.current: int | None = None
+        self._index: tuple[int, bytes] | None = None
         # Nonces: a random 96-bit start, then one more per seal (NIST SP 800-38D
         # §8.2.1's deterministic construction). Unique within this ring; two rings
         # under one key collide only if their runs of nonces overlap, for random
@@ -141,6 +155,12 @@ class KeyRing:
                 "stored data does not open under its key: altered, or moved to another row"
             ) from None
 
+    @property
+    def index_key(self) -> bytes | None:
+        """The search index's hashing key (see the module's docstring); None before the
+        first data key is loaded."""
+        return None if self._index is None else self._index[1]
+
     def knows(self, key_id: int) -> bool:
         return key_id in self._keys
 
@@ -158,6 +178,9 @@ class KeyRing:
             raise Undecryptable(
                 f"the master key does not open data key {key_id}: is it the wrong master key?"
             ) from None
+        if self._index is None or key_id < self._index[0]:
+            hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_INDEX_INFO)
+            self._index = (key_id, hkdf.derive(key))
         self._keys[key_id] = AESGCM(key)
         if self.current is None or key_id > self.current:
             self.current = key_id

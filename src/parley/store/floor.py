@@ -1,12 +1,12 @@
 """The store floor: what the database alone costs a send (for ``parley bench``).
 
 The store's own statements for a batch of sends (the membership and repeat lookup,
-the room's sequence numbers, the messages, the events) and its ``COMMIT``, run back
-to back on one SQLite connection set up as the store's sends connection: no server,
-no event loop, no thread hop, messages and events made before the clock starts. No server with
-this schema on this disk can store and fsync a send for less CPU, so a benchmark
-that measures the floor beside the server tells the server's own share of a send
-from the database's and the disk's.
+the room's sequence numbers, the messages and their search index rows, the events)
+and its ``COMMIT``, run back to back on one SQLite connection set up as the store's
+sends connection: no server, no event loop, no thread hop, messages and events made
+before the clock starts. No server with this schema on this disk can store and fsync
+a send for less CPU, so a benchmark that measures the floor beside the server tells
+the server's own share of a send from the database's and the disk's.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from parley.ports import SendRequest
 from parley.store.engine import _raw_cursor, _sqlite_engine, normalize_url
 from parley.store.journal import _insert_events
 from parley.store.migrations import migrate
+from parley.store.search import index_messages
 from parley.store.sends import _check_sends, _new_message, _take_seqs_per_room
 from parley.store.sql import SqlStore
 from parley.store.statements import _RAW_INSERT_MESSAGES
@@ -64,6 +65,7 @@ def measure(
                         _check_sends(conn, keys)
                         _take_seqs_per_room(conn, {room: len(keys)}, utc_now())
                         _RAW_INSERT_MESSAGES.executemany(conn, messages)
+                        index_messages(conn, [(m["id"], m["room_id"], m["body"]) for m in messages])
                         _insert_events(conn, events, [m["id"] for m in messages])
                         cursor.execute("COMMIT")
                     after = resource.getrusage(resource.RUSAGE_THREAD)

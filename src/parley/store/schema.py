@@ -12,6 +12,7 @@ that the migrated database and this module agree, so change both together.
 from __future__ import annotations
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     Column,
     ForeignKey,
@@ -27,6 +28,7 @@ from sqlalchemy import (
     false,
     text,
 )
+from sqlalchemy.dialects.postgresql import TSVECTOR
 
 ID = String(36)
 TIMESTAMP = String(32)
@@ -240,3 +242,39 @@ notifications = Table(
     # A message's deletion takes its notifications.
     Index(None, "message_id"),
 )
+search_docs = Table(
+    "search_docs",
+    metadata,
+    # The blind search index (``parley.store.search``): one row per message that can
+    # be found, holding its terms' keyed hashes in order, never its text. On SQLite the
+    # FTS5 table ``search_fts`` indexes ``tokens`` (kept in step by triggers, made by
+    # the migration); on PostgreSQL ``tokens`` is a tsvector with a GIN index (also the
+    # migration's: ``SEARCH_GIN``).
+    Column("doc", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    Column(
+        "message_id",
+        ID,
+        ForeignKey("messages.id", ondelete="CASCADE"),
+        nullable=False,
+        unique=True,
+    ),
+    # The message's room: a search checks membership here, before it reads messages.
+    Column("room_id", ID, ForeignKey("rooms.id", ondelete="CASCADE"), nullable=False),
+    Column("tokens", Text().with_variant(TSVECTOR(), "postgresql"), nullable=False),
+)
+
+SEARCH_FTS = "search_fts"
+"""SQLite's FTS5 table over ``search_docs.tokens`` and its shadow tables' prefix."""
+SEARCH_GIN = "ix_search_docs_tokens"
+"""PostgreSQL's GIN index on ``search_docs.tokens``."""
+
+
+def include_name(name: str | None, type_: str, _parents: object) -> bool:
+    """For Alembic's comparisons: the search index's dialect-specific parts are the
+    migration's, not ``metadata``'s (SQLAlchemy describes neither a virtual table
+    nor an index that exists on one database only)."""
+    if name is None:
+        return True
+    if type_ == "table":
+        return not name.startswith(SEARCH_FTS)
+    return not (type_ == "index" and name == SEARCH_GIN)

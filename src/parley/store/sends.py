@@ -34,6 +34,7 @@ from parley.store.notifications import _audience, _notify, _stored_mentions
 from parley.store.ops import _Op
 from parley.store.rows import _MESSAGE_COLUMNS, _message, _storable
 from parley.store.schema import members, messages
+from parley.store.search import index_messages
 from parley.store.statements import (
     _IS_MEMBER,
     _RAW_INSERT_MESSAGES,
@@ -207,11 +208,13 @@ def _apply_sends(conn: Connection, ops: Sequence[_Op]) -> None:
         message_rows.append(row)
         new_events.append(created)
         fresh[index].result = SendResult(message, created, created=True)
+    bodies = [(row["id"], row["room_id"], row["body"]) for row in message_rows]
     ring = _ring(conn)
     if ring is not None:
         for row in message_rows:
             row["key_id"], row["body"] = seal_body(ring, row["room_id"], row["id"], row["body"])
     _RAW_INSERT_MESSAGES.executemany(conn, message_rows)
+    index_messages(conn, bodies)
     _insert_events(conn, new_events, [row["id"] for row in message_rows])
     if root_of:
         _store_summaries(conn, {id(root): root for root in root_of.values()}.values())

@@ -69,6 +69,7 @@ from parley.domain.models import (
     new_id,
     utc_now,
 )
+from parley.domain.search import Query, SearchFilters, SearchHit
 from parley.errors import (
     Conflict,
     Forbidden,
@@ -122,6 +123,13 @@ from parley.store.rows import (
     _user,
 )
 from parley.store.runners import _PostgresRunner, _Runner, _SqliteRunner
+from parley.store.search import (
+    clear_index,
+    index_page,
+    reindex_message,
+    search,
+    unindex_message,
+)
 from parley.store.statements import (
     _CONSUME_TOKEN,
     _COUNT_USERS,
@@ -189,6 +197,7 @@ log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 _EXPORT_PAGE = 500
 _RESEAL_PAGE = 200
+_INDEX_PAGE = 500
 _PING_TIMEOUT = 5.0
 
 
@@ -1201,6 +1210,7 @@ class SqlStore(Store):
             _rewrite_text_events(
                 conn, room_id, message_id, body, mentions=mentions, mentions_room=mentions_room
             )
+            reindex_message(conn, room_id, message_id, body)
             new = [
                 _new_event(
                     room_id, seq, EventType.MESSAGE_EDITED, now, editor_id, message=edited.public()
@@ -1261,6 +1271,7 @@ class SqlStore(Store):
                 fields["root_thread"] = summary.public() if summary is not None else None
             new = [_new_event(room_id, seq, EventType.MESSAGE_DELETED, now, actor_id, **fields)]
             _rewrite_text_events(conn, room_id, message_id, "", deleted=True)
+            unindex_message(conn, message_id)
             _insert_events(conn, new, [message_id])
             return tombstone, new
 
@@ -1386,6 +1397,46 @@ class SqlStore(Store):
             return target
 
         return await self._writer.write(run, room_id)
+
+    # search
+
+    async def search(
+        self,
+        user_id: UserId,
+        query: Query,
+        filters: SearchFilters,
+        *,
+        after: tuple[float, int] | None,
+        limit: int,
+    ) -> list[SearchHit]:
+        """One statement (``parley.store.search``), on a snapshot with the reactions."""
+        return await self._read(
+            functools.partial(
+                search, user_id=user_id, query=query, filters=filters, after=after, limit=limit
+            ),
+            snapshot=True,
+        )
+
+    async def reindex_search(self, *, rebuild: bool = False, page: int = _INDEX_PAGE) -> int:
+        """Index the messages the search index lacks (stored before it existed:
+        ``parley admin search reindex``), a page per write between other writes;
+        ``rebuild``: empty it first (a new index key). The number indexed; a row no
+        key opens (altered or moved in the database) is logged and left out."""
+        if rebuild:
+            await self._writer.write(clear_index)
+        total, after = 0, ""
+        while True:
+            count, unreadable, last = await self._writer.write(
+                functools.partial(index_page, after=after, n=page)
+            )
+            total += count
+            for message_id in unreadable:
+                log.warning(
+                    "search: message %s does not open under its key: not indexed", message_id
+                )
+            if last is None:
+                return total
+            after = last
 
     async def export_room(self, room_id: RoomId) -> AsyncIterator[Event]:
         """Pages of events, each read in its own call: a slow consumer holds no

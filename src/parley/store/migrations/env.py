@@ -14,7 +14,7 @@ from alembic import context
 from sqlalchemy.engine import Connection
 
 from parley.store.engine import make_engine, writer_engine
-from parley.store.schema import metadata
+from parley.store.schema import include_name, metadata
 
 config = context.config
 
@@ -26,6 +26,7 @@ def _configure(connection: Connection) -> None:
         target_metadata=metadata,
         render_as_batch=True,
         compare_type=True,
+        include_name=include_name,
     )
 
 

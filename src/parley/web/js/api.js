@@ -343,6 +343,14 @@ export class Api {
     return found && found.seq === seq ? found : null;
   }
 
+  /** One page of messages found in the caller's rooms, best first (`next_cursor`: more). */
+  search({ q, roomId, cursor, limit = 20 }) {
+    const query = new URLSearchParams({ q, limit: String(limit) });
+    if (roomId) query.set('room_id', roomId);
+    if (cursor) query.set('cursor', cursor);
+    return this.get(`/search?${query}`);
+  }
+
   events(roomId, afterSeq, limit = 200) {
     const q = new URLSearchParams({ after_seq: String(afterSeq), limit: String(limit) });
     return this.get(`/rooms/${encodeURIComponent(roomId)}/events?${q}`);

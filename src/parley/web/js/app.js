@@ -16,6 +16,7 @@ import { Members } from './ui/members.js';
 import { MentionAutocomplete } from './ui/mentions.js';
 import { openMenu } from './ui/menu.js';
 import { levelDialog, Notifications } from './ui/notifications.js';
+import { searchDialog } from './ui/search.js';
 import { Sidebar } from './ui/sidebar.js';
 import { ThreadPane } from './ui/thread.js';
 import { Timeline } from './ui/timeline.js';
@@ -150,6 +151,7 @@ class App {
     $('new-dm').addEventListener('click', () => this.newDm());
     $('new-group-dm').addEventListener('click', () => groupDmDialog({ client, onOpen: (r) => this.go(r.id) }));
     $('members-close').addEventListener('click', () => this.toggleMembers(false));
+    $('search-open').addEventListener('click', () => this.search());
     $('menu-toggle').addEventListener('click', () => this.toggleNav());
     $('scrim').addEventListener('click', () => this.toggleNav(false));
     $('sidebar').addEventListener('click', (event) => {
@@ -295,6 +297,29 @@ class App {
         return () => this.go(r.id);
       },
     });
+  }
+
+  search() {
+    searchDialog({
+      client: this.client,
+      store: this.store,
+      onJump: (roomId, m) => this.jumpTo(roomId, m),
+      onError: (err) => this.toast(err.message, 'error'),
+    });
+  }
+
+  /** Open a search result's room with the message in view (older pages loaded). */
+  async jumpTo(roomId, m) {
+    const r = this.store.rooms.get(roomId);
+    if (!r) throw new Error('You are no longer a member of that room.');
+    this.go(roomId);
+    await this.client.openRoom(roomId);
+    if (!(await this.client.loadUntil(r, m.seq))) throw new Error('That message is no longer in the room.');
+    for (let tries = 0; tries < 40; tries++) {
+      if (this.store.currentRoomId !== roomId) return;
+      if (this.timeline.reveal(m.seq)) return;
+      await sleep(50);
+    }
   }
 
   browse() {
@@ -480,6 +505,12 @@ class App {
 
   onKey(event) {
     if ($('dialog').open) return;
+    if ((event.ctrlKey || event.metaKey) && event.key.toLowerCase() === 'k') {
+      // Ctrl+K / Cmd+K: search messages.
+      event.preventDefault();
+      this.search();
+      return;
+    }
     if (event.altKey && (event.key === 'ArrowUp' || event.key === 'ArrowDown')) {
       // Alt+Up / Alt+Down: previous / next room, in sidebar order.
       event.preventDefault();

@@ -15,13 +15,14 @@
 // `message.created` event arrives, whichever is first.
 
 import { Socket, State } from './socket.js';
-import { limiter, uid, utf8Length } from './util.js';
+import { limiter, sleep, uid, utf8Length } from './util.js';
 
 const TYPING_SEND_EVERY_MS = 3_000;
 const TYPING_SHOW_MS = 5_000;
 const SEND_TIMEOUT_MS = 30_000; // unacknowledged on a live connection: failed
 const READ_DEBOUNCE_MS = 400;
 const PAGE = 50;
+const JUMP_PAGE = 200; // the API's largest page: a search result far back loads in fewer requests
 export const MAX_BODY_BYTES = 16_384;
 
 /** Send errors worth retrying by ourselves before telling the user. */
@@ -439,19 +440,31 @@ export class Client {
     return r;
   }
 
-  async loadOlder(r) {
+  async loadOlder(r, limit = PAGE) {
     if (!r.loaded || !r.hasMore || r.loadingOlder) return;
     r.loadingOlder = true;
     this.store.touch(`room:${r.id}`);
     try {
       const beforeSeq = r.messages[0]?.seq;
-      const { messages, has_more: more } = await this.api.messages(r.id, { beforeSeq, limit: PAGE });
+      const { messages, has_more: more } = await this.api.messages(r.id, { beforeSeq, limit });
       r.addOlder(messages, more);
       for (const m of messages) this.ensureUser(m.sender_id);
     } finally {
       r.loadingOlder = false;
       this.store.touch(`room:${r.id}`);
     }
+  }
+
+  /** Load older pages of an open room until message `seq` is among them (a search
+   * result's context; pages of the API's largest size); false if the room's history
+   * does not reach it. */
+  async loadUntil(r, seq) {
+    while (r.loaded && r.messages.length && r.messages[0].seq > seq) {
+      if (!r.hasMore) return false;
+      if (r.loadingOlder) await sleep(50);
+      else await this.loadOlder(r, JUMP_PAGE);
+    }
+    return r.loaded;
   }
 
   async createRoom(name, visibility, topic) {

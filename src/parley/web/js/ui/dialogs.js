@@ -8,7 +8,7 @@ const dialog = () => document.getElementById('dialog');
 let returnFocus = null;
 let onClosed = null;
 
-function show(titleText, content, { labelledBy = 'dialog-title', className = '' } = {}) {
+export function showDialog(titleText, content, { labelledBy = 'dialog-title', className = '' } = {}) {
   const d = dialog();
   if (d.open) d.close();
   returnFocus = document.activeElement;
@@ -98,7 +98,7 @@ export function formDialog({ title, description, fields, submitLabel = 'Save', o
       submit.disabled = false;
     }
   });
-  show(title, form);
+  showDialog(title, form);
   form.querySelector('input, textarea, select')?.focus();
 }
 
@@ -167,7 +167,7 @@ export function confirmDialog({ title, message, confirmLabel = 'OK', danger = fa
         yes,
       ),
     );
-    show(title, content);
+    showDialog(title, content);
     onClosed = () => resolve(answer);
     yes.focus();
   });
@@ -184,7 +184,7 @@ export async function browseDialog({ client, onOpen, onError }) {
   });
   const list = h('ul', { class: 'browse-list', 'aria-label': 'Public rooms' });
   const status = h('p', { class: 'muted', role: 'status' }, 'Loading…');
-  show('Browse rooms', h('div', { class: 'dialog-form' }, filter, status, list), {
+  showDialog('Browse rooms', h('div', { class: 'dialog-form' }, filter, status, list), {
     className: 'dialog-wide',
   });
   filter.focus();

@@ -359,6 +359,20 @@ export class Timeline {
     this.afterScroll(r);
   }
 
+  /** Scroll message `seq` (already rendered) into view and mark it for a moment: a
+   * search result in its context. False if it is not in the timeline. */
+  reveal(seq) {
+    const el = this.list.querySelector(`li[data-seq="${Number(seq)}"]`);
+    if (!el || !this.room) return false;
+    this.placed = true;
+    this.stick = false;
+    el.scrollIntoView({ block: 'center' });
+    el.classList.add('flash');
+    setTimeout(() => el.classList.remove('flash'), 2500);
+    this.afterScroll(this.room);
+    return true;
+  }
+
   onScroll() {
     const r = this.room;
     if (!r) return;
