@@ -40,7 +40,7 @@ from sqlalchemy.engine import Connection
 from parley.domain.search import Clause, Query, SearchFilters, SearchHit, terms
 from parley.errors import Undecryptable
 from parley.store.crypto import _ring, open_body
-from parley.store.rows import _message
+from parley.store.rows import _MESSAGE_COLUMNS, _message
 from parley.store.statements import _fold_reactions, _Raw
 
 __all__ = ["index_messages", "reindex_message", "search", "unindex_message"]
@@ -164,10 +164,9 @@ def match_expression(conn: Connection, query: Query) -> str:
     return " & ".join([*map(_pg_phrase, included), *(f"!{_pg_phrase(h)}" for h in excluded)])
 
 
-_COLUMNS = (
-    "m.id, m.room_id, m.seq, m.sender_id, m.body, m.client_msg_id, m.created_at, "
-    "m.edited_at, m.version, m.deleted, m.key_id"
-)
+# A message row as ``parley.store.rows`` reads it, then the hit's score and doc.
+_COLUMNS = ", ".join(f"m.{column.name}" for column in _MESSAGE_COLUMNS)
+_SCORE = len(_MESSAGE_COLUMNS)
 # The hits are found, checked against the caller's membership, ranked and cut to a
 # page on ``search_docs`` alone (its ``room_id``); only the page's rows are then read
 # from ``messages`` (joining ``messages`` for every hit doubled the time of a common
@@ -234,7 +233,7 @@ def search(
     rows = conn.execute(_statement(conn.dialect.name, used, after is not None), params).all()
     found = _fold_reactions(conn, [_message(row, conn) for row in rows])
     return [
-        SearchHit(message, float(row[11]), int(row[12]))
+        SearchHit(message, float(row[_SCORE]), int(row[_SCORE + 1]))
         for message, row in zip(found, rows, strict=True)
     ]
 
