@@ -247,4 +247,3 @@ export async function browseDialog({ client, onOpen, onError }) {
   render();
 }
 
-export { show as showDialog };
