@@ -3,6 +3,8 @@ and a small client that speaks its REST API."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -12,7 +14,9 @@ from typing import Any
 import httpx
 import pytest
 
+from parley.testing.postgres import fresh_database
 from parley.testing.server import ServerThread
+from tests.conftest import require_service
 
 
 @pytest.fixture(scope="module")
@@ -20,6 +24,24 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
     data_dir: Path = tmp_path_factory.mktemp("parley")
     # Tests register hundreds of users from one address; test_rate_limits covers limits.
     with ServerThread(data_dir, rate_limits="off") as running:
+        yield running
+
+
+@contextlib.contextmanager
+def node_on(database: str, data_dir: Path, name: str, **kw: Any) -> Iterator[ServerThread]:
+    """A node on SQLite (``database`` "sqlite"), or on a PostgreSQL database of its own,
+    made as ``name…`` and dropped afterwards: the data dir's master key must open the
+    database's data keys, and a shared database may hold others'."""
+    if database == "sqlite":
+        with ServerThread(data_dir, rate_limits="off", **kw) as running:
+            yield running
+        return
+    require_service("postgres")
+    admin = os.environ.get("PARLEY_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+    with (
+        fresh_database(admin, name) as url,
+        ServerThread(data_dir, rate_limits="off", database_url=url, **kw) as running,
+    ):
         yield running
 
 

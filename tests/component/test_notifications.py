@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -15,10 +14,8 @@ from typing import Any
 import httpx
 import pytest
 
-from parley.testing.postgres import fresh_database
 from parley.testing.server import ServerThread
-from tests.component.conftest import Account, Api, assert_error
-from tests.conftest import require_service
+from tests.component.conftest import Account, Api, assert_error, node_on
 from tests.realtime_support import TIMEOUT, recv_until, ws_connect
 
 
@@ -26,19 +23,7 @@ from tests.realtime_support import TIMEOUT, recv_until, ws_connect
 def server(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ServerThread]:
-    """A node on SQLite, and one on a PostgreSQL database of its own (its data dir's
-    master key must open the database's data keys: a shared one may hold others)."""
-    data_dir = tmp_path_factory.mktemp("notify")
-    if request.param == "sqlite":
-        with ServerThread(data_dir, rate_limits="off") as running:
-            yield running
-        return
-    require_service("postgres")
-    admin = os.environ.get("PARLEY_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
-    with (
-        fresh_database(admin, "parley_notify") as url,
-        ServerThread(data_dir, rate_limits="off", database_url=url) as running,
-    ):
+    with node_on(request.param, tmp_path_factory.mktemp("notify"), "parley_notify") as running:
         yield running
 
 

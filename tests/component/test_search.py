@@ -4,7 +4,6 @@ edits, bad input, paging; and that the index keeps no text at rest."""
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,27 +12,14 @@ from typing import Any
 import pytest
 
 from parley.testing.server import ServerThread
-from tests.component.conftest import Account, Api, assert_error
-from tests.conftest import require_service
+from tests.component.conftest import Account, Api, assert_error, node_on
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
 def search_server(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ServerThread]:
-    data_dir: Path = tmp_path_factory.mktemp("search")
-    if request.param == "sqlite":
-        with ServerThread(data_dir, rate_limits="off") as running:
-            yield running
-        return
-    require_service("postgres")
-    from parley.testing.postgres import fresh_database
-
-    admin = os.environ.get("PARLEY_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
-    with (
-        fresh_database(admin, "parley_search") as url,
-        ServerThread(data_dir, rate_limits="off", database_url=url) as running,
-    ):
+    with node_on(request.param, tmp_path_factory.mktemp("search"), "parley_search") as running:
         yield running
 
 

@@ -14,8 +14,8 @@ import httpx
 import pytest
 
 from parley.client import ApiError, ParleyClient
-from parley.testing.postgres import fresh_database
 from parley.testing.server import ServerThread
+from tests.component.conftest import node_on
 from tests.component.test_sse import stream
 from tests.realtime_support import closing, events_until, room, uid, user
 
@@ -26,19 +26,10 @@ MASTER_KEY = "ab" * 32
 def node(
     tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
 ) -> Iterator[ServerThread]:
+    # on PostgreSQL, a database of its own: its data keys are sealed by this module's
+    # master key, which a second node of the cluster shares
     data_dir = tmp_path_factory.mktemp("threads")
-    if request.param == "sqlite":
-        with ServerThread(data_dir, rate_limits="off") as server:
-            yield server
-        return
-    # a database of its own: its data keys are sealed by this module's master key,
-    # which a second node of the cluster shares
-    with (
-        fresh_database(request.getfixturevalue("postgres_url"), "parley_threads") as url,
-        ServerThread(
-            data_dir, rate_limits="off", database_url=url, master_key=MASTER_KEY
-        ) as server,
-    ):
+    with node_on(request.param, data_dir, "parley_threads", master_key=MASTER_KEY) as server:
         yield server
 
 
